@@ -1,0 +1,196 @@
+// The fused CPU recurrence. One call runs all T steps: per step one product with U (hand-written
+// loops for the paper's tiny nets, BLAS for large ones), then the cell math of cell.h per block.
+#include "recurrence_cpu.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+// BLAS as torch's own libraries export it (MKL on x86 builds). Weak: when absent, hand loops are used.
+extern "C" {
+void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
+            const float* beta, float* c, const int* ldc) __attribute__((weak));
+void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc) __attribute__((weak));
+}
+
+namespace lstm_ext::cpu {
+namespace {
+
+// Products of at least this many multiply-adds go to BLAS; smaller ones run the hand loops, which
+// have no call overhead (the paper's nets: B=1, G=32, R=8 is 256 per step).
+constexpr int64_t kBlasMinWork = 8192;
+
+template <typename T>
+bool blas_available();
+template <>
+bool blas_available<float>() { return sgemm_ != nullptr; }
+template <>
+bool blas_available<double>() { return dgemm_ != nullptr; }
+
+// Row-major C (M x N) = alpha * op(A) * op(B) + beta * C through column-major BLAS (C^T = op(B)^T op(A)^T).
+template <typename T>
+void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
+               int64_t lda, const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
+  const char ta = trans_a ? 'T' : 'N', tb = trans_b ? 'T' : 'N';
+  const int m = int(N), n = int(M), k = int(K), la = int(ldb), lb = int(lda), lc = int(ldc);
+  if constexpr (std::is_same_v<T, float>) {
+    sgemm_(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  } else {
+    dgemm_(&tb, &ta, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  }
+}
+
+bool use_blas(int64_t work) { return work >= kBlasMinWork; }
+
+// x (B x G) += r (B x R) * U^T;  Ut is U transposed (R x G), used by the hand loop.
+template <typename T>
+void add_recurrent_input(const CellDims& d, int64_t B, const T* r, const T* U, const T* Ut, T* x) {
+  const int G = d.gate_rows, R = d.rec_size;
+  if (Ut == nullptr) {
+    blas_gemm<T>(false, true, B, G, R, T(1), r, R, U, R, T(1), x, G);
+    return;
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    T* xb = x + b * G;
+    const T* rb = r + b * R;
+    for (int k = 0; k < R; ++k) {
+      const T rk = rb[k];
+      const T* u = Ut + int64_t(k) * G;
+      for (int g = 0; g < G; ++g) xb[g] += u[g] * rk;
+    }
+  }
+}
+
+// dr (B x R) = da (B x G) * U
+template <typename T>
+void recurrent_grad(const CellDims& d, int64_t B, const T* da, const T* U, bool blas, T* dr) {
+  const int G = d.gate_rows, R = d.rec_size;
+  if (blas) {
+    blas_gemm<T>(false, false, B, R, G, T(1), da, G, U, R, T(0), dr, R);
+    return;
+  }
+  std::fill(dr, dr + B * R, T(0));
+  for (int64_t b = 0; b < B; ++b) {
+    T* drb = dr + b * R;
+    const T* dab = da + b * G;
+    for (int g = 0; g < G; ++g) {
+      const T dg = dab[g];
+      const T* u = U + int64_t(g) * R;
+      for (int k = 0; k < R; ++k) drb[k] += dg * u[k];
+    }
+  }
+}
+
+bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nullptr || t < lengths[b]; }
+
+}  // namespace
+
+bool have_blas() { return blas_available<float>() && blas_available<double>(); }
+
+template <typename T>
+void recurrence_forward(const ForwardArgs<T>& p) {
+  const CellDims& d = p.d;
+  const int64_t B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const bool blas = blas_available<T>() && use_blas(B * G * R);
+  std::vector<T> Ut;
+  if (!blas) {  // U transposed, so that the hand loop streams contiguous rows
+    Ut.resize(size_t(R * G));
+    for (int64_t g = 0; g < G; ++g)
+      for (int64_t k = 0; k < R; ++k) Ut[size_t(k * G + g)] = p.U[g * R + k];
+  }
+  std::copy(p.r0, p.r0 + B * R, p.r_T);  // r_T and s_T are the running state
+  std::copy(p.s0, p.s0 + B * C, p.s_T);
+  for (int64_t t = 0; t < p.steps; ++t) {
+    T* act = p.act + t * B * G;
+    T* s = p.s_all + t * B * C;
+    T* y = p.y + t * B * C;
+    std::copy(p.A + t * B * G, p.A + (t + 1) * B * G, act);
+    add_recurrent_input(d, B, p.r_T, p.U, blas ? nullptr : Ut.data(), act);
+    for (int64_t b = 0; b < B; ++b) {
+      T* act_b = act + b * G;
+      T* s_b = s + b * C;
+      T* y_b = y + b * C;
+      T* s_state = p.s_T + b * C;
+      if (!active(p.lengths, t, b)) {  // past its length a row keeps its state
+        std::fill(act_b, act_b + G, T(0));
+        std::copy(s_state, s_state + C, s_b);
+        std::fill(y_b, y_b + C, T(0));
+        continue;
+      }
+      for (int blk = 0; blk < d.n_blocks; ++blk) block_forward(d, blk, act_b, s_state, s_b, y_b);
+      std::copy(s_b, s_b + C, s_state);
+      gather_feedback(d, act_b, y_b, p.r_T + b * R);
+    }
+  }
+}
+
+template <typename T>
+void recurrence_backward(const BackwardArgs<T>& p) {
+  const CellDims& d = p.d;
+  const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const bool blas = blas_available<T>() && use_blas(B * G * R);
+  // Running gradients on r and s; dr_next receives da*U for the step before.
+  std::vector<T> dr(p.dr_T, p.dr_T + B * R), ds(p.ds_T, p.ds_T + B * C);
+  std::vector<T> dr_next(static_cast<size_t>(B * R)), dyc(static_cast<size_t>(C));
+  for (int64_t t = Tn - 1; t >= 0; --t) {
+    const T* act = p.act + t * B * G;
+    const T* s = p.s_all + t * B * C;
+    const T* s_prev = t > 0 ? p.s_all + (t - 1) * B * C : p.s0;
+    const T* dy = p.dy + t * B * C;
+    T* da = p.dA + t * B * G;
+    for (int64_t b = 0; b < B; ++b) {
+      T* da_b = da + b * G;
+      if (!active(p.lengths, t, b)) {
+        std::fill(da_b, da_b + G, T(0));
+        continue;
+      }
+      const T* dr_b = dr.data() + b * R;
+      for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[b * C + j] + dr_b[d.r_cells() + j];
+      for (int blk = 0; blk < d.n_blocks; ++blk)
+        block_backward(d, blk, act + b * G, s_prev + b * C, s + b * C, dyc.data(), dr_b, ds.data() + b * C, da_b);
+    }
+    // Gradient on r_{t-1}: through U unless truncated; rows past their length pass it on unchanged.
+    if (d.truncate) {
+      std::fill(dr_next.begin(), dr_next.end(), T(0));
+    } else {
+      recurrent_grad(d, B, da, p.U, blas, dr_next.data());
+    }
+    for (int64_t b = 0; b < B; ++b)
+      if (!active(p.lengths, t, b)) std::copy(dr.begin() + b * R, dr.begin() + (b + 1) * R, dr_next.begin() + b * R);
+    dr.swap(dr_next);
+  }
+  std::copy(dr.begin(), dr.end(), p.dr0);
+  std::copy(ds.begin(), ds.end(), p.ds0);
+
+  // dU = sum_t da_t^T r_{t-1}: one product over all steps, with r_{t-1} rebuilt from what the forward kept.
+  std::vector<T> r_prev(size_t(Tn * B * R));
+  if (Tn > 0) std::copy(p.r0, p.r0 + B * R, r_prev.begin());
+  for (int64_t t = 1; t < Tn; ++t)
+    for (int64_t b = 0; b < B; ++b)
+      gather_feedback(d, p.act + ((t - 1) * B + b) * G, p.y + ((t - 1) * B + b) * C, r_prev.data() + (t * B + b) * R);
+  const int64_t rows = Tn * B;
+  if (blas_available<T>() && use_blas(rows * G * R) && rows > 0) {
+    blas_gemm<T>(true, false, G, R, rows, T(1), p.dA, G, r_prev.data(), R, T(0), p.dU, R);
+  } else {
+    std::fill(p.dU, p.dU + G * R, T(0));
+    for (int64_t n = 0; n < rows; ++n) {
+      const T* da = p.dA + n * G;
+      const T* r = r_prev.data() + n * R;
+      for (int64_t g = 0; g < G; ++g) {
+        const T dg = da[g];
+        T* dU = p.dU + g * R;
+        for (int64_t k = 0; k < R; ++k) dU[k] += dg * r[k];
+      }
+    }
+  }
+}
+
+template void recurrence_forward<float>(const ForwardArgs<float>&);
+template void recurrence_forward<double>(const ForwardArgs<double>&);
+template void recurrence_backward<float>(const BackwardArgs<float>&);
+template void recurrence_backward<double>(const BackwardArgs<double>&);
+
+}  // namespace lstm_ext::cpu

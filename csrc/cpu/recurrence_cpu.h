@@ -1,0 +1,58 @@
+// The fused CPU recurrence: all T steps of one layer and direction in one call. Torch-free (raw
+// pointers, row-major, contiguous); csrc/ops.cpp checks the tensors and calls these.
+#pragma once
+
+#include <cstdint>
+
+#include "../cell.h"
+
+namespace lstm_ext::cpu {
+
+template <typename T>
+struct ForwardArgs {
+  CellDims d;
+  int64_t steps;           // T
+  int64_t batch;           // B
+  const T* A;              // (T, B, G)  input part of the net inputs, x W^T + b
+  const T* U;              // (G, R)     recurrent weights
+  const T* r0;             // (B, R)     recurrent source before step 0
+  const T* s0;             // (B, C)     cell state before step 0
+  const int64_t* lengths;  // (B) steps each row runs, or nullptr for all T
+  T* y;                    // (T, B, C)  out: cell outputs (0 past a row's length)
+  T* r_T;                  // (B, R)     out: recurrent source after the row's last step
+  T* s_T;                  // (B, C)     out: cell state after the row's last step
+  T* act;                  // (T, B, G)  out: activations, kept for the backward (0 past a row's length)
+  T* s_all;                // (T, B, C)  out: cell states, kept for the backward
+};
+
+template <typename T>
+struct BackwardArgs {
+  CellDims d;
+  int64_t steps;           // T
+  int64_t batch;           // B
+  const T* dy;             // (T, B, C)  gradient on y
+  const T* dr_T;           // (B, R)     gradient on r_T
+  const T* ds_T;           // (B, C)     gradient on s_T
+  const T* U;              // (G, R)
+  const T* r0;             // (B, R)
+  const T* s0;             // (B, C)
+  const T* y;              // (T, B, C)  as returned by the forward
+  const T* act;            // (T, B, G)  as returned by the forward
+  const T* s_all;          // (T, B, C)  as returned by the forward
+  const int64_t* lengths;  // (B) or nullptr
+  T* dA;                   // (T, B, G)  out
+  T* dU;                   // (G, R)     out
+  T* dr0;                  // (B, R)     out
+  T* ds0;                  // (B, C)     out
+};
+
+template <typename T>
+void recurrence_forward(const ForwardArgs<T>& p);
+
+template <typename T>
+void recurrence_backward(const BackwardArgs<T>& p);
+
+// Whether an optimised BLAS (sgemm_/dgemm_ from the libraries torch links) was found at load time.
+bool have_blas();
+
+}  // namespace lstm_ext::cpu

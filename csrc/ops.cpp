@@ -1,0 +1,191 @@
+// The custom ops: schemas, argument checks and the CPU implementations. The CUDA implementations are
+// registered in cuda/ops_cuda.cpp when the extension is built with CUDA.
+#include "ops.h"
+
+#include <Python.h>
+
+#include <sstream>
+
+#include "cpu/recurrence_cpu.h"
+
+namespace lstm_ext {
+
+namespace {
+
+std::string shape_str(at::IntArrayRef s) {
+  std::ostringstream o;
+  o << "(";
+  for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+  o << (s.size() == 1 ? ",)" : ")");
+  return o.str();
+}
+
+}  // namespace
+
+CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, const std::string& feedback,
+                   const std::string& squash, bool truncate) {
+  TORCH_CHECK(block_size >= 1, "lstm_ext: block_size must be >= 1, got ", block_size);
+  TORCH_CHECK(feedback == "cells" || feedback == "all",
+              "lstm_ext: feedback must be \"cells\" or \"all\", got \"", feedback, "\"");
+  Squash q;
+  if (squash == "tanh") {
+    q = Squash::Tanh;
+  } else if (squash == "paper") {
+    q = Squash::Paper;
+  } else if (squash == "sigmoid_identity") {
+    q = Squash::SigmoidIdentity;
+  } else {
+    TORCH_CHECK(false, "lstm_ext: squash must be \"tanh\", \"paper\" or \"sigmoid_identity\", got \"", squash, "\"");
+  }
+  TORCH_CHECK(n_cells % block_size == 0, "lstm_ext: the number of cells (", n_cells,
+              ") must be a multiple of block_size (", block_size, ")");
+  return make_cell_dims(int(n_cells), int(block_size), forget_gate, feedback == "all", truncate, q);
+}
+
+void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& A) {
+  TORCH_CHECK(t.device() == A.device(), "lstm_ext: ", name, " must be on A's device ", A.device(), ", got ",
+              t.device());
+  TORCH_CHECK(t.scalar_type() == A.scalar_type(), "lstm_ext: ", name, " must have A's dtype ", A.scalar_type(),
+              ", got ", t.scalar_type());
+  TORCH_CHECK(t.sizes() == shape, "lstm_ext: ", name, " must have shape ", shape_str(shape), ", got ",
+              shape_str(t.sizes()));
+}
+
+CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+                            const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
+                            const std::string& feedback, const std::string& squash, bool truncate) {
+  TORCH_CHECK(A.dim() == 3, "lstm_ext: A must be 3-D (T, B, G), got ", A.dim(), "-D");
+  TORCH_CHECK(at::isFloatingType(A.scalar_type()), "lstm_ext: A must be a floating-point tensor, got ",
+              A.scalar_type());
+  TORCH_CHECK(s0.dim() == 2, "lstm_ext: s0 must be 2-D (B, C), got ", s0.dim(), "-D");
+  const int64_t T = A.size(0), B = A.size(1), G = A.size(2), C = s0.size(1);
+  CellDims d = cell_dims(C, forget_gate, block_size, feedback, squash, truncate);
+  TORCH_CHECK(G == d.gate_rows, "lstm_ext: A must have G = ", d.gate_rows, " gate rows for ", C,
+              " cells in blocks of ", block_size, (forget_gate ? " with" : " without"), " a forget gate, got ", G);
+  check_like(U, "U", {G, d.rec_size}, A);
+  check_like(r0, "r0", {B, d.rec_size}, A);
+  check_like(s0, "s0", {B, C}, A);
+  if (lengths.has_value()) {
+    const at::Tensor& l = *lengths;
+    TORCH_CHECK(l.scalar_type() == at::kLong, "lstm_ext: lengths must be int64, got ", l.scalar_type());
+    TORCH_CHECK(l.dim() == 1 && l.size(0) == B, "lstm_ext: lengths must have shape (", B, ",), got ",
+                shape_str(l.sizes()));
+    TORCH_CHECK(l.device().is_cpu() || l.device() == A.device(), "lstm_ext: lengths must be on the CPU or on A's device");
+    if (B > 0) {
+      const auto lo = l.min().item<int64_t>(), hi = l.max().item<int64_t>();
+      TORCH_CHECK(lo >= 0 && hi <= T, "lstm_ext: lengths must lie in [0, T] = [0, ", T, "], got values in [", lo,
+                  ", ", hi, "]");
+    }
+  }
+  TORCH_CHECK(T <= INT32_MAX && B * std::max<int64_t>(G, 1) <= INT32_MAX, "lstm_ext: sizes too large");
+  return d;
+}
+
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu(
+    const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, const std::string& feedback,
+    const std::string& squash, bool truncate) {
+  const CellDims d = check_forward_args(A_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback, squash,
+                                        truncate);
+  TORCH_CHECK(A_in.scalar_type() == at::kFloat || A_in.scalar_type() == at::kDouble,
+              "lstm_ext: the CPU kernel takes float32 or float64, got ", A_in.scalar_type());
+  const at::Tensor A = A_in.contiguous(), U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous();
+  const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
+  at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
+  at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0),
+             act = at::empty_like(A), s_all = at::empty({T, B, C}, A.options());
+  AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {
+    cpu::ForwardArgs<scalar_t> p{d,
+                                 T,
+                                 B,
+                                 A.const_data_ptr<scalar_t>(),
+                                 U.const_data_ptr<scalar_t>(),
+                                 r0.const_data_ptr<scalar_t>(),
+                                 s0.const_data_ptr<scalar_t>(),
+                                 len.defined() ? len.const_data_ptr<int64_t>() : nullptr,
+                                 y.mutable_data_ptr<scalar_t>(),
+                                 r_T.mutable_data_ptr<scalar_t>(),
+                                 s_T.mutable_data_ptr<scalar_t>(),
+                                 act.mutable_data_ptr<scalar_t>(),
+                                 s_all.mutable_data_ptr<scalar_t>()};
+    cpu::recurrence_forward(p);
+  });
+  return {y, r_T, s_T, act, s_all};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_cpu(
+    const at::Tensor& dy_in, const at::Tensor& dr_T_in, const at::Tensor& ds_T_in, const at::Tensor& U_in,
+    const at::Tensor& r0_in, const at::Tensor& s0_in, const at::Tensor& y_in, const at::Tensor& act_in,
+    const at::Tensor& s_all_in, const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
+    const std::string& feedback, const std::string& squash, bool truncate) {
+  const CellDims d = check_forward_args(act_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback,
+                                        squash, truncate);
+  TORCH_CHECK(act_in.scalar_type() == at::kFloat || act_in.scalar_type() == at::kDouble,
+              "lstm_ext: the CPU kernel takes float32 or float64, got ", act_in.scalar_type());
+  const int64_t T = act_in.size(0), B = act_in.size(1), C = d.n_cells;
+  check_like(dy_in, "dy", {T, B, C}, act_in);
+  check_like(dr_T_in, "dr_T", {B, d.rec_size}, act_in);
+  check_like(ds_T_in, "ds_T", {B, C}, act_in);
+  check_like(y_in, "y", {T, B, C}, act_in);
+  check_like(s_all_in, "s_all", {T, B, C}, act_in);
+  const at::Tensor dy = dy_in.contiguous(), dr_T = dr_T_in.contiguous(), ds_T = ds_T_in.contiguous(),
+                   U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous(), y = y_in.contiguous(),
+                   act = act_in.contiguous(), s_all = s_all_in.contiguous();
+  at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
+  at::Tensor dA = at::empty_like(act), dU = at::empty_like(U), dr0 = at::empty_like(r0), ds0 = at::empty_like(s0);
+  AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "recurrence_backward_cpu", [&] {
+    cpu::BackwardArgs<scalar_t> p{d,
+                                  T,
+                                  B,
+                                  dy.const_data_ptr<scalar_t>(),
+                                  dr_T.const_data_ptr<scalar_t>(),
+                                  ds_T.const_data_ptr<scalar_t>(),
+                                  U.const_data_ptr<scalar_t>(),
+                                  r0.const_data_ptr<scalar_t>(),
+                                  s0.const_data_ptr<scalar_t>(),
+                                  y.const_data_ptr<scalar_t>(),
+                                  act.const_data_ptr<scalar_t>(),
+                                  s_all.const_data_ptr<scalar_t>(),
+                                  len.defined() ? len.const_data_ptr<int64_t>() : nullptr,
+                                  dA.mutable_data_ptr<scalar_t>(),
+                                  dU.mutable_data_ptr<scalar_t>(),
+                                  dr0.mutable_data_ptr<scalar_t>(),
+                                  ds0.mutable_data_ptr<scalar_t>()};
+    cpu::recurrence_backward(p);
+  });
+  return {dA, dU, dr0, ds0};
+}
+
+bool have_blas() { return cpu::have_blas(); }
+
+}  // namespace
+
+TORCH_LIBRARY(lstm_ext, m) {
+  // A (T,B,G), U (G,R), r0 (B,R), s0 (B,C), lengths (B,) int64 ->
+  //   y (T,B,C), r_T (B,R), s_T (B,C), act (T,B,G) and s_all (T,B,C) (kept for the backward)
+  m.def(
+      "recurrence_forward(Tensor A, Tensor U, Tensor r0, Tensor s0, Tensor? lengths, bool forget_gate, "
+      "int block_size, str feedback, str squash, bool truncate) "
+      "-> (Tensor y, Tensor r_T, Tensor s_T, Tensor act, Tensor s_all)");
+  // gradients on (y, r_T, s_T) + what the forward returned -> gradients on (A, U, r0, s0)
+  m.def(
+      "recurrence_backward(Tensor dy, Tensor dr_T, Tensor ds_T, Tensor U, Tensor r0, Tensor s0, Tensor y, "
+      "Tensor act, Tensor s_all, Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, "
+      "bool truncate) -> (Tensor dA, Tensor dU, Tensor dr0, Tensor ds0)");
+  m.def("have_blas() -> bool", &have_blas);
+}
+
+TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
+  m.impl("recurrence_forward", &recurrence_forward_cpu);
+  m.impl("recurrence_backward", &recurrence_backward_cpu);
+}
+
+}  // namespace lstm_ext
+
+// The Python module lstm_ext._C: empty; importing it runs the registrations above.
+extern "C" PyObject* PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr, nullptr, nullptr, nullptr, nullptr};
+  return PyModule_Create(&module_def);
+}

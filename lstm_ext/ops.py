@@ -1,0 +1,52 @@
+"""The custom ops as Python sees them: typed wrappers, fake (meta) kernels and autograd.
+
+    recurrence(A, U, r0, s0, config, lengths=None) -> y (T, B, C), r_T (B, R), s_T (B, C)
+
+runs all T steps of one layer and direction in one call of ``torch.ops.lstm_ext.recurrence_forward``;
+its gradient is ``torch.ops.lstm_ext.recurrence_backward``. Shapes and the config are described in
+``lstm_ext.config``; the math is ``lstm_ext.reference.recurrence_ref``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import _build  # noqa: F401  (loads the extension)
+from .config import CellConfig
+
+_ops = torch.ops.lstm_ext
+
+
+@torch.library.register_fake("lstm_ext::recurrence_forward")
+def _recurrence_forward_fake(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate):
+    T, B, _ = A.shape
+    C = s0.shape[-1]
+    return (A.new_empty(T, B, C), torch.empty_like(r0), torch.empty_like(s0), torch.empty_like(A), A.new_empty(T, B, C))
+
+
+@torch.library.register_fake("lstm_ext::recurrence_backward")
+def _recurrence_backward_fake(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, *config):
+    return torch.empty_like(act), torch.empty_like(U), torch.empty_like(r0), torch.empty_like(s0)
+
+
+def _setup_context(ctx, inputs, output):
+    A, U, r0, s0, lengths, *config = inputs
+    y, r_T, s_T, act, s_all = output
+    ctx.config = config
+    ctx.mark_non_differentiable(act, s_all)
+    ctx.save_for_backward(U, r0, s0, y, act, s_all, lengths)
+
+
+def _backward(ctx, dy, dr_T, ds_T, _dact, _ds_all):
+    U, r0, s0, y, act, s_all, lengths = ctx.saved_tensors
+    dA, dU, dr0, ds0 = _ops.recurrence_backward(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, *ctx.config)
+    return dA, dU, dr0, ds0, None, None, None, None, None, None
+
+
+torch.library.register_autograd("lstm_ext::recurrence_forward", _backward, setup_context=_setup_context)
+
+
+def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
+    """All T steps of one layer and direction: A (T,B,G), U (G,R), r0 (B,R), s0 (B,C) -> y, r_T, s_T."""
+    y, r_T, s_T, _, _ = _ops.recurrence_forward(A, U, r0, s0, lengths, *config.op_args())
+    return y, r_T, s_T
