@@ -68,17 +68,65 @@ inline CellDims make_cell_dims(int n_cells, int block_size, bool forget_gate, bo
 }
 
 // ---- activations ---------------------------------------------------------------------------------
+// float on the host uses branch-free polynomial exp/tanh (Cephes, ~1 ulp) so the CPU loops vectorise;
+// double, and the GPU, use the C library's.
+
+#if !defined(__CUDA_ARCH__)
+inline float exp_poly(float x) {
+  x = x < -87.3365f ? -87.3365f : (x > 88.0f ? 88.0f : x);
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  float r = x - n * 0.693359375f;
+  r = r + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int bits = (static_cast<int>(n) + 127) << 23;  // 2^n
+  float scale;
+  __builtin_memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline float tanh_poly(float x) {
+  const float ax = x < 0.0f ? -x : x;
+  const float z = x * x;  // |x| < 0.625: odd polynomial; else 1 - 2 / (e^{2|x|} + 1)
+  const float small =
+      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
+       3.33332819422e-1f) * z * x + x;
+  const float big = 1.0f - 2.0f / (exp_poly(2.0f * ax) + 1.0f);
+  return ax < 0.625f ? small : (x < 0.0f ? -big : big);
+}
+#endif
+
+template <typename T>
+LSTM_HD T exp_(T x) {
+#if !defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 4) return exp_poly(x);
+#endif
+  return exp(x);
+}
+
+template <typename T>
+LSTM_HD T tanh_(T x) {
+#if !defined(__CUDA_ARCH__)
+  if constexpr (sizeof(T) == 4) return tanh_poly(x);
+#endif
+  return tanh(x);
+}
 
 template <typename T>
 LSTM_HD T sigmoid(T x) {
-  return T(1) / (T(1) + exp(-x));
+  return T(1) / (T(1) + exp_(-x));
 }
 
 // Cell-input squash g and its derivative, written in terms of g's value.
 template <typename T>
 LSTM_HD T squash_g(Squash q, T x) {
-  if (q == Squash::Tanh) return tanh(x);
-  if (q == Squash::Paper) return T(2) * tanh(T(0.5) * x);
+  if (q == Squash::Tanh) return tanh_(x);
+  if (q == Squash::Paper) return T(2) * tanh_(T(0.5) * x);
   return sigmoid(x);
 }
 template <typename T>
@@ -91,8 +139,8 @@ LSTM_HD T squash_g_grad(Squash q, T g) {
 // Cell-output squash h and its derivative, written in terms of h's value.
 template <typename T>
 LSTM_HD T squash_h(Squash q, T s) {
-  if (q == Squash::Tanh) return tanh(s);
-  if (q == Squash::Paper) return tanh(T(0.5) * s);
+  if (q == Squash::Tanh) return tanh_(s);
+  if (q == Squash::Paper) return tanh_(T(0.5) * s);
   return s;
 }
 template <typename T>
@@ -102,7 +150,45 @@ LSTM_HD T squash_h_grad(Squash q, T h) {
   return T(1);
 }
 
-// ---- one block, one step -------------------------------------------------------------------------
+// ---- one cell, one step --------------------------------------------------------------------------
+
+// The cell state s_t from the block's gates and the cell's squashed input g.
+template <typename T>
+LSTM_HD T cell_state(bool forget_gate, T y_phi, T s_prev, T y_iota, T g) {
+  return forget_gate ? y_phi * s_prev + y_iota * g : s_prev + y_iota * g;
+}
+
+// The cell output y_c.
+template <typename T>
+LSTM_HD T cell_output(Squash q, T y_omega, T s) {
+  return y_omega * squash_h(q, s);
+}
+
+// Gradients of one cell's step: on its block's gate activations (its share; a block sums over its
+// cells), on its net input a_z, and on s_{t-1}.
+template <typename T>
+struct CellGrads {
+  T d_iota, d_phi, d_omega;  // on y_iota, y_phi, y_omega
+  T da_z;                    // on the net input a_z
+  T ds_prev;                 // on s_{t-1}
+};
+
+// dy: gradient on y_c of step t; ds: gradient on s_t from step t+1.
+template <typename T>
+LSTM_HD CellGrads<T> cell_backward(Squash q, bool forget_gate, T y_iota, T y_phi, T y_omega, T g, T s_prev, T s,
+                                   T dy, T ds) {
+  const T h = squash_h(q, s);
+  const T ds_t = ds + dy * y_omega * squash_h_grad(q, h);
+  return {ds_t * g, ds_t * s_prev, dy * h, ds_t * y_iota * squash_g_grad(q, g), forget_gate ? ds_t * y_phi : ds_t};
+}
+
+// Gradient on a sigmoid gate's net input from the gradient on its activation y.
+template <typename T>
+LSTM_HD T gate_grad(T d_act, T y) {
+  return d_act * y * (T(1) - y);
+}
+
+// ---- one block, one step --------------------------------------------------------------------------
 
 // Forward of block `blk` for one batch row.
 //   a      (G)  in: net inputs; out: activations (sigmoid gates, g(a_z)) -- what the backward needs
@@ -124,9 +210,8 @@ LSTM_HD void block_forward(const CellDims& d, int blk, T* a, const T* s_prev, T*
     const int j = blk * d.block_size + k;
     const T g = squash_g(d.squash, a[d.z_row() + j]);
     a[d.z_row() + j] = g;
-    const T s_j = d.forget_gate ? y_phi * s_prev[j] + y_iota * g : s_prev[j] + y_iota * g;
-    s[j] = s_j;
-    y[j] = y_omega * squash_h(d.squash, s_j);
+    s[j] = cell_state(d.forget_gate, y_phi, s_prev[j], y_iota, g);
+    y[j] = cell_output(d.squash, y_omega, s[j]);
   }
 }
 
@@ -161,18 +246,17 @@ LSTM_HD void block_backward(const CellDims& d, int blk, const T* act, const T* s
   block_feedback_grads(d, blk, dr, d_iota, d_phi, d_omega);
   for (int k = 0; k < d.block_size; ++k) {
     const int j = blk * d.block_size + k;
-    const T h = squash_h(d.squash, s[j]);
-    d_omega += dy[j] * h;
-    const T ds_j = ds[j] + dy[j] * y_omega * squash_h_grad(d.squash, h);
-    const T g = act[d.z_row() + j];
-    d_iota += ds_j * g;
-    d_phi += ds_j * s_prev[j];
-    da[d.z_row() + j] = ds_j * y_iota * squash_g_grad(d.squash, g);
-    ds[j] = d.forget_gate ? ds_j * y_phi : ds_j;
+    const CellGrads<T> c = cell_backward(d.squash, d.forget_gate, y_iota, y_phi, y_omega, act[d.z_row() + j],
+                                         s_prev[j], s[j], dy[j], ds[j]);
+    d_iota += c.d_iota;
+    d_phi += c.d_phi;
+    d_omega += c.d_omega;
+    da[d.z_row() + j] = c.da_z;
+    ds[j] = c.ds_prev;
   }
-  da[d.iota_row() + blk] = d_iota * y_iota * (T(1) - y_iota);
-  da[d.omega_row() + blk] = d_omega * y_omega * (T(1) - y_omega);
-  if (d.forget_gate) da[d.phi_row() + blk] = d_phi * y_phi * (T(1) - y_phi);
+  da[d.iota_row() + blk] = gate_grad(d_iota, y_iota);
+  da[d.omega_row() + blk] = gate_grad(d_omega, y_omega);
+  if (d.forget_gate) da[d.phi_row() + blk] = gate_grad(d_phi, y_phi);
 }
 
 // The recurrent source r_t of one batch row from the step's activations and cell outputs.

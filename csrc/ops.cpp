@@ -22,8 +22,8 @@ std::string shape_str(at::IntArrayRef s) {
 
 }  // namespace
 
-CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, const std::string& feedback,
-                   const std::string& squash, bool truncate) {
+CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, c10::string_view feedback,
+                   c10::string_view squash, bool truncate) {
   TORCH_CHECK(block_size >= 1, "lstm_ext: block_size must be >= 1, got ", block_size);
   TORCH_CHECK(feedback == "cells" || feedback == "all",
               "lstm_ext: feedback must be \"cells\" or \"all\", got \"", feedback, "\"");
@@ -53,7 +53,7 @@ void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, co
 
 CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
                             const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
-                            const std::string& feedback, const std::string& squash, bool truncate) {
+                            c10::string_view feedback, c10::string_view squash, bool truncate) {
   TORCH_CHECK(A.dim() == 3, "lstm_ext: A must be 3-D (T, B, G), got ", A.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(A.scalar_type()), "lstm_ext: A must be a floating-point tensor, got ",
               A.scalar_type());
@@ -85,8 +85,8 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu(
     const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
-    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, const std::string& feedback,
-    const std::string& squash, bool truncate) {
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate) {
   const CellDims d = check_forward_args(A_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback, squash,
                                         truncate);
   TORCH_CHECK(A_in.scalar_type() == at::kFloat || A_in.scalar_type() == at::kDouble,
@@ -119,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
     const at::Tensor& dy_in, const at::Tensor& dr_T_in, const at::Tensor& ds_T_in, const at::Tensor& U_in,
     const at::Tensor& r0_in, const at::Tensor& s0_in, const at::Tensor& y_in, const at::Tensor& act_in,
     const at::Tensor& s_all_in, const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
-    const std::string& feedback, const std::string& squash, bool truncate) {
+    c10::string_view feedback, c10::string_view squash, bool truncate) {
   const CellDims d = check_forward_args(act_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback,
                                         squash, truncate);
   TORCH_CHECK(act_in.scalar_type() == at::kFloat || act_in.scalar_type() == at::kDouble,

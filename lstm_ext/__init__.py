@@ -5,8 +5,18 @@ nn.LSTM drop-ins ``LSTM1997`` and ``LSTM2000``, and the plain-PyTorch oracle ``l
 """
 
 from ._build import build_info
-from . import ops
+from . import functional, ops
 from .config import CellConfig
+from .modules import LSTM1997, LSTM2000, lstm1997_state_dict_from_nn_lstm
 
 __version__ = "0.1.0"
-__all__ = ["CellConfig", "build_info", "ops", "__version__"]
+__all__ = [
+    "CellConfig",
+    "LSTM1997",
+    "LSTM2000",
+    "build_info",
+    "functional",
+    "lstm1997_state_dict_from_nn_lstm",
+    "ops",
+    "__version__",
+]

@@ -46,7 +46,15 @@ def _backward(ctx, dy, dr_T, ds_T, _dact, _ds_all):
 torch.library.register_autograd("lstm_ext::recurrence_forward", _backward, setup_context=_setup_context)
 
 
+@torch.library.register_fake("lstm_ext::recurrence")
+def _recurrence_fake(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate):
+    T, B, _ = A.shape
+    return A.new_empty(T, B, s0.shape[-1]), torch.empty_like(r0), torch.empty_like(s0)
+
+
 def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
-    """All T steps of one layer and direction: A (T,B,G), U (G,R), r0 (B,R), s0 (B,C) -> y, r_T, s_T."""
-    y, r_T, s_T, _, _ = _ops.recurrence_forward(A, U, r0, s0, lengths, *config.op_args())
-    return y, r_T, s_T
+    """All T steps of one layer and direction: A (T,B,G), U (G,R), r0 (B,R), s0 (B,C) -> y, r_T, s_T.
+
+    Differentiable in A, U, r0 and s0 (autograd is registered in C++, csrc/autograd.cpp).
+    """
+    return _ops.recurrence(A, U, r0, s0, lengths, *config.op_args())

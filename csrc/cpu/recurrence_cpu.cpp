@@ -3,6 +3,8 @@
 #include "recurrence_cpu.h"
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 #include <cstring>
 #include <vector>
 
@@ -86,6 +88,92 @@ void recurrent_grad(const CellDims& d, int64_t B, const T* da, const T* U, bool 
 
 bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nullptr || t < lengths[b]; }
 
+// One batch row, one step, laid out for the vectoriser: each phase is a flat loop over a row group,
+// with the squash (Q) and the forget gate (FG) known at compile time. Blocks of one cell (S = 1) need
+// no per-block reduction; larger blocks go through block_forward / block_backward of cell.h.
+//   a (G) net inputs -> activations;  s_prev, s, y (C)
+template <typename T, Squash Q, bool FG>
+void row_forward(const CellDims& d, T* __restrict__ a, const T* __restrict__ s_prev, T* __restrict__ s,
+                 T* __restrict__ y) {
+  if (d.block_size != 1) {
+    for (int blk = 0; blk < d.n_blocks; ++blk) block_forward(d, blk, a, s_prev, s, y);
+    return;
+  }
+  const int C = d.n_cells;  // == n_blocks
+  T* __restrict__ a_iota = a + d.iota_row();
+  T* __restrict__ a_phi = a + d.phi_row();
+  T* __restrict__ a_z = a + d.z_row();
+  T* __restrict__ a_omega = a + d.omega_row();
+  for (int j = 0; j < C; ++j) a_iota[j] = sigmoid(a_iota[j]);
+  if constexpr (FG)
+    for (int j = 0; j < C; ++j) a_phi[j] = sigmoid(a_phi[j]);
+  for (int j = 0; j < C; ++j) a_omega[j] = sigmoid(a_omega[j]);
+  for (int j = 0; j < C; ++j) a_z[j] = squash_g(Q, a_z[j]);
+  for (int j = 0; j < C; ++j) {
+    s[j] = cell_state(FG, FG ? a_phi[j] : T(1), s_prev[j], a_iota[j], a_z[j]);
+    y[j] = cell_output(Q, a_omega[j], s[j]);
+  }
+}
+
+//   act (G), s_prev, s (C); dy (C) gradient on y_c incl. the recurrent one; dr (R) gradient on r_t;
+//   ds (C) in: on s_t, out: on s_{t-1};  da (G) out
+template <typename T, Squash Q, bool FG>
+void row_backward(const CellDims& d, const T* __restrict__ act, const T* __restrict__ s_prev,
+                  const T* __restrict__ s, const T* __restrict__ dy, const T* __restrict__ dr, T* __restrict__ ds,
+                  T* __restrict__ da) {
+  if (d.block_size != 1) {
+    for (int blk = 0; blk < d.n_blocks; ++blk) block_backward(d, blk, act, s_prev, s, dy, dr, ds, da);
+    return;
+  }
+  const int C = d.n_cells;
+  const T* __restrict__ y_iota = act + d.iota_row();
+  const T* __restrict__ y_phi = act + d.phi_row();
+  const T* __restrict__ g = act + d.z_row();
+  const T* __restrict__ y_omega = act + d.omega_row();
+  T* __restrict__ da_iota = da + d.iota_row();
+  T* __restrict__ da_phi = da + d.phi_row();
+  T* __restrict__ da_z = da + d.z_row();
+  T* __restrict__ da_omega = da + d.omega_row();
+  for (int j = 0; j < C; ++j) {
+    const T yf = FG ? y_phi[j] : T(1);
+    const CellGrads<T> c = cell_backward(Q, FG, y_iota[j], yf, y_omega[j], g[j], s_prev[j], s[j], dy[j], ds[j]);
+    da_iota[j] = gate_grad(c.d_iota, y_iota[j]);
+    if constexpr (FG) da_phi[j] = gate_grad(c.d_phi, yf);
+    da_omega[j] = gate_grad(c.d_omega, y_omega[j]);
+    da_z[j] = c.da_z;
+    ds[j] = c.ds_prev;
+  }
+  if (d.feedback_all) {  // gate activations fed back through r: gate_grad is linear in its first argument
+    const int per = d.gates_per_block();
+    for (int j = 0; j < C; ++j) {
+      da_iota[j] += gate_grad(dr[d.r_gate(0, j)], y_iota[j]);
+      if constexpr (FG) da_phi[j] += gate_grad(dr[d.r_gate(1, j)], y_phi[j]);
+      da_omega[j] += gate_grad(dr[d.r_gate(per - 1, j)], y_omega[j]);
+    }
+  }
+}
+
+template <typename T>
+using RowForward = void (*)(const CellDims&, T*, const T*, T*, T*);
+template <typename T>
+using RowBackward = void (*)(const CellDims&, const T*, const T*, const T*, const T*, const T*, T*, T*);
+
+template <typename T, bool FG>
+std::pair<RowForward<T>, RowBackward<T>> row_kernels_fg(Squash q) {
+  switch (q) {
+    case Squash::Tanh: return {&row_forward<T, Squash::Tanh, FG>, &row_backward<T, Squash::Tanh, FG>};
+    case Squash::Paper: return {&row_forward<T, Squash::Paper, FG>, &row_backward<T, Squash::Paper, FG>};
+    default:
+      return {&row_forward<T, Squash::SigmoidIdentity, FG>, &row_backward<T, Squash::SigmoidIdentity, FG>};
+  }
+}
+
+// The row kernels specialised for d's squash and cell.
+template <typename T>
+std::pair<RowForward<T>, RowBackward<T>> row_kernels(const CellDims& d) {
+  return d.forget_gate ? row_kernels_fg<T, true>(d.squash) : row_kernels_fg<T, false>(d.squash);
+}
+
 }  // namespace
 
 bool have_blas() { return blas_available<float>() && blas_available<double>(); }
@@ -101,6 +189,7 @@ void recurrence_forward(const ForwardArgs<T>& p) {
     for (int64_t g = 0; g < G; ++g)
       for (int64_t k = 0; k < R; ++k) Ut[size_t(k * G + g)] = p.U[g * R + k];
   }
+  const RowForward<T> forward_row = row_kernels<T>(d).first;
   std::copy(p.r0, p.r0 + B * R, p.r_T);  // r_T and s_T are the running state
   std::copy(p.s0, p.s0 + B * C, p.s_T);
   for (int64_t t = 0; t < p.steps; ++t) {
@@ -120,7 +209,7 @@ void recurrence_forward(const ForwardArgs<T>& p) {
         std::fill(y_b, y_b + C, T(0));
         continue;
       }
-      for (int blk = 0; blk < d.n_blocks; ++blk) block_forward(d, blk, act_b, s_state, s_b, y_b);
+      forward_row(d, act_b, s_state, s_b, y_b);
       std::copy(s_b, s_b + C, s_state);
       gather_feedback(d, act_b, y_b, p.r_T + b * R);
     }
@@ -132,6 +221,7 @@ void recurrence_backward(const BackwardArgs<T>& p) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const bool blas = blas_available<T>() && use_blas(B * G * R);
+  const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
   std::vector<T> dr(p.dr_T, p.dr_T + B * R), ds(p.ds_T, p.ds_T + B * C);
   std::vector<T> dr_next(static_cast<size_t>(B * R)), dyc(static_cast<size_t>(C));
@@ -149,8 +239,7 @@ void recurrence_backward(const BackwardArgs<T>& p) {
       }
       const T* dr_b = dr.data() + b * R;
       for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[b * C + j] + dr_b[d.r_cells() + j];
-      for (int blk = 0; blk < d.n_blocks; ++blk)
-        block_backward(d, blk, act + b * G, s_prev + b * C, s + b * C, dyc.data(), dr_b, ds.data() + b * C, da_b);
+      backward_row(d, act + b * G, s_prev + b * C, s + b * C, dyc.data(), dr_b, ds.data() + b * C, da_b);
     }
     // Gradient on r_{t-1}: through U unless truncated; rows past their length pass it on unchanged.
     if (d.truncate) {

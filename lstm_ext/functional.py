@@ -1,0 +1,165 @@
+"""One LSTM layer in one direction, as a function: the input projection plus the recurrence op.
+
+    lstm_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, *, w_hr=None, lengths=None, reverse=False,
+               backend="fused") -> y (T, B, H_out), h_n (B, H_out), c_n (B, H)
+
+Shapes (time-major, like nn.LSTM without ``batch_first``):
+
+    x     (T, B, D)       input sequence
+    w_ih  (G, D)          input weights; G = 4H for the 2000 cell (i, f, g, o), 3H for the 1997 cell (i, g, o)
+    w_hh  (G, H_out)      recurrent weights
+    b_ih, b_hh  (G,)      biases; either (or both) may be None
+    h0    (B, H_out)      initial hidden state; None means zeros
+    c0    (B, H)          initial cell state; None means zeros
+    w_hr  (P, H)          optional projection (nn.LSTM's ``proj_size``): H_out = P, else H_out = H
+    lengths (B,)          optional int64: row b runs steps 0 .. lengths[b]-1 (each in [0, T]); y is 0 past a
+                          row's length, h_n/c_n are the state after its last valid step (h0/c0 if it is 0)
+    reverse               run each row backwards over its valid prefix (nn.LSTM's reverse direction): with
+                          lengths, step t of row b reads x[lengths[b]-1-t, b]; y is returned in input order
+
+How it maps onto ``lstm_ext.ops.recurrence`` (A, U, r0, s0): ``A = x w_ih^T + (b_ih + b_hh)`` for all steps at
+once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. With a projection the recurrence runs on the unprojected cell
+outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0`` and ``h0`` folded into the first step, ``A[0] += h0 w_hh^T``;
+the projection ``y w_hr^T`` is applied to the output sequence afterwards.
+
+``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
+the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`), else the reference.
+No per-step Python and no host synchronisation in here (torch.compile friendly).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import ops, reference
+from .config import CellConfig
+
+__all__ = ["CONFIG_1997", "CONFIG_2000", "fused_supports", "lstm_layer", "lstm1997", "lstm2000", "reverse_padded"]
+
+CONFIG_2000 = CellConfig(forget_gate=True)
+"""The 2000 cell (Gers et al., nn.LSTM's cell): gates (i, f, g, o)."""
+
+CONFIG_1997 = CellConfig(forget_gate=False)
+"""The 1997 cell (Hochreiter & Schmidhuber, no forget gate): gates (i, g, o)."""
+
+_BACKENDS = {"fused": ops.recurrence, "reference": reference.recurrence_ref}
+
+# Devices and dtypes the fused op has kernels for (CUDA only when the extension was built with it).
+_FUSED_DTYPES = {
+    "cpu": (torch.float32, torch.float64),
+    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
+}
+_fused_support_cache: dict = {}
+
+
+def fused_supports(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the fused op (lstm_ext::recurrence_forward) has a kernel for this device and dtype."""
+    key = (device.type, dtype)
+    ok = _fused_support_cache.get(key)
+    if ok is None:
+        dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
+        ok = bool(
+            dispatch_key is not None
+            and dtype in _FUSED_DTYPES[device.type]
+            and torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::recurrence_forward", dispatch_key)
+        )
+        _fused_support_cache[key] = ok
+    return ok
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """Reverse time (dim 0) of a time-major (T, B, ...) tensor, per row over its valid prefix.
+
+    Without lengths this is ``x.flip(0)``. With lengths, row b's first lengths[b] steps are reversed in place
+    (t -> lengths[b]-1-t) and its padding stays where it is. The map is its own inverse.
+    """
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
+    L = lengths.to(device=x.device, dtype=torch.long).unsqueeze(0)  # (1, B)
+    idx = torch.where(t < L, L - 1 - t, t)  # (T, B)
+    idx = idx.view(idx.shape + (1,) * (x.dim() - 2)).expand(x.shape)
+    return x.gather(0, idx)
+
+
+def lstm_layer(
+    x: torch.Tensor,
+    w_ih: torch.Tensor,
+    w_hh: torch.Tensor,
+    b_ih: torch.Tensor | None,
+    b_hh: torch.Tensor | None,
+    h0: torch.Tensor | None,
+    c0: torch.Tensor | None,
+    config: CellConfig,
+    *,
+    w_hr: torch.Tensor | None = None,
+    lengths: torch.Tensor | None = None,
+    reverse: bool = False,
+    backend: str = "fused",
+):
+    """One layer, one direction: x (T, B, D) -> y (T, B, H_out), h_n (B, H_out), c_n (B, H).
+
+    See the module docstring for shapes and semantics. Differentiable w.r.t. x, the weights, the biases,
+    h0 and c0.
+    """
+    if backend not in ("fused", "reference", "auto"):
+        raise ValueError(f"backend must be 'fused', 'reference' or 'auto', got {backend!r}")
+    T, B = x.shape[0], x.shape[1]
+    H = config.cells_from_gate_rows(w_hh.shape[0])
+    if h0 is None:
+        h0 = x.new_zeros(B, w_hh.shape[1])
+    if c0 is None:
+        c0 = x.new_zeros(B, H)
+
+    if b_ih is None:
+        bias = b_hh
+    elif b_hh is None:
+        bias = b_ih
+    else:
+        bias = b_ih + b_hh
+    if reverse:
+        x = reverse_padded(x, lengths)
+    A = F.linear(x, w_ih, bias)  # (T, B, G)
+    if A.dtype != w_hh.dtype:  # autocast: run the recurrence in the dtype the input projection produced
+        w_hh, h0, c0 = w_hh.to(A.dtype), h0.to(A.dtype), c0.to(A.dtype)
+        if w_hr is not None:
+            w_hr = w_hr.to(A.dtype)
+    if backend == "auto":
+        backend = "fused" if fused_supports(A.device, A.dtype) else "reference"
+    recurrence = _BACKENDS[backend]
+
+    if w_hr is None:
+        y, h_n, c_n = recurrence(A, w_hh, h0, c0, config, lengths)
+    else:
+        # The recurrence runs on the unprojected outputs y_c: a_t = A[t] + (y_{t-1} w_hr^T) w_hh^T
+        # = A[t] + y_{t-1} (w_hh w_hr)^T, and the initial h0 (already projected) enters step 0 through A[0].
+        # A row of length 0 never reads A, so folding h0 into every row is harmless; its h_n is h0 itself.
+        if T > 0:
+            A = torch.cat((A[:1] + (h0 @ w_hh.t()).unsqueeze(0), A[1:]), 0)
+        y_c, r_T, c_n = recurrence(A, w_hh @ w_hr, h0.new_zeros(B, H), c0, config, lengths)
+        y = y_c @ w_hr.t()
+        h_n = r_T @ w_hr.t()
+        if lengths is not None:
+            h_n = torch.where(lengths.to(h_n.device).unsqueeze(1) > 0, h_n, h0)
+        elif T == 0:
+            h_n = h0
+
+    if reverse:
+        y = reverse_padded(y, lengths)
+    return y, h_n, c_n
+
+
+def lstm2000(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *, w_hr=None, lengths=None, reverse=False, backend="fused"):
+    """:func:`lstm_layer` with the 2000 cell (forget gate; nn.LSTM's cell, gate rows (i, f, g, o), G = 4H)."""
+    return lstm_layer(
+        x, w_ih, w_hh, b_ih, b_hh, h0, c0, CONFIG_2000, w_hr=w_hr, lengths=lengths, reverse=reverse, backend=backend
+    )
+
+
+def lstm1997(x, w_ih, w_hh, b_ih, b_hh, h0, c0, *, w_hr=None, lengths=None, reverse=False, backend="fused"):
+    """:func:`lstm_layer` with the 1997 cell (no forget gate; gate rows (i, g, o), G = 3H)."""
+    return lstm_layer(
+        x, w_ih, w_hh, b_ih, b_hh, h0, c0, CONFIG_1997, w_hr=w_hr, lengths=lengths, reverse=reverse, backend=backend
+    )

@@ -1,0 +1,415 @@
+"""nn.LSTM drop-ins: ``LSTM2000`` (the forget-gate cell, nn.LSTM's) and ``LSTM1997`` (the original cell).
+
+Both are plain ``nn.Module``s (not ``nn.LSTM`` subclasses, on which Dynamo graph-breaks) that mirror
+``torch.nn.LSTM``: the same constructor arguments and validation messages, parameter names and registration
+order (``weight_ih_l{k}{_reverse}``, ``weight_hh_…``, ``bias_ih_…``, ``bias_hh_…``, ``weight_hr_…``), init
+``U(-1/sqrt(H), 1/sqrt(H))``, ``_flat_weights_names``, ``all_weights``, a no-op ``flatten_parameters()``, and the
+same ``forward(input, hx=None) -> (output, (h_n, c_n))`` contract:
+
+- ``input``: ``(L, N, H_in)``, ``(N, L, H_in)`` with ``batch_first``, unbatched ``(L, H_in)`` (with 2-D ``h0/c0``),
+  or a ``PackedSequence`` (the output is then a ``PackedSequence``; ``h_n/c_n`` hold each sequence's last valid
+  step, in the caller's batch order);
+- ``hx = (h_0, c_0)`` of shapes ``(D*num_layers, N, H_out)`` and ``(D*num_layers, N, hidden_size)``
+  (``batch_first`` does not apply to them); ``None`` means zeros;
+- ``output``: ``(L, N, D*H_out)`` (forward and reverse halves concatenated), ``h_n/c_n`` indexed
+  ``layer*D + direction``; ``dropout`` after every layer but the last, in training mode only.
+
+``LSTM2000`` loads an ``nn.LSTM`` state_dict and gives the same outputs and gradients. ``LSTM1997`` has 3 gates
+``(i, g, o)``, so its weights have ``3*hidden_size`` rows and it does *not* load an nn.LSTM checkpoint;
+:func:`lstm1997_state_dict_from_nn_lstm` converts one explicitly (dropping the forget gate).
+
+Edge cases (as nn.LSTM): a batch of size 0 is allowed and gives empty outputs of the right shapes (and an empty
+backward); a sequence length of 0 raises ``RuntimeError("Expected sequence length to be larger than 0 in RNN")``.
+(The functional API, :func:`lstm_ext.functional.lstm_layer`, accepts T = 0 and returns the initial state.)
+
+``backend``: ``"fused"`` (the custom op), ``"reference"`` (the plain-PyTorch loop; slow, exportable), or
+``"auto"``: fused where the op has a kernel for the input's device and dtype (CPU: float32/float64; CUDA when
+built: also float16/bfloat16), else reference. The backward works in eval mode too.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import warnings
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn import init
+from torch.nn.utils.rnn import PackedSequence
+
+from . import functional
+from .config import CellConfig
+
+__all__ = ["LSTM1997", "LSTM2000", "lstm1997_state_dict_from_nn_lstm"]
+
+_BACKENDS = ("auto", "fused", "reference")
+
+
+class _LSTMBase(nn.Module):
+    """Shared body of LSTM2000 and LSTM1997 (nn.LSTM's RNNBase, for one cell config)."""
+
+    _config: CellConfig
+    _gates: int  # gate rows per hidden unit
+
+    __constants__ = [
+        "input_size",
+        "hidden_size",
+        "num_layers",
+        "bias",
+        "batch_first",
+        "dropout",
+        "bidirectional",
+        "proj_size",
+        "backend",
+    ]
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bias: bool = True,
+        batch_first: bool = False,
+        dropout: float = 0.0,
+        bidirectional: bool = False,
+        proj_size: int = 0,
+        device=None,
+        dtype=None,
+        *,
+        backend: str = "auto",
+    ) -> None:
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        # Validation and messages as torch.nn.RNNBase.
+        if not isinstance(dropout, numbers.Number) or not 0 <= dropout <= 1 or isinstance(dropout, bool):
+            raise ValueError(
+                "dropout should be a number in range [0, 1] representing the probability of an element being zeroed"
+            )
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(
+                "dropout option adds dropout after all but last recurrent layer, so non-zero dropout expects "
+                f"num_layers greater than 1, but got dropout={dropout} and num_layers={num_layers}",
+                stacklevel=2,
+            )
+        if not isinstance(bias, bool):
+            raise TypeError(f"bias should be of type bool, got: {type(bias).__name__}")
+        if not isinstance(batch_first, bool):
+            raise TypeError(f"batch_first should be of type bool, got: {type(batch_first).__name__}")
+        if not isinstance(input_size, int):
+            raise TypeError(f"input_size should be of type int, got: {type(input_size).__name__}")
+        if input_size <= 0:
+            raise ValueError("input_size must be greater than zero")
+        if not isinstance(hidden_size, int):
+            raise TypeError(f"hidden_size should be of type int, got: {type(hidden_size).__name__}")
+        if hidden_size <= 0:
+            raise ValueError("hidden_size must be greater than zero")
+        # nn.LSTM only checks num_layers > 0 (a float then fails in range()); we name the problem.
+        if not isinstance(num_layers, int) or isinstance(num_layers, bool):
+            raise TypeError(f"num_layers should be of type int, got: {type(num_layers).__name__}")
+        if num_layers <= 0:
+            raise ValueError("num_layers must be greater than zero")
+        if proj_size < 0:
+            raise ValueError("proj_size should be a positive integer or zero to disable projections")
+        if proj_size >= hidden_size:
+            raise ValueError("proj_size has to be smaller than hidden_size")
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+
+        self.input_size = input_size
+        self.hidden_size = hidden_size
+        self.num_layers = num_layers
+        self.bias = bias
+        self.batch_first = batch_first
+        self.dropout = float(dropout)
+        self.bidirectional = bidirectional
+        self.proj_size = proj_size
+        self.backend = backend
+
+        num_directions = 2 if bidirectional else 1
+        gate_size = self._gates * hidden_size
+        real_hidden_size = proj_size if proj_size > 0 else hidden_size
+        self._flat_weights_names: list[str] = []
+        self._all_weights: list[list[str]] = []
+        for layer in range(num_layers):
+            for direction in range(num_directions):
+                layer_input_size = input_size if layer == 0 else real_hidden_size * num_directions
+                suffix = "_reverse" if direction == 1 else ""
+                params = [
+                    ("weight_ih_l{}{}", (gate_size, layer_input_size)),
+                    ("weight_hh_l{}{}", (gate_size, real_hidden_size)),
+                ]
+                if bias:
+                    params += [("bias_ih_l{}{}", (gate_size,)), ("bias_hh_l{}{}", (gate_size,))]
+                if proj_size > 0:
+                    params += [("weight_hr_l{}{}", (proj_size, hidden_size))]
+                names = []
+                for fmt, shape in params:
+                    name = fmt.format(layer, suffix)
+                    setattr(self, name, nn.Parameter(torch.empty(shape, **factory_kwargs)))
+                    names.append(name)
+                self._flat_weights_names.extend(names)
+                self._all_weights.append(names)
+        # Per (layer, direction): the names of (w_ih, w_hh, b_ih, b_hh, w_hr), None where absent.
+        self._layer_param_names = []
+        for layer in range(num_layers):
+            for direction in range(num_directions):
+                sfx = f"_l{layer}" + ("_reverse" if direction == 1 else "")
+                self._layer_param_names.append(
+                    (
+                        "weight_ih" + sfx,
+                        "weight_hh" + sfx,
+                        "bias_ih" + sfx if bias else None,
+                        "bias_hh" + sfx if bias else None,
+                        "weight_hr" + sfx if proj_size > 0 else None,
+                    )
+                )
+        self.reset_parameters()
+
+    # ---- nn.LSTM's parameter API -------------------------------------------------------------------------
+
+    def reset_parameters(self) -> None:
+        """Every parameter from U(-1/sqrt(hidden_size), 1/sqrt(hidden_size)), as nn.LSTM."""
+        stdv = 1.0 / math.sqrt(self.hidden_size) if self.hidden_size > 0 else 0
+        for weight in self.parameters():
+            init.uniform_(weight, -stdv, stdv)
+
+    @property
+    def _flat_weights(self) -> list:
+        return [getattr(self, wn) if hasattr(self, wn) else None for wn in self._flat_weights_names]
+
+    @property
+    def all_weights(self) -> list[list[nn.Parameter]]:
+        return [[getattr(self, weight) for weight in weights] for weights in self._all_weights]
+
+    def flatten_parameters(self) -> None:
+        """A no-op (nn.LSTM uses it to re-pack weights for cuDNN); kept so that existing code runs unchanged."""
+
+    def extra_repr(self) -> str:
+        s = "{input_size}, {hidden_size}"
+        if self.proj_size != 0:
+            s += ", proj_size={proj_size}"
+        if self.num_layers != 1:
+            s += ", num_layers={num_layers}"
+        if self.bias is not True:
+            s += ", bias={bias}"
+        if self.batch_first is not False:
+            s += ", batch_first={batch_first}"
+        if self.dropout != 0:
+            s += ", dropout={dropout}"
+        if self.bidirectional is not False:
+            s += ", bidirectional={bidirectional}"
+        if self.backend != "auto":
+            s += ", backend={backend!r}"
+        return s.format(**self.__dict__)
+
+    # ---- forward -----------------------------------------------------------------------------------------
+
+    def _check_input(self, input: Tensor, batch_sizes: Tensor | None) -> None:
+        w = self.weight_ih_l0
+        if not input.is_floating_point():
+            raise ValueError(
+                f"{type(self).__name__}: input must be a floating-point tensor, got dtype {input.dtype}"
+            )
+        if input.dtype != w.dtype and not torch._C._is_any_autocast_enabled():
+            raise ValueError(
+                f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
+                f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})"
+            )
+        if input.device != w.device:
+            raise RuntimeError(
+                "Input and parameter tensors are not at the same device, found input tensor at "
+                f"{input.device} and parameter tensor at {w.device}"
+            )
+        expected_input_dim = 2 if batch_sizes is not None else 3
+        if input.dim() != expected_input_dim:
+            raise RuntimeError(f"input must have {expected_input_dim} dimensions, got {input.dim()}")
+        if self.input_size != input.size(-1):
+            raise RuntimeError(
+                f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.size(-1)}"
+            )
+
+    def _check_hidden(self, input: Tensor, hx: tuple[Tensor, Tensor], mini_batch: int) -> None:
+        num_directions = 2 if self.bidirectional else 1
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        expected_h = (self.num_layers * num_directions, mini_batch, real_hidden_size)
+        expected_c = (self.num_layers * num_directions, mini_batch, self.hidden_size)
+        for i, (t, expected) in enumerate(zip(hx, (expected_h, expected_c))):
+            if t.size() != expected:
+                raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.size())}")
+            if t.device != input.device:
+                raise RuntimeError(
+                    "Input and hidden tensors are not at the same device, found input tensor at "
+                    f"{input.device} and hidden tensor at {t.device}"
+                )
+            if t.dtype != input.dtype and not torch._C._is_any_autocast_enabled():
+                raise ValueError(f"hidden[{i}] dtype ({t.dtype}) does not match input dtype ({input.dtype})")
+
+    @staticmethod
+    def _unpack_hx(hx) -> tuple[Tensor, Tensor]:
+        if not isinstance(hx, (tuple, list)) or len(hx) != 2:
+            raise TypeError("hx must be a tuple (h_0, c_0) of two tensors")
+        return hx[0], hx[1]
+
+    def forward(self, input, hx=None):
+        num_directions = 2 if self.bidirectional else 1
+        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
+        is_packed = isinstance(input, PackedSequence)
+        lengths = None
+        if is_packed:
+            data, batch_sizes, sorted_indices, unsorted_indices = input
+            self._check_input(data, batch_sizes)
+            # (T, B, H_in) zero-padded, in the packed (sorted, longest first) batch order; lengths: int64 on CPU.
+            x, lengths = torch._pad_packed_sequence(data, batch_sizes, False, 0.0, batch_sizes.size(0))
+            is_batched = True
+            if hx is not None:
+                h0, c0 = self._unpack_hx(hx)
+                if h0.dim() != 3 or c0.dim() != 3:
+                    raise RuntimeError(
+                        "For PackedSequence input, hx and cx should be 3-D but got "
+                        f"({h0.dim()}-D, {c0.dim()}-D) tensors"
+                    )
+                self._check_hidden(x, (h0, c0), x.size(1))
+                if sorted_indices is not None:
+                    h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(
+                    f"{type(self).__name__}: input must be a Tensor or a PackedSequence, got {type(input).__name__}"
+                )
+            if input.dim() not in (2, 3):
+                raise ValueError(f"LSTM: Expected input to be 2D or 3D, got {input.dim()}D instead")
+            is_batched = input.dim() == 3
+            batch_dim = 0 if self.batch_first else 1
+            if not is_batched:
+                input = input.unsqueeze(batch_dim)
+            if hx is not None:
+                h0, c0 = self._unpack_hx(hx)
+                if is_batched:
+                    if h0.dim() != 3 or c0.dim() != 3:
+                        raise RuntimeError(
+                            "For batched 3-D input, hx and cx should also be 3-D but got "
+                            f"({h0.dim()}-D, {c0.dim()}-D) tensors"
+                        )
+                else:
+                    if h0.dim() != 2 or c0.dim() != 2:
+                        raise RuntimeError(
+                            "For unbatched 2-D input, hx and cx should also be 2-D but got "
+                            f"({h0.dim()}-D, {c0.dim()}-D) tensors"
+                        )
+                    h0, c0 = h0.unsqueeze(1), c0.unsqueeze(1)
+            self._check_input(input, None)
+            x = input.transpose(0, 1) if self.batch_first else input
+            if hx is not None:
+                self._check_hidden(x, (h0, c0), x.size(1))
+            sorted_indices = unsorted_indices = None
+
+        T, B = x.shape[0], x.shape[1]
+        if T == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        if hx is None:
+            n = self.num_layers * num_directions
+            h0 = x.new_zeros(n, B, real_hidden_size)
+            c0 = x.new_zeros(n, B, self.hidden_size)
+
+        backend = self.backend  # "auto" is resolved per layer by functional.lstm_layer (from A's device/dtype)
+        config = self._config
+        dropout = self.dropout if self.training else 0.0
+        hs, cs = [], []
+        layer_input = x
+        idx = 0
+        for layer in range(self.num_layers):
+            outs = []
+            for direction in range(num_directions):
+                n_ih, n_hh, n_bih, n_bhh, n_hr = self._layer_param_names[idx]
+                y, h_n, c_n = functional.lstm_layer(
+                    layer_input,
+                    getattr(self, n_ih),
+                    getattr(self, n_hh),
+                    getattr(self, n_bih) if n_bih is not None else None,
+                    getattr(self, n_bhh) if n_bhh is not None else None,
+                    h0[idx],
+                    c0[idx],
+                    config,
+                    w_hr=getattr(self, n_hr) if n_hr is not None else None,
+                    lengths=lengths,
+                    reverse=direction == 1,
+                    backend=backend,
+                )
+                outs.append(y)
+                hs.append(h_n)
+                cs.append(c_n)
+                idx += 1
+            layer_input = outs[0] if num_directions == 1 else torch.cat(outs, -1)
+            if dropout > 0 and layer < self.num_layers - 1:
+                layer_input = F.dropout(layer_input, dropout, True)
+        output = layer_input
+        if len(hs) == 1:
+            h_n, c_n = hs[0].unsqueeze(0), cs[0].unsqueeze(0)
+        else:
+            h_n, c_n = torch.stack(hs), torch.stack(cs)
+
+        if is_packed:
+            out_data, _ = torch._pack_padded_sequence(output, lengths, False)
+            if unsorted_indices is not None:
+                h_n, c_n = h_n.index_select(1, unsorted_indices), c_n.index_select(1, unsorted_indices)
+            return PackedSequence(out_data, batch_sizes, sorted_indices, unsorted_indices), (h_n, c_n)
+        if self.batch_first:
+            output = output.transpose(0, 1)
+        if not is_batched:
+            output = output.squeeze(0 if self.batch_first else 1)
+            h_n, c_n = h_n.squeeze(1), c_n.squeeze(1)
+        return output, (h_n, c_n)
+
+
+class LSTM2000(_LSTMBase):
+    r"""The LSTM with forget gates (Gers, Schmidhuber & Cummins, 2000): a drop-in for ``torch.nn.LSTM``.
+
+    Same arguments, parameters (gate rows ``(i, f, g, o)``, ``4*hidden_size`` each), state_dict and forward
+    contract as ``nn.LSTM``; it loads an ``nn.LSTM`` state_dict and gives the same outputs and gradients.
+    Keyword-only ``backend``: ``"auto"`` | ``"fused"`` | ``"reference"``.
+    """
+
+    _config = functional.CONFIG_2000
+    _gates = 4
+
+
+class LSTM1997(_LSTMBase):
+    r"""The original LSTM (Hochreiter & Schmidhuber, 1997), without forget gates: ``c_t = c_{t-1} + i_t * g_t``.
+
+    The same arguments and forward contract as ``nn.LSTM``, but 3 gates ``(i, g, o)``, so ``weight_ih_l{k}``,
+    ``weight_hh_l{k}`` and the biases have ``3*hidden_size`` rows. An ``nn.LSTM`` state_dict does not load as
+    is; :func:`lstm1997_state_dict_from_nn_lstm` converts one explicitly.
+    Keyword-only ``backend``: ``"auto"`` | ``"fused"`` | ``"reference"``.
+    """
+
+    _config = functional.CONFIG_1997
+    _gates = 3
+
+
+def lstm1997_state_dict_from_nn_lstm(state_dict) -> OrderedDict:
+    """Convert an ``nn.LSTM`` (or ``LSTM2000``) state_dict for ``LSTM1997`` by dropping the forget-gate rows.
+
+    ``weight_ih_*``, ``weight_hh_*``, ``bias_ih_*`` and ``bias_hh_*`` keep their ``(i, g, o)`` row blocks (rows
+    ``[0:H]``, ``[2H:3H]``, ``[3H:4H]``) and lose ``f`` (rows ``[H:2H]``); ``weight_hr_*`` and any other entry
+    are copied unchanged. This is a *conversion*, not an equivalence: the 1997 cell has no forget gate
+    (it behaves as if ``f = 1``), so the converted model computes a different function unless the original
+    forget gate was saturated at 1. It is a starting point for fine-tuning, not a lossless load.
+    """
+    out = OrderedDict()
+    for key, value in state_dict.items():
+        leaf = key.rsplit(".", 1)[-1]
+        if leaf.startswith(("weight_ih_l", "weight_hh_l", "bias_ih_l", "bias_hh_l")):
+            rows = value.shape[0]
+            if rows % 4:
+                raise ValueError(
+                    f"{key}: expected 4*hidden_size rows (i, f, g, o) as in nn.LSTM, got {rows} rows"
+                )
+            H = rows // 4
+            value = torch.cat((value[:H], value[2 * H :]), 0)
+        out[key] = value
+    if hasattr(state_dict, "_metadata"):
+        out._metadata = state_dict._metadata  # type: ignore[attr-defined]
+    return out
