@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-// BLAS as torch's own libraries export it (MKL on x86 builds). Weak: when absent, hand loops are used.
+// BLAS as torch's own libraries export it (MKL on x86 builds). Weak: where absent, hand loops run.
 extern "C" {
 void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
@@ -16,21 +16,32 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc) __attribute__((weak));
+// MKL's packed GEMM: U is packed once and reused by all T products.
+size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
+void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
+                      int ld, float* dest) __attribute__((weak));
+void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
+                         const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
 }
 
 namespace lstm_ext::cpu {
 namespace {
+
+enum : int { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162 };
 
 // Products of at least this many multiply-adds go to BLAS; smaller ones run the hand loops, which
 // have no call overhead (the paper's nets: B=1, G=32, R=8 is 256 per step).
 constexpr int64_t kBlasMinWork = 8192;
 
 template <typename T>
-bool blas_available();
-template <>
-bool blas_available<float>() { return sgemm_ != nullptr; }
-template <>
-bool blas_available<double>() { return dgemm_ != nullptr; }
+bool blas_available() {
+  if constexpr (std::is_same_v<T, float>) return sgemm_ != nullptr;
+  return dgemm_ != nullptr;
+}
+
+bool packed_available() {
+  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
+}
 
 // Row-major C (M x N) = alpha * op(A) * op(B) + beta * C through column-major BLAS (C^T = op(B)^T op(A)^T).
 template <typename T>
@@ -47,44 +58,60 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T al
 
 bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 
-// x (B x G) += r (B x R) * U^T;  Ut is U transposed (R x G), used by the hand loop.
+// The per-step product with the recurrent weights, the same U for all steps:
+//   out (B x N) = beta * out + in (B x K) * op(U)
+// with op(U) = U^T for U (N x K) (forward: N = G, K = R) or op(U) = U for U (K x N) (backward: K = G,
+// N = R). Tiny products run a hand loop over op(U) laid out (K x N); larger ones BLAS, float with U
+// packed once by MKL.
 template <typename T>
-void add_recurrent_input(const CellDims& d, int64_t B, const T* r, const T* U, const T* Ut, T* x) {
-  const int G = d.gate_rows, R = d.rec_size;
-  if (Ut == nullptr) {
-    blas_gemm<T>(false, true, B, G, R, T(1), r, R, U, R, T(1), x, G);
-    return;
-  }
-  for (int64_t b = 0; b < B; ++b) {
-    T* xb = x + b * G;
-    const T* rb = r + b * R;
-    for (int k = 0; k < R; ++k) {
-      const T rk = rb[k];
-      const T* u = Ut + int64_t(k) * G;
-      for (int g = 0; g < G; ++g) xb[g] += u[g] * rk;
+class StepProduct {
+ public:
+  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u)
+      : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
+    if (!(blas_available<T>() && use_blas(B * N * K))) {
+      mode_ = Mode::Loop;
+      w_.resize(size_t(K * N));
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t n = 0; n < N; ++n) w_[size_t(k * N + n)] = trans_u ? U[n * K + k] : U[k * N + n];
+    } else if (std::is_same_v<T, float> && packed_available() && B > 0) {
+      if constexpr (std::is_same_v<T, float>) {
+        mode_ = Mode::Packed;
+        w_.resize(cblas_sgemm_pack_get_size(kBMatrix, int(B), int(N), int(K)) / sizeof(float) + 1);
+        cblas_sgemm_pack(kRowMajor, kBMatrix, trans_u ? kTrans : kNoTrans, int(B), int(N), int(K), 1.0f, U,
+                         int(trans_u ? K : N), w_.data());
+      }
     }
   }
-}
 
-// dr (B x R) = da (B x G) * U
-template <typename T>
-void recurrent_grad(const CellDims& d, int64_t B, const T* da, const T* U, bool blas, T* dr) {
-  const int G = d.gate_rows, R = d.rec_size;
-  if (blas) {
-    blas_gemm<T>(false, false, B, R, G, T(1), da, G, U, R, T(0), dr, R);
-    return;
-  }
-  std::fill(dr, dr + B * R, T(0));
-  for (int64_t b = 0; b < B; ++b) {
-    T* drb = dr + b * R;
-    const T* dab = da + b * G;
-    for (int g = 0; g < G; ++g) {
-      const T dg = dab[g];
-      const T* u = U + int64_t(g) * R;
-      for (int k = 0; k < R; ++k) drb[k] += dg * u[k];
+  void operator()(const T* in, T beta, T* out) const {
+    if (mode_ == Mode::Packed) {
+      if constexpr (std::is_same_v<T, float>)
+        cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(B_), int(N_), int(K_), in, int(K_), w_.data(),
+                            int(N_), beta, out, int(N_));
+    } else if (mode_ == Mode::Blas) {
+      blas_gemm<T>(false, trans_u_, B_, N_, K_, T(1), in, K_, U_, trans_u_ ? K_ : N_, beta, out, N_);
+    } else {
+      for (int64_t b = 0; b < B_; ++b) {
+        T* o = out + b * N_;
+        const T* x = in + b * K_;
+        if (beta == T(0)) std::fill(o, o + N_, T(0));
+        for (int64_t k = 0; k < K_; ++k) {
+          const T xk = x[k];
+          const T* w = w_.data() + k * N_;
+          for (int64_t n = 0; n < N_; ++n) o[n] += w[n] * xk;
+        }
+      }
     }
   }
-}
+
+ private:
+  enum class Mode { Loop, Blas, Packed };
+  const T* U_;
+  int64_t B_, N_, K_;
+  bool trans_u_;
+  Mode mode_ = Mode::Blas;
+  std::vector<T> w_;  // Loop: op(U) as (K x N); Packed: MKL's packed U
+};
 
 bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nullptr || t < lengths[b]; }
 
@@ -182,13 +209,7 @@ template <typename T>
 void recurrence_forward(const ForwardArgs<T>& p) {
   const CellDims& d = p.d;
   const int64_t B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
-  const bool blas = blas_available<T>() && use_blas(B * G * R);
-  std::vector<T> Ut;
-  if (!blas) {  // U transposed, so that the hand loop streams contiguous rows
-    Ut.resize(size_t(R * G));
-    for (int64_t g = 0; g < G; ++g)
-      for (int64_t k = 0; k < R; ++k) Ut[size_t(k * G + g)] = p.U[g * R + k];
-  }
+  const StepProduct<T> recurrent_input(p.U, B, G, R, /*trans_u=*/true);  // act += r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
   std::copy(p.r0, p.r0 + B * R, p.r_T);  // r_T and s_T are the running state
   std::copy(p.s0, p.s0 + B * C, p.s_T);
@@ -197,7 +218,7 @@ void recurrence_forward(const ForwardArgs<T>& p) {
     T* s = p.s_all + t * B * C;
     T* y = p.y + t * B * C;
     std::copy(p.A + t * B * G, p.A + (t + 1) * B * G, act);
-    add_recurrent_input(d, B, p.r_T, p.U, blas ? nullptr : Ut.data(), act);
+    recurrent_input(p.r_T, T(1), act);
     for (int64_t b = 0; b < B; ++b) {
       T* act_b = act + b * G;
       T* s_b = s + b * C;
@@ -220,7 +241,7 @@ template <typename T>
 void recurrence_backward(const BackwardArgs<T>& p) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
-  const bool blas = blas_available<T>() && use_blas(B * G * R);
+  const StepProduct<T> recurrent_grad(p.U, B, R, G, /*trans_u=*/false);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
   std::vector<T> dr(p.dr_T, p.dr_T + B * R), ds(p.ds_T, p.ds_T + B * C);
@@ -245,7 +266,7 @@ void recurrence_backward(const BackwardArgs<T>& p) {
     if (d.truncate) {
       std::fill(dr_next.begin(), dr_next.end(), T(0));
     } else {
-      recurrent_grad(d, B, da, p.U, blas, dr_next.data());
+      recurrent_grad(da, T(0), dr_next.data());
     }
     for (int64_t b = 0; b < B; ++b)
       if (!active(p.lengths, t, b)) std::copy(dr.begin() + b * R, dr.begin() + (b + 1) * R, dr_next.begin() + b * R);
