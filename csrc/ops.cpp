@@ -160,6 +160,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
 
 bool have_blas() { return cpu::have_blas(); }
 
+// Whether this CPU runs the CPU kernel as it was compiled (AVX2+FMA builds need both).
+bool cpu_kernel_supported() {
+#if defined(LSTM_EXT_CPU_AVX2)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return true;
+#endif
+}
+
 }  // namespace
 
 TORCH_LIBRARY(lstm_ext, m) {
@@ -175,6 +184,7 @@ TORCH_LIBRARY(lstm_ext, m) {
       "Tensor act, Tensor s_all, Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, "
       "bool truncate) -> (Tensor dA, Tensor dU, Tensor dr0, Tensor ds0)");
   m.def("have_blas() -> bool", &have_blas);
+  m.def("cpu_kernel_supported() -> bool", &cpu_kernel_supported);
 }
 
 TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
