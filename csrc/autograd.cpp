@@ -80,6 +80,37 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
   }
 };
 
+// recurrence_backward is differentiable once: a second derivative raises instead of silently being 0.
+class RecurrenceBackwardFunction : public torch::autograd::Function<RecurrenceBackwardFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& dy, const Tensor& dr_T, const Tensor& ds_T,
+                               const Tensor& U, const Tensor& r0, const Tensor& s0, const Tensor& y,
+                               const Tensor& act, const Tensor& s_all, const std::optional<Tensor>& lengths,
+                               bool forget_gate, int64_t block_size, c10::string_view feedback,
+                               c10::string_view squash, bool truncate) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    auto [dA, dU, dr0, ds0] = call_backward(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate,
+                                            block_size, feedback, squash, truncate);
+    return {dA, dU, dr0, ds0};
+  }
+
+  static variable_list backward(AutogradContext*, variable_list) {
+    TORCH_CHECK(false,
+                "lstm_ext: the recurrence is differentiable once; double backward (a gradient of its gradient) "
+                "is not supported. Use backend=\"reference\" for higher derivatives.");
+    return {};
+  }
+};
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward_autograd(
+    const Tensor& dy, const Tensor& dr_T, const Tensor& ds_T, const Tensor& U, const Tensor& r0, const Tensor& s0,
+    const Tensor& y, const Tensor& act, const Tensor& s_all, const std::optional<Tensor>& lengths, bool forget_gate,
+    int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+  auto out = RecurrenceBackwardFunction::apply(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate,
+                                               block_size, feedback, squash, truncate);
+  return {out[0], out[1], out[2], out[3]};
+}
+
 std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Tensor& U, const Tensor& r0,
                                                        const Tensor& s0, const std::optional<Tensor>& lengths,
                                                        bool forget_gate, int64_t block_size,
@@ -109,7 +140,10 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
       "str feedback, str squash, bool truncate) -> (Tensor y, Tensor r_T, Tensor s_T)");
 }
 
-TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) { m.impl("recurrence", &recurrence_autograd); }
+TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) {
+  m.impl("recurrence", &recurrence_autograd);
+  m.impl("recurrence_backward", &recurrence_backward_autograd);
+}
 
 TORCH_LIBRARY_IMPL(lstm_ext, CompositeExplicitAutograd, m) { m.impl("recurrence", &recurrence_no_grad); }
 

@@ -1,0 +1,718 @@
+"""The custom ops against the oracle (lstm_ext.reference) and the reliability checks of a custom op.
+
+What is held here (design.md §7, build-and-api-notes.md §5):
+
+- ``ops.recurrence`` (C++ autograd) and ``recurrence_forward`` (Python ``register_autograd``) give the
+  reference's outputs (y, r_T, s_T) and EVERY gradient (A, U, r0, s0) under random upstream gradients on all
+  three outputs, over every configuration, with and without per-row lengths, in float64 and float32;
+- hypothesis property test over random shapes / configs / lengths;
+- ``gradcheck`` on the real float64 kernel; ``opcheck`` on all three ops; ``torch.compile(fullgraph=True)``;
+- non-contiguous inputs, bitwise determinism, NaN confined to its batch row, error messages on bad input;
+- the 1997 learning rule (truncate=True): no gradient reaches r0, the gradient on s0 is the CEC path.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from lstm_ext import ops
+from lstm_ext.config import CellConfig
+from lstm_ext.reference import cell_step_ref, recurrence_ref
+
+OPS = torch.ops.lstm_ext
+SQUASHES = ("tanh", "paper", "sigmoid_identity")
+FEEDBACKS = ("cells", "all")
+NAMES = ("y", "r_T", "s_T", "dA", "dU", "dr0", "ds0")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The tests run tiny ops thousands of times; on a loaded 2-core machine torch's intra-op thread pool
+    spends 10x the op's own time waiting for the other core. One thread keeps the file fast (and the kernels
+    are single-threaded anyway; BLAS runs single-threaded here, the determinism test also runs it threaded)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def tolerances(dtype: torch.dtype, n: int) -> dict:
+    """The tolerance of the op against the float64 reference, for a result built from n rounding stages.
+
+    n = T for y, r_T, s_T, dA, dr0, ds0 (one recurrence step per stage; the per-step products are short) and
+    n = T*B for dU (a sum over all steps and batch rows). Rounding errors of independent stages add like a
+    random walk, so:
+      float32: rtol = atol = 8 * sqrt(n) * eps(float32), i.e. |got - want| <= 8 sqrt(n) eps (1 + |want|)
+               (the kernel's polynomial exp/tanh are 1-2 ulp; measured worst case ~3 sqrt(n) eps);
+      float64: rtol = 1e-10, atol = 1e-12 (rounding is ~1e-15; anything above 1e-10 is a bug, not rounding).
+    """
+    if dtype == torch.float64:
+        return dict(rtol=1e-10, atol=1e-12)
+    assert dtype == torch.float32, dtype
+    tol = 8 * math.sqrt(max(n, 1)) * torch.finfo(torch.float32).eps
+    return dict(rtol=tol, atol=tol)
+
+
+def all_configs(block_sizes=(1, 2, 3), truncate=(False, True)):
+    return [
+        CellConfig(fg, bs, fb, sq, tr)
+        for fg, bs, fb, sq, tr in itertools.product((True, False), block_sizes, FEEDBACKS, SQUASHES, truncate)
+    ]
+
+
+def cfg_id(cfg: CellConfig) -> str:
+    return f"{'2000' if cfg.forget_gate else '1997'}-S{cfg.block_size}-{cfg.feedback}-{cfg.squash}" + (
+        "-trunc" if cfg.truncate else ""
+    )
+
+
+def make_inputs(cfg, T, B, C, dtype=torch.float64, seed=0):
+    """A (T,B,G), U (G,R), r0 (B,R), s0 (B,C): drawn in float64 and cast, so that the float64 reference sees
+    exactly the values the float32 kernel sees."""
+    g = torch.Generator().manual_seed(seed)
+    G, R = cfg.gate_rows(C), cfg.recurrent_size(C)
+    A = torch.randn(T, B, G, generator=g, dtype=torch.float64)
+    U = torch.randn(G, R, generator=g, dtype=torch.float64) / math.sqrt(max(R, 1))
+    r0 = 0.5 * torch.randn(B, R, generator=g, dtype=torch.float64)
+    s0 = torch.randn(B, C, generator=g, dtype=torch.float64)
+    return [t.to(dtype) for t in (A, U, r0, s0)]
+
+
+def make_upstream(cfg, T, B, C, seed=1):
+    """Random float64 upstream gradients on y, r_T, s_T."""
+    g = torch.Generator().manual_seed(seed)
+    R = cfg.recurrent_size(C)
+    return [torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((T, B, C), (B, R), (B, C))]
+
+
+def varied_lengths(B, T):
+    """(B,) int64 lengths that include T, 0 and values in between (cycled over the batch)."""
+    pattern = [T, 0, T // 2, 1, max(T - 1, 0)]
+    return torch.tensor([min(pattern[b % len(pattern)], T) for b in range(B)], dtype=torch.int64)
+
+
+def outputs_and_grads(fn, inputs, cfg, lengths, upstream, **kw):
+    """(y, r_T, s_T, dA, dU, dr0, ds0) of fn(A, U, r0, s0, cfg, lengths) under the upstream gradients.
+    Gradients that do not exist (an input unused in the graph, e.g. r0 under truncate) count as zeros."""
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    outs = fn(*leaves, cfg, lengths=lengths, **kw)
+    # (the reference's empty y for T = 0 is a constant: it takes no part in the graph)
+    pairs = [(o, u.to(o.dtype)) for o, u in zip(outs, upstream) if o.requires_grad]
+    grads = torch.autograd.grad(
+        [o for o, _ in pairs], leaves, [u for _, u in pairs], allow_unused=True, materialize_grads=True
+    )
+    return [o.detach() for o in outs] + list(grads)
+
+
+def run_reference(inputs, cfg, lengths, upstream):
+    return outputs_and_grads(recurrence_ref, [t.to(torch.float64) for t in inputs], cfg, lengths, upstream)
+
+
+def assert_parity(got, want, dtype, T, B, what=""):
+    """Every one of (y, r_T, s_T, dA, dU, dr0, ds0) within tolerances(dtype, n)."""
+    for name, a, b in zip(NAMES, got, want):
+        assert a.dtype == dtype, (name, a.dtype)
+        assert a.shape == b.shape, (name, a.shape, b.shape)
+        n = T * B if name == "dU" else T
+        torch.testing.assert_close(a.to(torch.float64), b, **tolerances(dtype, n), msg=lambda m: f"{what} {name}: {m}")
+
+
+def check_against_reference(fn, cfg, T, B, C, dtype, lengths, seed=0):
+    inputs = make_inputs(cfg, T, B, C, dtype, seed)
+    upstream = make_upstream(cfg, T, B, C, seed + 1)
+    got = outputs_and_grads(fn, inputs, cfg, lengths, upstream)
+    want = run_reference(inputs, cfg, lengths, upstream)
+    assert_parity(got, want, dtype, T, B, what=f"{cfg_id(cfg)} T={T} B={B} C={C} {dtype} lengths={lengths}")
+    return got, want
+
+
+def forward_op_recurrence(A, U, r0, s0, cfg, lengths=None):
+    """recurrence_forward through its Python register_autograd, as a (y, r_T, s_T) function."""
+    y, r_T, s_T, act, s_all = OPS.recurrence_forward(A, U, r0, s0, lengths, *cfg.op_args())
+    assert not act.requires_grad and not s_all.requires_grad  # marked non-differentiable
+    return y, r_T, s_T
+
+
+DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
+LENGTHS = [pytest.param(False, id="full"), pytest.param(True, id="varlen")]
+
+
+# ---- 1. ops.recurrence against the reference ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("varlen", LENGTHS)
+@pytest.mark.parametrize("cfg", all_configs(), ids=cfg_id)
+def test_recurrence_matches_reference(cfg, varlen, dtype):
+    T, B, C = 6, 5, 6  # C = 6: blocks of 1, 2 and 3 cells
+    check_against_reference(ops.recurrence, cfg, T, B, C, dtype, varied_lengths(B, T) if varlen else None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("varlen", LENGTHS)
+@pytest.mark.parametrize(
+    "cfg", [CellConfig(), CellConfig(False, 2, "all", "paper", True), CellConfig(True, 3, "all", "sigmoid_identity")],
+    ids=cfg_id,
+)
+@pytest.mark.parametrize("T,B", [(0, 3), (4, 0), (0, 0)], ids=["T0", "B0", "T0B0"])
+def test_recurrence_empty(T, B, cfg, varlen, dtype):
+    """T = 0: y is (0, B, C), r_T = r0, s_T = s0, and the gradients on r_T/s_T pass straight to r0/s0.
+    B = 0: every output is empty and dU is zero."""
+    C = 6
+    lengths = torch.zeros(B, dtype=torch.int64) if varlen else None
+    inputs = make_inputs(cfg, T, B, C, dtype)
+    upstream = make_upstream(cfg, T, B, C)
+    got = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+    y, r_T, s_T, dA, dU, dr0, ds0 = got
+    A, U, r0, s0 = inputs
+    assert y.shape == (T, B, C) and r_T.shape == r0.shape and s_T.shape == s0.shape
+    assert dA.shape == A.shape and dU.shape == U.shape
+    assert torch.equal(r_T, r0) if T == 0 else r_T.numel() == 0
+    assert torch.equal(s_T, s0) if T == 0 else s_T.numel() == 0
+    assert torch.equal(dr0, upstream[1].to(dtype)) and torch.equal(ds0, upstream[2].to(dtype))
+    assert torch.equal(dU, torch.zeros_like(U))
+    assert_parity(got, run_reference(inputs, cfg, lengths, upstream), dtype, T, B)
+
+
+BLAS_CONFIGS = [
+    CellConfig(),
+    CellConfig(False, 1, "all", "paper"),
+    CellConfig(True, 4, "all", "sigmoid_identity", True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("varlen", LENGTHS)
+@pytest.mark.parametrize("cfg", BLAS_CONFIGS, ids=cfg_id)
+def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype):
+    """B*G*R far above the kernel's BLAS threshold (8192 multiply-adds): the products go to sgemm/dgemm."""
+    assert OPS.have_blas(), "the extension found no BLAS: this test then only repeats the hand-loop path"
+    T, B, C = 20, 32, 128
+    lengths = None
+    if varlen:
+        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
+        lengths[:3] = torch.tensor([0, T, 1])
+    check_against_reference(ops.recurrence, cfg, T, B, C, dtype, lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B,C", [(8, 16), (7, 16), (9, 16)], ids=["at-threshold", "below", "above"])
+def test_recurrence_around_blas_threshold(B, C, dtype):
+    """B*G*R = 8*64*16 = 8192 is exactly the switch from the hand loops to BLAS; both sides of it."""
+    T = 5
+    check_against_reference(ops.recurrence, CellConfig(), T, B, C, dtype, varied_lengths(B, T))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [30.0, 1e4])
+@pytest.mark.parametrize(
+    "cfg", [CellConfig(), CellConfig(False, 2, "all", "paper"), CellConfig(True, 1, "all", "sigmoid_identity", True)],
+    ids=cfg_id,
+)
+def test_recurrence_saturated(cfg, scale, dtype):
+    """Net inputs far in the flat tails of sigmoid/tanh (the float32 kernel's polynomial exp clamps its argument)."""
+    T, B, C = 6, 5, 4
+    lengths = varied_lengths(B, T)
+    inputs = make_inputs(cfg, T, B, C, dtype)
+    inputs[0] = inputs[0] * scale
+    upstream = make_upstream(cfg, T, B, C)
+    got = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+    assert all(torch.isfinite(g).all() for g in got)
+    assert_parity(got, run_reference(inputs, cfg, lengths, upstream), dtype, T, B)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_recurrence_without_autograd(mode):
+    """Below autograd (the CompositeExplicitAutograd kernel) the op gives the same bits as with autograd."""
+    cfg = CellConfig(True, 2, "all", "paper")
+    T, B, C = 4, 3, 4
+    inputs = make_inputs(cfg, T, B, C)
+    lengths = varied_lengths(B, T)
+    with_grad = ops.recurrence(*[t.clone().requires_grad_() for t in inputs], cfg, lengths)
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        without = ops.recurrence(*inputs, cfg, lengths)
+    for a, b in zip(with_grad, without):
+        assert not b.requires_grad and torch.equal(a.detach(), b)
+
+
+# ---- 2. recurrence_forward through its Python autograd -----------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("varlen", LENGTHS)
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(2,)), ids=cfg_id)
+def test_recurrence_forward_op_matches_reference(cfg, varlen, dtype):
+    T, B, C = 5, 4, 4
+    check_against_reference(forward_op_recurrence, cfg, T, B, C, dtype, varied_lengths(B, T) if varlen else None)
+
+
+@pytest.mark.parametrize("fn", [ops.recurrence, forward_op_recurrence], ids=["recurrence", "recurrence_forward"])
+@pytest.mark.parametrize("which", [0, 1, 2], ids=["y", "r_T", "s_T"])
+def test_gradient_on_one_output_only(fn, which):
+    """Outputs that get no gradient count as zero gradients (nn.LSTM's #11872)."""
+    cfg = CellConfig(True, 1, "all", "tanh")
+    T, B, C = 4, 3, 3
+    inputs = make_inputs(cfg, T, B, C)
+    upstream = make_upstream(cfg, T, B, C)
+    upstream = [u if i == which else torch.zeros_like(u) for i, u in enumerate(upstream)]
+    want = run_reference(inputs, cfg, None, upstream)
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = fn(*leaves, cfg)
+    grads = torch.autograd.grad((out[which] * upstream[which]).sum(), leaves, allow_unused=True, materialize_grads=True)
+    for name, a, b in zip(NAMES[3:], grads, want[3:]):
+        torch.testing.assert_close(a, b, **tolerances(torch.float64, T), msg=lambda m: f"{name}: {m}")
+
+
+# ---- 3. property test ----------------------------------------------------------------------------------------
+
+
+@st.composite
+def recurrence_cases(draw):
+    cfg = CellConfig(
+        forget_gate=draw(st.booleans()),
+        block_size=draw(st.integers(1, 3)),
+        feedback=draw(st.sampled_from(FEEDBACKS)),
+        squash=draw(st.sampled_from(SQUASHES)),
+        truncate=draw(st.booleans()),
+    )
+    T = draw(st.integers(0, 7))
+    B = draw(st.integers(0, 5))
+    C = cfg.block_size * draw(st.integers(1, 3))
+    lengths = None
+    if draw(st.booleans()):
+        lengths = torch.tensor(draw(st.lists(st.integers(0, T), min_size=B, max_size=B)), dtype=torch.int64)
+    return cfg, T, B, C, lengths, draw(st.integers(0, 2**31 - 1))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(recurrence_cases())
+def test_recurrence_property(case):
+    cfg, T, B, C, lengths, seed = case
+    check_against_reference(ops.recurrence, cfg, T, B, C, torch.float64, lengths, seed=seed)
+
+
+# ---- 4. gradcheck on the real float64 kernel -----------------------------------------------------------------
+
+
+def tiny_case(cfg, varlen, dtype=torch.float64, seed=0):
+    C = 2 * cfg.block_size  # C = 2 (one-cell blocks) or 4 (two blocks of two)
+    T, B = 3, (3 if varlen else 2)
+    lengths = torch.tensor([3, 0, 2]) if varlen else None
+    return make_inputs(cfg, T, B, C, dtype, seed), lengths
+
+
+@pytest.mark.parametrize("varlen", LENGTHS)
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(1, 2), truncate=(False,)), ids=cfg_id)
+def test_gradcheck(cfg, varlen):
+    # Only truncate=False: with truncate=True the op's gradient is by design NOT the derivative of its
+    # forward (the 1997 rule drops the path through r_{t-1}), so gradcheck would rightly fail. Those configs
+    # are checked against the reference (which implements the rule as r.detach()) in test_truncated_gradient.
+    inputs, lengths = tiny_case(cfg, varlen)
+    leaves = [t.requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *x: ops.recurrence(*x, cfg, lengths), leaves)
+
+
+@pytest.mark.parametrize("varlen", LENGTHS)
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(1, 2), truncate=(True,)), ids=cfg_id)
+def test_truncated_gradient(cfg, varlen):
+    """truncate=True at the gradcheck sizes: the gradient is the reference's (r_{t-1} detached)."""
+    inputs, lengths = tiny_case(cfg, varlen)
+    T, B = inputs[0].shape[:2]
+    C = inputs[3].shape[1]
+    upstream = make_upstream(cfg, T, B, C)
+    got = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+    assert_parity(got, run_reference(inputs, cfg, lengths, upstream), torch.float64, T, B)
+
+
+# ---- 5. opcheck ------------------------------------------------------------------------------------------------
+
+OPCHECK_CASES = [  # (cfg, T, B, C, requires_grad, lengths)
+    (CellConfig(), 3, 2, 3, True, None),
+    (CellConfig(), 3, 2, 3, False, None),
+    (CellConfig(False, 2, "all", "paper", True), 5, 3, 4, True, [5, 0, 2]),
+    (CellConfig(True, 3, "all", "sigmoid_identity"), 1, 1, 3, False, [1]),
+    (CellConfig(True, 1, "cells", "paper"), 7, 5, 1, True, [7, 3, 0, 1, 6]),
+]
+
+
+def opcheck_samples(cfg, T, B, C, requires_grad, lengths, dtype):
+    A, U, r0, s0 = make_inputs(cfg, T, B, C, dtype)
+    lengths = None if lengths is None else torch.tensor(lengths)
+    ins = [t.requires_grad_(requires_grad) for t in (A, U, r0, s0)]
+    return ins, lengths
+
+
+# each sample once, float64 and float32 alternating (opcheck costs ~0.5 s a call)
+OPCHECK_PARAMS = [(i, torch.float64 if i % 2 == 0 else torch.float32) for i in range(len(OPCHECK_CASES))]
+OPCHECK_IDS = [f"{i}-{'f64' if d == torch.float64 else 'f32'}" for i, d in OPCHECK_PARAMS]
+
+
+@pytest.mark.parametrize("case,dtype", OPCHECK_PARAMS, ids=OPCHECK_IDS)
+@pytest.mark.parametrize("op", ["recurrence", "recurrence_forward"])
+def test_opcheck(op, case, dtype):
+    cfg, *rest = OPCHECK_CASES[case]
+    ins, lengths = opcheck_samples(cfg, *rest, dtype)
+    torch.library.opcheck(getattr(OPS, op), (*ins, lengths, *cfg.op_args()))
+
+
+@pytest.mark.parametrize("case,dtype", OPCHECK_PARAMS, ids=OPCHECK_IDS)
+def test_opcheck_backward(case, dtype):
+    # recurrence_backward has no autograd of its own (no double backward), so its inputs do not require grad.
+    cfg, T, B, C, _, lengths = OPCHECK_CASES[case]
+    ins, lengths = opcheck_samples(cfg, T, B, C, False, lengths, dtype)
+    U, r0, s0 = ins[1:]
+    y, r_T, s_T, act, s_all = OPS.recurrence_forward(*ins, lengths, *cfg.op_args())
+    dy, dr_T, ds_T = (u.to(dtype) for u in make_upstream(cfg, T, B, C))
+    args = (dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, *cfg.op_args())
+    torch.library.opcheck(OPS.recurrence_backward, args)
+
+
+# ---- 6. torch.compile -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "backend,varlen",
+    [("aot_eager", False), ("aot_eager", True), ("inductor", True)],
+    ids=["aot_eager", "aot_eager-varlen", "inductor-varlen"],
+)
+def test_torch_compile_fullgraph(backend, varlen):
+    cfg = CellConfig(True, 1, "all", "paper")
+    T, B, C, D = 5, 3, 3, 4
+    G = cfg.gate_rows(C)
+    lengths = torch.tensor([5, 0, 2]) if varlen else None
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
+    W = torch.randn(G, D, generator=g, dtype=torch.float64) / 2
+    _, U, r0, s0 = make_inputs(cfg, T, B, C)
+
+    def f(x, W, U, r0, s0):  # kept free of pointwise ops: inductor then has no C++ kernel to compile (~10 s)
+        return ops.recurrence(x @ W.t(), U, r0, s0, cfg, lengths)
+
+    def run(fn):
+        leaves = [t.detach().clone().requires_grad_() for t in (x, W, U, r0, s0)]
+        out = fn(*leaves)
+        loss = sum(((i + 1) * torch.tanh(o)).sum() for i, o in enumerate(out))
+        return [o.detach() for o in out] + list(torch.autograd.grad(loss, leaves))
+
+    torch._dynamo.reset()
+    compiled = run(torch.compile(f, fullgraph=True, backend=backend))
+    eager = run(f)
+    for a, b in zip(compiled, eager):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ---- 7. non-contiguous inputs --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", ["small", "blas"])
+def test_non_contiguous_inputs(size, dtype):
+    cfg = CellConfig(True, 2, "all", "paper")
+    T, B, C = (4, 3, 4) if size == "small" else (6, 16, 64)
+    inputs = make_inputs(cfg, T, B, C, dtype)
+    A, U, r0, s0 = inputs
+    lengths = varied_lengths(B, T)
+    upstream = make_upstream(cfg, T, B, C)
+
+    def noncontig(A, U, r0, s0):
+        A_nc = A.transpose(0, 1).contiguous().transpose(0, 1)  # (T, B, G) with batch-major strides
+        U_nc = U.t().contiguous().t()  # column-major
+        r0_nc = torch.stack([r0, torch.zeros_like(r0)], dim=-1)[..., 0]  # every other element
+        s0_wide = torch.cat([torch.zeros_like(s0), s0], dim=1)
+        s0_nc = s0_wide[:, C:]  # a slice of a wider tensor
+        return A_nc, U_nc, r0_nc, s0_nc
+
+    views = noncontig(*[t.clone().requires_grad_() for t in inputs])
+    assert not any(v.is_contiguous() for v in views)
+    lengths_nc = torch.stack([lengths, lengths], dim=1)[:, 1]
+    assert not lengths_nc.is_contiguous()
+    out = ops.recurrence(*views, cfg, lengths_nc)
+    grads = torch.autograd.grad(out, views, [u.to(dtype) for u in upstream])
+    want = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+    for name, a, b in zip(NAMES, list(out) + list(grads), want):
+        assert torch.equal(a, b), name  # the kernel makes contiguous copies: bit-for-bit the same work
+
+    # an expanded (stride-0) initial state, as nn.LSTM users pass for a shared h0/c0
+    r0_e, s0_e = r0[:1].expand(B, -1), s0[:1].expand(B, -1)
+    got = ops.recurrence(A, U, r0_e, s0_e, cfg, lengths)
+    want = ops.recurrence(A, U, r0_e.contiguous(), s0_e.contiguous(), cfg, lengths)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
+# ---- 8. bitwise determinism ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", ["small", "blas"])
+def test_bitwise_determinism(size, dtype):
+    cfg = CellConfig(True, 1, "cells", "tanh")
+    T, B, C = (5, 3, 4) if size == "small" else (20, 32, 128)
+    inputs = make_inputs(cfg, T, B, C, dtype)
+    lengths = varied_lengths(B, T)
+    upstream = make_upstream(cfg, T, B, C)
+    n = torch.get_num_threads()
+    try:
+        for threads in (1, 2):  # BLAS may split work over threads; each setting must repeat itself exactly
+            torch.set_num_threads(threads)
+            first = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+            second = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+            for name, a, b in zip(NAMES, first, second):
+                assert torch.equal(a, b), (threads, name)
+    finally:
+        torch.set_num_threads(n)
+
+    # repeated backward through one graph (retain_graph) gives the same bits too
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    out = ops.recurrence(*leaves, cfg, lengths)
+    ups = [u.to(dtype) for u in upstream]
+    g1 = torch.autograd.grad(out, leaves, ups, retain_graph=True)
+    g2 = torch.autograd.grad(out, leaves, ups)
+    assert all(torch.equal(a, b) for a, b in zip(g1, g2))
+
+
+# ---- 9. NaN stays in its batch row ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", ["small", "blas"])
+@pytest.mark.parametrize(
+    "cfg", [CellConfig(), CellConfig(False, 2, "all", "paper"), CellConfig(True, 1, "cells", "tanh", True)], ids=cfg_id
+)
+def test_nan_confined_to_its_row(cfg, size, dtype):
+    T, B, C = (6, 4, 4) if size == "small" else (8, 32, 64)
+    t0, b0 = 2, 1
+    A, U, r0, s0 = make_inputs(cfg, T, B, C, dtype)
+    z0 = (2 if cfg.forget_gate else 1) * (C // cfg.block_size)  # gate rows [iota, (phi), z, omega]: first z row
+    A[t0, b0, z0] = float("nan")  # the net input of cell 0 of an inner batch row
+    leaves = [t.clone().requires_grad_() for t in (A, U, r0, s0)]
+    y, r_T, s_T = ops.recurrence(*leaves, cfg)
+    others = [b for b in range(B) if b != b0]
+    assert torch.isfinite(y[:t0]).all(), "NaN before the step it was put in"
+    assert torch.isfinite(y[:, others]).all(), "NaN leaked into other batch rows"
+    assert torch.isnan(y[t0, b0]).any(), "the NaN vanished"
+    assert torch.isnan(y[T - 1, b0]).any()
+    assert torch.isnan(y[t0 + 1 :, b0]).all()  # through U, every cell of the row is NaN from the next step on
+    assert torch.isfinite(r_T[others]).all() and torch.isfinite(s_T[others]).all()
+    assert torch.isnan(s_T[b0]).any()
+
+    dA, dU, dr0, ds0 = torch.autograd.grad((y.sum(), r_T.sum(), s_T.sum()), leaves)
+    assert torch.isfinite(dA[:, others]).all(), "NaN leaked into other rows' gradients"
+    assert torch.isfinite(dr0[others]).all() and torch.isfinite(ds0[others]).all()
+    assert torch.isnan(dA[:, b0]).any() and torch.isnan(ds0[b0]).any()
+
+    # a NaN past a row's length is never read
+    lengths = torch.full((B,), T, dtype=torch.int64)
+    lengths[b0] = t0
+    y, r_T, s_T = ops.recurrence(*leaves, cfg, lengths)
+    assert torch.isfinite(y).all() and torch.isfinite(r_T).all() and torch.isfinite(s_T).all()
+    assert torch.equal(y[t0:, b0], torch.zeros_like(y[t0:, b0]))
+    grads = torch.autograd.grad((y.sum(), r_T.sum(), s_T.sum()), leaves)
+    assert all(torch.isfinite(g).all() for g in grads)
+
+
+# ---- 10. bad input ---------------------------------------------------------------------------------------------
+
+ARGS = (True, 1, "cells", "tanh", False)
+
+
+def good_inputs(dtype=torch.float64):
+    return make_inputs(CellConfig(), 3, 2, 4, dtype)  # G = 16, R = C = 4
+
+
+def _bad_cases():
+    """name -> (op arguments, expected message): each case changes one argument of a good call."""
+    good = dict(zip(("A", "U", "r0", "s0"), good_inputs()))
+    good.update(lengths=None, forget_gate=True, block_size=1, feedback="cells", squash="tanh", truncate=False)
+    A, U, r0, s0 = good["A"], good["U"], good["r0"], good["s0"]
+
+    def call(**changes):
+        return tuple({**good, **changes}.values())
+
+    def low(dtype):
+        return call(A=A.to(dtype), U=U.to(dtype), r0=r0.to(dtype), s0=s0.to(dtype))
+
+    lengths_range = r"lengths must lie in \[0, T\] = \[0, 3\], got values in "
+    return {
+        "A-2d": (call(A=A[0]), r"A must be 3-D \(T, B, G\), got 2-D"),
+        "A-4d": (call(A=A[None]), r"A must be 3-D \(T, B, G\), got 4-D"),
+        "A-wrong-G": (call(A=A[..., :-1]), r"A must have G = 16 gate rows for 4 cells .* got 15"),
+        "A-U-of-1997-cell": (call(A=A[..., :12], U=U[:12]), r"A must have G = 16 gate rows .* forget gate, got 12"),
+        "U-wrong-cols": (call(U=U[:, :-1]), r"U must have shape \(16, 4\), got \(16, 3\)"),
+        "U-wrong-rows": (call(U=U[:-1]), r"U must have shape \(16, 4\), got \(15, 4\)"),
+        "U-1d": (call(U=U.flatten()), r"U must have shape \(16, 4\), got \(64,\)"),
+        "U-for-feedback-all": (call(feedback="all"), r"U must have shape \(16, 16\), got \(16, 4\)"),
+        "r0-wrong-R": (call(r0=r0[:, :-1]), r"r0 must have shape \(2, 4\), got \(2, 3\)"),
+        "r0-wrong-B": (call(r0=r0[:1]), r"r0 must have shape \(2, 4\), got \(1, 4\)"),
+        "s0-wrong-B": (call(s0=s0[:1]), r"s0 must have shape \(2, 4\), got \(1, 4\)"),
+        "s0-1d": (call(s0=s0[0]), r"s0 must be 2-D \(B, C\), got 1-D"),
+        "s0-wrong-C": (call(s0=s0[:, :3]), r"A must have G = 12 gate rows for 3 cells .* got 16"),
+        "U-float32": (call(U=U.float()), r"U must have A's dtype Double, got Float"),
+        "r0-float32": (call(r0=r0.float()), r"r0 must have A's dtype Double, got Float"),
+        "s0-float32": (call(s0=s0.float()), r"s0 must have A's dtype Double, got Float"),
+        "all-int64": (low(torch.int64), r"A must be a floating-point tensor, got Long"),
+        "A-int32-only": (call(A=A.int()), r"A must be a floating-point tensor, got Int"),
+        "float16-on-cpu": (low(torch.float16), r"CPU kernel takes float32 or float64, got Half"),
+        "bfloat16-on-cpu": (low(torch.bfloat16), r"CPU kernel takes float32 or float64, got BFloat16"),
+        "lengths-int32": (call(lengths=torch.tensor([1, 2], dtype=torch.int32)), r"lengths must be int64, got Int"),
+        "lengths-float": (call(lengths=torch.tensor([1.0, 2.0])), r"lengths must be int64, got Float"),
+        "lengths-wrong-B": (call(lengths=torch.tensor([1, 2, 3])), r"lengths must have shape \(2,\), got \(3,\)"),
+        "lengths-2d": (call(lengths=torch.tensor([[1, 2]])), r"lengths must have shape \(2,\), got \(1, 2\)"),
+        "lengths-0d": (call(lengths=torch.tensor(1)), r"lengths must have shape \(2,\), got \(\)"),
+        "lengths-negative": (call(lengths=torch.tensor([-1, 2])), lengths_range + r"\[-1, 2\]"),
+        "lengths-above-T": (call(lengths=torch.tensor([4, 2])), lengths_range + r"\[2, 4\]"),
+        "block_size-0": (call(block_size=0), r"block_size must be >= 1, got 0"),
+        "block_size-negative": (call(block_size=-2), r"block_size must be >= 1, got -2"),
+        "block_size-not-dividing-C": (
+            call(block_size=3),
+            r"the number of cells \(4\) must be a multiple of block_size \(3\)",
+        ),
+        "feedback-unknown": (call(feedback="gates"), r'feedback must be "cells" or "all", got "gates"'),
+        "squash-unknown": (call(squash="relu"), r'squash must be "tanh", "paper" or "sigmoid_identity", got "relu"'),
+    }
+
+
+BAD_CASES = _bad_cases()
+
+
+@pytest.mark.parametrize("op", ["recurrence", "recurrence_forward"])
+@pytest.mark.parametrize("case", sorted(BAD_CASES))
+def test_bad_input_raises(case, op):
+    args, message = BAD_CASES[case]
+    with pytest.raises(RuntimeError, match=message):
+        getattr(OPS, op)(*args)
+
+
+def test_bad_input_through_python_wrapper():
+    A, U, r0, s0 = good_inputs()
+    with pytest.raises(RuntimeError, match=r"the number of cells \(4\) must be a multiple of block_size \(3\)"):
+        ops.recurrence(A, U, r0, s0, CellConfig(block_size=3))
+    with pytest.raises(RuntimeError, match=r"U must have A's dtype Float, got Double"):
+        ops.recurrence(A.float(), U, r0.float(), s0.float(), CellConfig())
+    with pytest.raises(RuntimeError, match=r"CPU kernel takes float32 or float64, got Half"):
+        ops.recurrence(*(t.half() for t in (A, U, r0, s0)), CellConfig())
+
+
+@pytest.mark.parametrize(
+    "which,bad,message",
+    [
+        ("dy", lambda t: t[:-1], r"dy must have shape \(3, 2, 4\), got \(2, 2, 4\)"),
+        ("dr_T", lambda t: t[:, :-1], r"dr_T must have shape \(2, 4\), got \(2, 3\)"),
+        ("ds_T", lambda t: t.float(), r"ds_T must have A's dtype Double, got Float"),
+        ("y", lambda t: t[:, :1], r"y must have shape \(3, 2, 4\), got \(3, 1, 4\)"),
+        ("s_all", lambda t: t[..., :2], r"s_all must have shape \(3, 2, 4\), got \(3, 2, 2\)"),
+    ],
+)
+def test_backward_op_bad_input(which, bad, message):
+    A, U, r0, s0 = good_inputs()
+    y, r_T, s_T, act, s_all = OPS.recurrence_forward(A, U, r0, s0, None, *ARGS)
+    args = dict(dy=torch.ones_like(y), dr_T=torch.ones_like(r_T), ds_T=torch.ones_like(s_T), y=y, s_all=s_all)
+    args[which] = bad(args[which])
+    with pytest.raises(RuntimeError, match=message):
+        OPS.recurrence_backward(
+            args["dy"], args["dr_T"], args["ds_T"], U, r0, s0, args["y"], act, args["s_all"], None, *ARGS
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(block_size=0), r"block_size must be a positive int, got 0"),
+        (dict(block_size=-2), r"block_size must be a positive int, got -2"),
+        (dict(block_size=1.5), r"block_size must be a positive int, got 1.5"),
+        (dict(block_size=True), r"block_size must be a positive int, got True"),
+        (dict(feedback="gates"), r"feedback must be one of \('cells', 'all'\), got 'gates'"),
+        (dict(squash="relu"), r"squash must be one of \('tanh', 'paper', 'sigmoid_identity'\), got 'relu'"),
+    ],
+)
+def test_cell_config_rejects(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        CellConfig(**kwargs)
+
+
+def test_cell_config_sizes():
+    assert CellConfig().gate_rows(5) == 20 and CellConfig().recurrent_size(5) == 5
+    assert CellConfig(forget_gate=False, block_size=2, feedback="all").gate_rows(4) == 8
+    assert CellConfig(forget_gate=False, block_size=2, feedback="all").recurrent_size(4) == 8
+    assert CellConfig(block_size=3, feedback="all").recurrent_size(6) == 12
+    with pytest.raises(ValueError, match=r"the number of cells \(4\) must be a multiple of block_size \(3\)"):
+        CellConfig(block_size=3).gate_rows(4)
+
+
+# ---- 11. the 1997 learning rule ---------------------------------------------------------------------------------
+
+
+def cec_gradient_on_s0(A, U, r0, s0, cfg, upstream):
+    """d loss / d s0 under the truncated rule, written out: with r_{t-1} treated as a constant, s0 reaches the
+    loss only along the cell state, s_t = y_phi,t * s_{t-1} + ..., so
+        ds0 = sum_t (prod_{k<=t} y_phi,k) * dL/ds_t|local,   dL/ds_t|local = (dy_t + dr_T[t=T]) * y_omega,t * h'(s_t)
+    plus ds_T carried back through all the forget gates (y_phi = 1 for the 1997 cell: the CEC)."""
+    dy, dr_T, ds_T = upstream
+    T, C, S = A.shape[0], s0.shape[1], cfg.block_size
+    r, s = r0, s0
+    carry = torch.ones_like(s0)  # prod of forget gates so far
+    ds0 = torch.zeros_like(s0)
+    for t in range(T):
+        a = A[t] + r @ U.t()
+        y_c, s_new, gates = cell_step_ref(a, s, cfg)
+        y_omega = gates[-1].repeat_interleave(S, dim=1)
+        if cfg.forget_gate:
+            carry = carry * gates[1].repeat_interleave(S, dim=1)
+        dh = {
+            "tanh": lambda s: 1 - torch.tanh(s) ** 2,
+            "paper": lambda s: 0.5 * (1 - torch.tanh(0.5 * s) ** 2),
+            "sigmoid_identity": torch.ones_like,
+        }[cfg.squash](s_new)  # h'(s_t)
+        dyt = dy[t] + (dr_T[:, -C:] if t == T - 1 else 0)  # r_T ends in y_c for both feedbacks
+        ds0 = ds0 + carry * dyt * y_omega * dh
+        r = y_c if cfg.feedback == "cells" else torch.cat(gates + [y_c], dim=1)
+        s = s_new
+    return ds0 + carry * ds_T
+
+
+@pytest.mark.parametrize("squash", SQUASHES)
+@pytest.mark.parametrize("feedback", FEEDBACKS)
+@pytest.mark.parametrize("block_size", [1, 2])
+@pytest.mark.parametrize("forget_gate", [False, True], ids=["1997", "2000"])
+def test_truncated_rule_gradients_on_initial_state(forget_gate, block_size, feedback, squash):
+    cfg = CellConfig(forget_gate, block_size, feedback, squash, truncate=True)
+    T, B, C = 5, 4, 4
+    inputs = make_inputs(cfg, T, B, C)
+    upstream = make_upstream(cfg, T, B, C)
+    got = outputs_and_grads(ops.recurrence, inputs, cfg, None, upstream)
+    dr0, ds0 = got[5], got[6]
+    assert torch.equal(dr0, torch.zeros_like(dr0)), "a gradient reached r0 through the truncated recurrent input"
+    want = run_reference(inputs, cfg, None, upstream)
+    assert_parity(got, want, torch.float64, T, B)
+    cec = cec_gradient_on_s0(*inputs, cfg, upstream)
+    torch.testing.assert_close(ds0, cec, **tolerances(torch.float64, T))
+
+    # with lengths: rows of length 0 pass dr_T straight to r0, every other row's dr0 stays exactly 0
+    lengths = torch.tensor([T, 0, 2, 1])
+    got = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
+    assert torch.equal(got[5][lengths > 0], torch.zeros_like(got[5][lengths > 0]))
+    assert torch.equal(got[5][1], upstream[1][1])
+    assert_parity(got, run_reference(inputs, cfg, lengths, upstream), torch.float64, T, B)
+
+
+# ---- beyond the brief: second-order gradients ----------------------------------------------------------------
+
+
+def test_double_backward_raises_clearly():
+    """The fused op is differentiable once; a second derivative must raise, never silently be zero."""
+    cfg = CellConfig()
+    leaves = [t.clone().requires_grad_() for t in make_inputs(cfg, 3, 2, 2)]
+    y, _, _ = ops.recurrence(*leaves, cfg)
+    g = torch.autograd.grad(y.pow(2).sum(), leaves, create_graph=True)
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(g[1].sum(), leaves, allow_unused=True)
