@@ -24,7 +24,7 @@ the projection ``y w_hr^T`` is applied to the output sequence afterwards.
 
 ``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
 the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`), else the reference.
-No per-step Python and no host synchronisation in here (torch.compile friendly).
+No per-step Python, no ``.item()``/``.tolist()`` in here (torch.compile friendly).
 """
 
 from __future__ import annotations
@@ -45,27 +45,28 @@ CONFIG_1997 = CellConfig(forget_gate=False)
 
 _BACKENDS = {"fused": ops.recurrence, "reference": reference.recurrence_ref}
 
-# Devices and dtypes the fused op has kernels for (CUDA only when the extension was built with it).
-_FUSED_DTYPES = {
-    "cpu": (torch.float32, torch.float64),
-    "cuda": (torch.float32, torch.float64, torch.float16, torch.bfloat16),
-}
-_fused_support_cache: dict = {}
+# What the fused op has kernels for: CPU float32/float64 always; CUDA (float32/float64/float16/bfloat16) when the
+# extension was built with it. Decided once at import, so the check is constant (also under torch.compile).
+_CPU_DTYPES = (torch.float32, torch.float64)
+_CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_HAS_CUDA_KERNEL = torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::recurrence_forward", "CUDA")
 
 
 def fused_supports(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the fused op (lstm_ext::recurrence_forward) has a kernel for this device and dtype."""
-    key = (device.type, dtype)
-    ok = _fused_support_cache.get(key)
-    if ok is None:
-        dispatch_key = {"cpu": "CPU", "cuda": "CUDA"}.get(device.type)
-        ok = bool(
-            dispatch_key is not None
-            and dtype in _FUSED_DTYPES[device.type]
-            and torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::recurrence_forward", dispatch_key)
-        )
-        _fused_support_cache[key] = ok
-    return ok
+    device = torch.device(device)
+    if device.type == "cpu":
+        return dtype in _CPU_DTYPES
+    return device.type == "cuda" and _HAS_CUDA_KERNEL and dtype in _CUDA_DTYPES
+
+
+def _auto_backend(A: torch.Tensor) -> str:
+    # fused_supports(A.device, A.dtype) without building a torch.device (this runs once per layer and direction)
+    if A.is_cpu:
+        ok = A.dtype in _CPU_DTYPES
+    else:
+        ok = A.is_cuda and _HAS_CUDA_KERNEL and A.dtype in _CUDA_DTYPES
+    return "fused" if ok else "reference"
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -107,11 +108,10 @@ def lstm_layer(
     if backend not in ("fused", "reference", "auto"):
         raise ValueError(f"backend must be 'fused', 'reference' or 'auto', got {backend!r}")
     T, B = x.shape[0], x.shape[1]
-    H = config.cells_from_gate_rows(w_hh.shape[0])
     if h0 is None:
         h0 = x.new_zeros(B, w_hh.shape[1])
     if c0 is None:
-        c0 = x.new_zeros(B, H)
+        c0 = x.new_zeros(B, config.cells_from_gate_rows(w_hh.shape[0]))
 
     if b_ih is None:
         bias = b_hh
@@ -127,7 +127,7 @@ def lstm_layer(
         if w_hr is not None:
             w_hr = w_hr.to(A.dtype)
     if backend == "auto":
-        backend = "fused" if fused_supports(A.device, A.dtype) else "reference"
+        backend = _auto_backend(A)
     recurrence = _BACKENDS[backend]
 
     if w_hr is None:
@@ -135,14 +135,18 @@ def lstm_layer(
     else:
         # The recurrence runs on the unprojected outputs y_c: a_t = A[t] + (y_{t-1} w_hr^T) w_hh^T
         # = A[t] + y_{t-1} (w_hh w_hr)^T, and the initial h0 (already projected) enters step 0 through A[0].
-        # A row of length 0 never reads A, so folding h0 into every row is harmless; its h_n is h0 itself.
+        # Rows of length 0 run no step: they get nothing folded in, and their h_n is h0 itself.
+        has_steps = None if lengths is None else lengths.to(A.device).unsqueeze(1) > 0  # (B, 1)
         if T > 0:
-            A = torch.cat((A[:1] + (h0 @ w_hh.t()).unsqueeze(0), A[1:]), 0)
-        y_c, r_T, c_n = recurrence(A, w_hh @ w_hr, h0.new_zeros(B, H), c0, config, lengths)
+            h0_in = h0 @ w_hh.t()
+            if has_steps is not None:
+                h0_in = torch.where(has_steps, h0_in, 0.0)
+            A = torch.cat((A[:1] + h0_in.unsqueeze(0), A[1:]), 0)
+        y_c, r_T, c_n = recurrence(A, w_hh @ w_hr, h0.new_zeros(B, w_hr.shape[1]), c0, config, lengths)
         y = y_c @ w_hr.t()
         h_n = r_T @ w_hr.t()
-        if lengths is not None:
-            h_n = torch.where(lengths.to(h_n.device).unsqueeze(1) > 0, h_n, h0)
+        if has_steps is not None:
+            h_n = torch.where(has_steps, h_n, h0)
         elif T == 0:
             h_n = h0
 

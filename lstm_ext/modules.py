@@ -208,7 +208,9 @@ class _LSTMBase(nn.Module):
     # ---- forward -----------------------------------------------------------------------------------------
 
     def _check_input(self, input: Tensor, batch_sizes: Tensor | None) -> None:
-        w = self.weight_ih_l0
+        w = self._parameters.get("weight_ih_l0")
+        if w is None:
+            w = self.weight_ih_l0
         if not input.is_floating_point():
             raise ValueError(
                 f"{type(self).__name__}: input must be a floating-point tensor, got dtype {input.dtype}"
@@ -218,7 +220,7 @@ class _LSTMBase(nn.Module):
                 f"RNN input dtype ({input.dtype}) does not match weight dtype ({w.dtype}). "
                 f"Convert input: input.to({w.dtype}), or convert model: model.to({input.dtype})"
             )
-        if input.device != w.device:
+        if not (input.is_cpu and w.is_cpu) and input.device != w.device:
             raise RuntimeError(
                 "Input and parameter tensors are not at the same device, found input tensor at "
                 f"{input.device} and parameter tensor at {w.device}"
@@ -231,15 +233,14 @@ class _LSTMBase(nn.Module):
                 f"input.size(-1) must be equal to input_size. Expected {self.input_size}, got {input.size(-1)}"
             )
 
-    def _check_hidden(self, input: Tensor, hx: tuple[Tensor, Tensor], mini_batch: int) -> None:
-        num_directions = 2 if self.bidirectional else 1
-        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
-        expected_h = (self.num_layers * num_directions, mini_batch, real_hidden_size)
-        expected_c = (self.num_layers * num_directions, mini_batch, self.hidden_size)
-        for i, (t, expected) in enumerate(zip(hx, (expected_h, expected_c))):
-            if t.size() != expected:
+    def _check_hidden(self, input: Tensor, h0: Tensor, c0: Tensor, mini_batch: int) -> None:
+        n = self.num_layers * (2 if self.bidirectional else 1)
+        expected_h = (n, mini_batch, self.proj_size if self.proj_size > 0 else self.hidden_size)
+        expected_c = (n, mini_batch, self.hidden_size)
+        for i, t, expected in ((0, h0, expected_h), (1, c0, expected_c)):
+            if t.shape != expected:
                 raise RuntimeError(f"Expected hidden[{i}] size {expected}, got {list(t.size())}")
-            if t.device != input.device:
+            if not (t.is_cpu and input.is_cpu) and t.device != input.device:
                 raise RuntimeError(
                     "Input and hidden tensors are not at the same device, found input tensor at "
                     f"{input.device} and hidden tensor at {t.device}"
@@ -271,7 +272,7 @@ class _LSTMBase(nn.Module):
                         "For PackedSequence input, hx and cx should be 3-D but got "
                         f"({h0.dim()}-D, {c0.dim()}-D) tensors"
                     )
-                self._check_hidden(x, (h0, c0), x.size(1))
+                self._check_hidden(x, h0, c0, x.size(1))
                 if sorted_indices is not None:
                     h0, c0 = h0.index_select(1, sorted_indices), c0.index_select(1, sorted_indices)
         else:
@@ -303,37 +304,49 @@ class _LSTMBase(nn.Module):
             self._check_input(input, None)
             x = input.transpose(0, 1) if self.batch_first else input
             if hx is not None:
-                self._check_hidden(x, (h0, c0), x.size(1))
+                self._check_hidden(x, h0, c0, x.size(1))
             sorted_indices = unsorted_indices = None
 
         T, B = x.shape[0], x.shape[1]
         if T == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        n = self.num_layers * num_directions
         if hx is None:
-            n = self.num_layers * num_directions
-            h0 = x.new_zeros(n, B, real_hidden_size)
-            c0 = x.new_zeros(n, B, self.hidden_size)
+            # One zero tensor serves as every layer's h0 and c0 (the recurrence only reads them).
+            zeros_c = x.new_zeros(B, self.hidden_size)
+            zeros_h = x.new_zeros(B, real_hidden_size) if self.proj_size > 0 else zeros_c
+            h0s, c0s = (zeros_h,) * n, (zeros_c,) * n
+        elif n == 1:
+            h0s, c0s = (h0[0],), (c0[0],)
+        else:
+            h0s, c0s = h0.unbind(0), c0.unbind(0)
 
         backend = self.backend  # "auto" is resolved per layer by functional.lstm_layer (from A's device/dtype)
         config = self._config
         dropout = self.dropout if self.training else 0.0
+        # Parameters straight from _parameters (nn.Module.__getattr__ is slow on the hot path); getattr as the
+        # fallback keeps plain-tensor attributes and parametrizations working.
+        params = self._parameters
         hs, cs = [], []
         layer_input = x
         idx = 0
         for layer in range(self.num_layers):
             outs = []
             for direction in range(num_directions):
-                n_ih, n_hh, n_bih, n_bhh, n_hr = self._layer_param_names[idx]
+                w = [
+                    None if name is None else (params.get(name) if name in params else getattr(self, name))
+                    for name in self._layer_param_names[idx]
+                ]
                 y, h_n, c_n = functional.lstm_layer(
                     layer_input,
-                    getattr(self, n_ih),
-                    getattr(self, n_hh),
-                    getattr(self, n_bih) if n_bih is not None else None,
-                    getattr(self, n_bhh) if n_bhh is not None else None,
-                    h0[idx],
-                    c0[idx],
+                    w[0],
+                    w[1],
+                    w[2],
+                    w[3],
+                    h0s[idx],
+                    c0s[idx],
                     config,
-                    w_hr=getattr(self, n_hr) if n_hr is not None else None,
+                    w_hr=w[4],
                     lengths=lengths,
                     reverse=direction == 1,
                     backend=backend,

@@ -1,0 +1,705 @@
+"""LSTM2000 / LSTM1997 against nn.LSTM, and the functional layer API.
+
+LSTM2000 must load an nn.LSTM state_dict and reproduce outputs, h_n, c_n and every gradient (input, h0, c0,
+all parameters); LSTM1997 has no nn.LSTM twin, so its fused backend is held to its reference backend (and, with
+a saturated forget gate, to nn.LSTM). Constructor and input errors must match nn.LSTM's where nn.LSTM has a
+clear one, and name the problem where it has not.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
+
+import lstm_ext
+from lstm_ext import LSTM1997, LSTM2000, functional, lstm1997_state_dict_from_nn_lstm
+
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
+
+F64 = dict(rtol=1e-10, atol=1e-12)
+D_IN, HIDDEN, T_LEN, BATCH = 4, 5, 7, 4
+
+INPUT_KINDS = ["padded", "packed_sorted", "packed_unsorted", "unbatched"]
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------
+
+
+def make_models(cls=LSTM2000, *, dtype=torch.float64, backend="auto", seed=0, **kw):
+    """An nn.LSTM and a `cls` with the nn.LSTM's state_dict (LSTM2000), both in `dtype`."""
+    torch.manual_seed(seed)
+    ref = nn.LSTM(D_IN, HIDDEN, **kw).to(dtype)
+    ours = cls(D_IN, HIDDEN, backend=backend, **kw).to(dtype)
+    if cls is LSTM2000:
+        ours.load_state_dict(ref.state_dict())
+    return ref, ours
+
+
+def make_inputs(kind, *, batch_first, num_layers, bidirectional, proj_size, dtype, seed=1, with_hx=True):
+    """Leaf tensors (x, h0, c0) and a builder of the module input from them."""
+    g = torch.Generator().manual_seed(seed)
+    D = 2 if bidirectional else 1
+    H_out = proj_size or HIDDEN
+    unbatched = kind == "unbatched"
+    B = 1 if unbatched else BATCH
+    if unbatched:
+        x = torch.randn(T_LEN, D_IN, generator=g, dtype=dtype)
+        h0 = torch.randn(num_layers * D, H_out, generator=g, dtype=dtype)
+        c0 = torch.randn(num_layers * D, HIDDEN, generator=g, dtype=dtype)
+    else:
+        shape = (B, T_LEN, D_IN) if batch_first else (T_LEN, B, D_IN)
+        x = torch.randn(*shape, generator=g, dtype=dtype)
+        h0 = torch.randn(num_layers * D, B, H_out, generator=g, dtype=dtype)
+        c0 = torch.randn(num_layers * D, B, HIDDEN, generator=g, dtype=dtype)
+    leaves = [t.requires_grad_() for t in (x, h0, c0)]
+    if kind == "packed_sorted":
+        lengths = torch.tensor([T_LEN, T_LEN - 1, 3, 1])
+        build_x = lambda: pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=True)  # noqa: E731
+    elif kind == "packed_unsorted":
+        lengths = torch.tensor([2, T_LEN, 1, 5])
+        build_x = lambda: pack_padded_sequence(x, lengths, batch_first=batch_first, enforce_sorted=False)  # noqa: E731
+    else:
+        build_x = lambda: x  # noqa: E731
+    hx = (h0, c0) if with_hx else None
+    return leaves, build_x, hx
+
+
+def weighted_loss(out, h_n, c_n, seed=2):
+    """A loss that gives every output element its own gradient."""
+    data = out.data if isinstance(out, PackedSequence) else out
+    g = torch.Generator().manual_seed(seed)
+    return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (data, h_n, c_n))
+
+
+def run_and_grad(model, leaves, build_x, hx):
+    out, (h_n, c_n) = model(build_x(), hx)
+    params = [p for _, p in model.named_parameters()]
+    wrt = [t for t in leaves if t.requires_grad] + params
+    grads = torch.autograd.grad(weighted_loss(out, h_n, c_n), wrt, allow_unused=False)
+    return out, h_n, c_n, grads
+
+
+def assert_same(a, b, **tol):
+    if isinstance(a, PackedSequence):
+        assert isinstance(b, PackedSequence)
+        torch.testing.assert_close(a.data, b.data, **tol)
+        assert torch.equal(a.batch_sizes, b.batch_sizes)
+        for ia, ib in ((a.sorted_indices, b.sorted_indices), (a.unsorted_indices, b.unsorted_indices)):
+            assert (ia is None and ib is None) or torch.equal(ia, ib)
+    else:
+        torch.testing.assert_close(a, b, **tol)
+
+
+def compare(ref, ours, kind, *, batch_first, num_layers, bidirectional, proj_size, dtype, tol, with_hx=True):
+    kw = dict(batch_first=batch_first, num_layers=num_layers, bidirectional=bidirectional, proj_size=proj_size)
+    leaves_r, build_r, hx_r = make_inputs(kind, dtype=dtype, with_hx=with_hx, **kw)
+    leaves_o, build_o, hx_o = make_inputs(kind, dtype=dtype, with_hx=with_hx, **kw)
+    if not with_hx:
+        leaves_r, leaves_o = leaves_r[:1], leaves_o[:1]
+    out_r, h_r, c_r, g_r = run_and_grad(ref, leaves_r, build_r, hx_r)
+    out_o, h_o, c_o, g_o = run_and_grad(ours, leaves_o, build_o, hx_o)
+    assert type(out_r) is type(out_o)
+    assert_same(out_r, out_o, **tol)
+    assert h_r.shape == h_o.shape and c_r.shape == c_o.shape
+    torch.testing.assert_close(h_o, h_r, **tol)
+    torch.testing.assert_close(c_o, c_r, **tol)
+    names = ["input", "h0", "c0"][: len(leaves_r)] + [n for n, _ in ours.named_parameters()]
+    assert len(g_r) == len(g_o) == len(names)
+    for name, gr, go in zip(names, g_r, g_o):
+        torch.testing.assert_close(go, gr, **tol, msg=lambda m, name=name: f"gradient of {name}: {m}")
+
+
+# ---- LSTM2000 == nn.LSTM ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("proj_size", [0, 3])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_lstm2000_matches_nn_lstm_float64(num_layers, bidirectional, batch_first, proj_size, kind, backend):
+    kw = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=batch_first, proj_size=proj_size)
+    ref, ours = make_models(dtype=torch.float64, backend=backend, **kw)
+    compare(ref, ours, kind, dtype=torch.float64, tol=F64, **kw)
+
+
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("proj_size", [0, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_lstm2000_matches_nn_lstm_float32(bidirectional, proj_size, kind):
+    kw = dict(num_layers=2, bidirectional=bidirectional, batch_first=False, proj_size=proj_size)
+    ref, ours = make_models(dtype=torch.float32, **kw)
+    compare(ref, ours, kind, dtype=torch.float32, tol={}, **kw)
+
+
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_hx_none_is_zeros(kind, proj_size):
+    kw = dict(num_layers=2, bidirectional=True, batch_first=False, proj_size=proj_size)
+    ref, ours = make_models(**kw)
+    compare(ref, ours, kind, dtype=torch.float64, tol=F64, with_hx=False, **kw)
+    # and None gives exactly what explicit zeros give
+    (x, h0, c0), build_x, _ = make_inputs(kind, dtype=torch.float64, **kw)
+    zeros = (torch.zeros_like(h0), torch.zeros_like(c0))
+    out_none, (h_none, c_none) = ours(build_x(), None)
+    out_zero, (h_zero, c_zero) = ours(build_x(), zeros)
+    assert_same(out_none, out_zero, rtol=0, atol=0)
+    assert torch.equal(h_none, h_zero) and torch.equal(c_none, c_zero)
+
+
+def test_default_init_matches_nn_lstm():
+    for kw in [dict(), dict(num_layers=2, bidirectional=True, proj_size=2, bias=False)]:
+        torch.manual_seed(123)
+        ref = nn.LSTM(D_IN, HIDDEN, **kw)
+        torch.manual_seed(123)
+        ours = LSTM2000(D_IN, HIDDEN, **kw)
+        for (n_r, p_r), (n_o, p_o) in zip(ref.named_parameters(), ours.named_parameters(), strict=True):
+            assert n_r == n_o and torch.equal(p_r, p_o)
+    bound = 1 / HIDDEN**0.5
+    for p in LSTM1997(D_IN, HIDDEN, num_layers=2, proj_size=2).parameters():
+        assert p.abs().max() <= bound and p.abs().max() > bound / 2
+
+
+def test_nn_lstm_state_dict_roundtrip():
+    ref, ours = make_models(num_layers=2, bidirectional=True, proj_size=3)
+    ref2 = nn.LSTM(D_IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=3).double()
+    ref2.load_state_dict(ours.state_dict())
+    for (n_a, a), (n_b, b) in zip(ref.state_dict().items(), ref2.state_dict().items(), strict=True):
+        assert n_a == n_b and torch.equal(a, b)
+
+
+# ---- dropout, train/eval, backward in eval ---------------------------------------------------------------
+
+
+def test_dropout_zero_equals_no_dropout_in_training():
+    kw = dict(num_layers=3, bidirectional=True, batch_first=False, proj_size=0)
+    ref, ours = make_models(dropout=0.0, **kw)
+    ref.train(), ours.train()
+    compare(ref, ours, "padded", dtype=torch.float64, tol=F64, **kw)
+
+
+@pytest.mark.parametrize("kind", ["padded", "packed_unsorted"])
+def test_eval_mode_ignores_dropout(kind):
+    kw = dict(num_layers=2, bidirectional=True, batch_first=True, proj_size=0)
+    ref, ours = make_models(dropout=0.7, **kw)
+    ref.eval(), ours.eval()
+    compare(ref, ours, kind, dtype=torch.float64, tol=F64, **kw)  # backward in eval mode, too
+
+
+def test_dropout_acts_in_training_mode_only():
+    _, ours = make_models(num_layers=2, dropout=0.5)
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
+    ours.eval()
+    a, _ = ours(x)
+    b, _ = ours(x)
+    assert torch.equal(a, b)
+    ours.train()
+    torch.manual_seed(0)
+    c, _ = ours(x)
+    torch.manual_seed(1)
+    d, _ = ours(x)
+    assert not torch.allclose(c, a) and not torch.allclose(c, d)
+    # the last layer's output is not dropped: with dropout=1 layer 2 sees zeros, so its output is the same
+    # for every input
+    _, ours1 = make_models(num_layers=2, dropout=1.0)
+    ours1.train()
+    e, _ = ours1(x)
+    f, _ = ours1(torch.randn_like(x))
+    torch.testing.assert_close(e, f, rtol=0, atol=0)
+    # a single layer never drops anything (and warns at construction, like nn.LSTM)
+    with pytest.warns(UserWarning, match="non-zero dropout expects num_layers greater than 1"):
+        one = LSTM2000(D_IN, HIDDEN, dropout=0.5).double()
+    one.train()
+    g, _ = one(x)
+    one.eval()
+    h, _ = one(x)
+    assert torch.equal(g, h)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_backward_in_eval_mode(cls):
+    _, ours = make_models(cls, num_layers=2, bidirectional=True, proj_size=2, backend="fused")
+    ours.eval()
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64, requires_grad=True)
+    out, (h, c) = ours(x)
+    (out.sum() + h.sum() + c.sum()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for name, p in ours.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+# ---- parameters, repr, attributes ------------------------------------------------------------------------
+
+CONFIGS = [
+    dict(),
+    dict(num_layers=3),
+    dict(bidirectional=True),
+    dict(num_layers=2, bidirectional=True, proj_size=2),
+    dict(num_layers=2, bias=False, proj_size=3),
+    dict(batch_first=True, dropout=0.25, num_layers=2),
+]
+
+
+@pytest.mark.parametrize("kw", CONFIGS, ids=str)
+def test_parameter_names_shapes_and_api(kw):
+    ref = nn.LSTM(D_IN, HIDDEN, **kw)
+    ours = LSTM2000(D_IN, HIDDEN, **kw)
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == [(n, p.shape) for n, p in ref.named_parameters()]
+    assert ours._flat_weights_names == ref._flat_weights_names
+    assert [[w.shape for w in ws] for ws in ours.all_weights] == [[w.shape for w in ws] for ws in ref.all_weights]
+    assert all(a is b for a, b in zip(ours._flat_weights, ours.parameters(), strict=True))
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    assert ours.extra_repr() == ref.extra_repr()
+    assert repr(ours) == repr(ref).replace("LSTM(", "LSTM2000(", 1)
+    for attr in ("input_size", "hidden_size", "num_layers", "bias", "batch_first", "dropout", "bidirectional",
+                 "proj_size"):
+        assert getattr(ours, attr) == getattr(ref, attr)
+    assert ours.flatten_parameters() is None
+    assert not isinstance(ours, nn.LSTM) and not isinstance(ours, nn.RNNBase)
+
+
+@pytest.mark.parametrize("kw", CONFIGS, ids=str)
+def test_lstm1997_parameters_have_three_gates(kw):
+    ref = nn.LSTM(D_IN, HIDDEN, **kw)
+    ours = LSTM1997(D_IN, HIDDEN, **kw)
+    expected = []
+    for n, p in ref.named_parameters():
+        shape = list(p.shape)
+        if not n.startswith("weight_hr"):
+            shape[0] = 3 * HIDDEN
+        expected.append((n, torch.Size(shape)))
+    assert [(n, p.shape) for n, p in ours.named_parameters()] == expected
+    assert ours._flat_weights_names == ref._flat_weights_names
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        ours.load_state_dict(ref.state_dict())
+
+
+def test_repr_shows_non_default_backend():
+    assert repr(LSTM2000(3, 4, backend="reference")) == "LSTM2000(3, 4, backend='reference')"
+    assert repr(LSTM1997(3, 4, num_layers=2)) == "LSTM1997(3, 4, num_layers=2)"
+
+
+def test_module_utilities():
+    _, ours = make_models(num_layers=2, bidirectional=True, proj_size=2)
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
+    out, _ = ours(x)
+    # deepcopy, dtype conversion
+    out_copy, _ = copy.deepcopy(ours)(x)
+    assert torch.equal(out, out_copy)
+    out32, _ = copy.deepcopy(ours).float()(x.float())
+    torch.testing.assert_close(out32, out.float())
+    # torch.func.functional_call sees swapped parameters
+    params = {n: torch.zeros_like(p) for n, p in ours.named_parameters()}
+    out_zero, (h, c) = torch.func.functional_call(ours, params, (x,))
+    assert out_zero.abs().max() == 0 and h.abs().max() == 0 and c.abs().max() == 0
+    # assigning a parameter (as nn.LSTM users do) is picked up by all_weights and forward
+    with torch.no_grad():
+        ours.weight_ih_l0 = nn.Parameter(torch.zeros_like(ours.weight_ih_l0))
+    assert ours.all_weights[0][0] is ours.weight_ih_l0
+    assert not torch.equal(ours(x)[0], out)
+
+
+# ---- constructor validation ------------------------------------------------------------------------------
+
+BAD_CONSTRUCTOR_ARGS = [
+    dict(dropout=-0.1),
+    dict(dropout=1.5),
+    dict(dropout=True),
+    dict(dropout="0.5"),
+    dict(bias=1),
+    dict(batch_first=1),
+    dict(input_size=2.0),
+    dict(input_size=0),
+    dict(hidden_size=5.0),
+    dict(hidden_size=0),
+    dict(hidden_size=-3),
+    dict(num_layers=0),
+    dict(proj_size=-1),
+    dict(proj_size=5),
+    dict(proj_size=7),
+]
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("bad", BAD_CONSTRUCTOR_ARGS, ids=str)
+def test_constructor_validation_matches_nn_lstm(cls, bad):
+    kw = dict(input_size=D_IN, hidden_size=HIDDEN)
+    kw.update(bad)
+    with pytest.raises(Exception) as ref_err:
+        nn.LSTM(**kw)
+    with pytest.raises(ref_err.type, match=re.escape(str(ref_err.value))):
+        cls(**kw)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_constructor_validation_extra(cls):
+    with pytest.raises(TypeError, match="num_layers should be of type int, got: float"):
+        cls(D_IN, HIDDEN, num_layers=1.5)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        cls(D_IN, HIDDEN, backend="cudnn")
+    with pytest.warns(UserWarning, match=re.escape("got dropout=0.3 and num_layers=1")):
+        cls(D_IN, HIDDEN, dropout=0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cls(D_IN, HIDDEN, dropout=0.3, num_layers=2)
+        cls(D_IN, HIDDEN, dropout=0, num_layers=1)
+
+
+def test_constructor_device_dtype():
+    m = LSTM1997(D_IN, HIDDEN, proj_size=2, device="cpu", dtype=torch.float64)
+    assert all(p.dtype == torch.float64 and p.device.type == "cpu" for p in m.parameters())
+    m = LSTM2000(D_IN, HIDDEN, device="meta")
+    assert all(p.is_meta for p in m.parameters())
+
+
+# ---- bad inputs ------------------------------------------------------------------------------------------
+
+
+def _bad_input_cases():
+    x = torch.randn(T_LEN, BATCH, D_IN)
+    h = torch.zeros(1, BATCH, HIDDEN)
+    c = torch.zeros(1, BATCH, HIDDEN)
+    packed = pack_padded_sequence(x, torch.tensor([7, 5, 5, 2]))
+    return [
+        ("rank4", (torch.randn(2, 3, 4, D_IN), None), ValueError, "LSTM: Expected input to be 2D or 3D, got 4D instead"),
+        ("rank1", (torch.randn(D_IN), None), ValueError, "LSTM: Expected input to be 2D or 3D, got 1D instead"),
+        ("features", (torch.randn(T_LEN, BATCH, D_IN + 1), None), RuntimeError,
+         "input.size(-1) must be equal to input_size. Expected 4, got 5"),
+        ("h0 shape", (x, (torch.zeros(1, BATCH + 1, HIDDEN), c)), RuntimeError,
+         "Expected hidden[0] size (1, 4, 5), got [1, 5, 5]"),
+        ("c0 shape", (x, (h, torch.zeros(2, BATCH, HIDDEN))), RuntimeError,
+         "Expected hidden[1] size (1, 4, 5), got [2, 4, 5]"),
+        ("hx 2-D for batched", (x, (h[0], c[0])), RuntimeError,
+         "For batched 3-D input, hx and cx should also be 3-D but got (2-D, 2-D) tensors"),
+        ("hx 3-D for unbatched", (x[:, 0], (h[:, :1], c[:, :1])), RuntimeError,
+         "For unbatched 2-D input, hx and cx should also be 2-D but got (3-D, 3-D) tensors"),
+        ("dtype", (x.double(), None), ValueError,
+         "RNN input dtype (torch.float64) does not match weight dtype (torch.float32). Convert input: "
+         "input.to(torch.float32), or convert model: model.to(torch.float64)"),
+        ("integer input", (x.long(), None), ValueError, "input must be a floating-point tensor, got dtype torch.int64"),
+        ("input device", (x.to("meta"), None), RuntimeError,
+         "Input and parameter tensors are not at the same device, found input tensor at meta and parameter "
+         "tensor at cpu"),
+        ("hidden device", (x, (h.to("meta"), c)), RuntimeError,
+         "Input and hidden tensors are not at the same device, found input tensor at cpu and hidden tensor at meta"),
+        ("hidden dtype", (x, (h, c.double())), ValueError,
+         "hidden[1] dtype (torch.float64) does not match input dtype (torch.float32)"),
+        ("hx not a pair", (x, h), TypeError, "hx must be a tuple (h_0, c_0)"),
+        ("input type", (x.numpy(), None), TypeError, "input must be a Tensor or a PackedSequence, got ndarray"),
+        ("packed h0 batch", (packed, (torch.zeros(1, BATCH - 1, HIDDEN), c)), RuntimeError,
+         "Expected hidden[0] size (1, 4, 5), got [1, 3, 5]"),
+        ("packed hx 2-D", (packed, (h[0], c[0])), RuntimeError,
+         "For PackedSequence input, hx and cx should be 3-D but got (2-D, 2-D) tensors"),
+        ("packed features", (pack_padded_sequence(torch.randn(T_LEN, BATCH, 2), torch.tensor([7, 5, 5, 2])), None),
+         RuntimeError, "input.size(-1) must be equal to input_size. Expected 4, got 2"),
+        ("sequence length 0", (torch.randn(0, BATCH, D_IN), None), RuntimeError,
+         "Expected sequence length to be larger than 0 in RNN"),
+        ("unbatched sequence length 0", (torch.randn(0, D_IN), None), RuntimeError,
+         "Expected sequence length to be larger than 0 in RNN"),
+    ]
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("case", _bad_input_cases(), ids=lambda c: c[0])
+def test_bad_input_raises(cls, case):
+    _, (inp, hx), exc, msg = case
+    model = cls(D_IN, HIDDEN)
+    with pytest.raises(exc, match=re.escape(msg)):
+        model(inp, hx)
+
+
+@pytest.mark.parametrize(
+    "name", ["rank4", "rank1", "features", "h0 shape", "c0 shape", "hx 2-D for batched", "hx 3-D for unbatched",
+             "dtype", "input device", "hidden device", "sequence length 0", "unbatched sequence length 0"]
+)
+def test_bad_input_messages_are_nn_lstms(name):
+    """Where nn.LSTM has a clear message, ours is the same."""
+    (_, (inp, hx), exc, msg), = [c for c in _bad_input_cases() if c[0] == name]
+    with pytest.raises(exc, match=re.escape(msg)):
+        nn.LSTM(D_IN, HIDDEN)(inp, hx)
+
+
+# ---- edge sizes ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_batch_size_zero(batch_first, backend):
+    """Batch 0 works as in nn.LSTM: empty outputs of the right shapes and an empty backward."""
+    kw = dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=batch_first)
+    ref, ours = make_models(backend=backend, **kw)
+    shape = (0, T_LEN, D_IN) if batch_first else (T_LEN, 0, D_IN)
+    for hx in (None, (torch.zeros(4, 0, 3, dtype=torch.float64), torch.zeros(4, 0, HIDDEN, dtype=torch.float64))):
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        out_r, (h_r, c_r) = ref(x, hx)
+        out_o, (h_o, c_o) = ours(x, hx)
+        assert out_o.shape == out_r.shape and h_o.shape == h_r.shape and c_o.shape == c_r.shape
+        (out_o.sum() + h_o.sum() + c_o.sum()).backward()
+        assert x.grad.shape == x.shape
+
+
+# ---- LSTM1997 --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("proj_size", [0, 3])
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_lstm1997_fused_matches_reference(num_layers, bidirectional, proj_size, kind):
+    kw = dict(num_layers=num_layers, bidirectional=bidirectional, batch_first=True, proj_size=proj_size)
+    torch.manual_seed(0)
+    fused = LSTM1997(D_IN, HIDDEN, backend="fused", **kw).double()
+    ref = LSTM1997(D_IN, HIDDEN, backend="reference", **kw).double()
+    ref.load_state_dict(fused.state_dict())
+    compare(ref, fused, kind, dtype=torch.float64, tol=F64, **kw)
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("kind", ["padded", "packed_unsorted"])
+def test_lstm1997_equals_nn_lstm_with_saturated_forget_gate(kind, backend):
+    """With f = sigmoid(1000) = 1 exactly, nn.LSTM computes the 1997 cell: a check independent of our kernels."""
+    kw = dict(num_layers=2, bidirectional=True, batch_first=False, proj_size=3)
+    ref, ours = make_models(LSTM1997, backend=backend, **kw)
+    H = HIDDEN
+    with torch.no_grad():
+        for name, p in ref.named_parameters():
+            if name.startswith("weight_ih") or name.startswith("weight_hh"):
+                p[H : 2 * H] = 0
+            elif name.startswith("bias_ih"):
+                p[H : 2 * H] = 1000.0
+            elif name.startswith("bias_hh"):
+                p[H : 2 * H] = 0
+    ours.load_state_dict(lstm1997_state_dict_from_nn_lstm(ref.state_dict()))
+    leaves_r, build_r, hx_r = make_inputs(kind, dtype=torch.float64, **kw)
+    leaves_o, build_o, hx_o = make_inputs(kind, dtype=torch.float64, **kw)
+    out_r, h_r, c_r, g_r = run_and_grad(ref, leaves_r, build_r, hx_r)
+    out_o, h_o, c_o, g_o = run_and_grad(ours, leaves_o, build_o, hx_o)
+    assert_same(out_r, out_o, **F64)
+    torch.testing.assert_close(h_o, h_r, **F64)
+    torch.testing.assert_close(c_o, c_r, **F64)
+    for a, b in zip(g_o[:3], g_r[:3]):  # input, h0, c0
+        torch.testing.assert_close(a, b, **F64)
+    names = [n for n, _ in ours.named_parameters()]
+    converted = lstm1997_state_dict_from_nn_lstm(dict(zip(names, g_r[3:])))  # nn.LSTM's grads without f rows
+    for name, a in zip(names, g_o[3:]):
+        torch.testing.assert_close(a, converted[name], **F64, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_lstm1997_state_dict_conversion():
+    ref = nn.LSTM(D_IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=2)
+    sd = lstm1997_state_dict_from_nn_lstm(ref.state_dict())
+    H = HIDDEN
+    w = ref.weight_ih_l1_reverse.detach()
+    assert torch.equal(sd["weight_ih_l1_reverse"], torch.cat([w[:H], w[2 * H : 3 * H], w[3 * H :]]))
+    assert torch.equal(sd["weight_hr_l0"], ref.weight_hr_l0.detach())
+    m = LSTM1997(D_IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=2)
+    m.load_state_dict(sd)  # strict
+    # keys with a module prefix (a submodule's state_dict inside a bigger model) are converted too
+    sd2 = lstm1997_state_dict_from_nn_lstm({"encoder.rnn." + k: v for k, v in ref.state_dict().items()})
+    assert sd2["encoder.rnn.bias_hh_l0"].shape == (3 * H,)
+    with pytest.raises(ValueError, match="expected 4\\*hidden_size rows"):
+        lstm1997_state_dict_from_nn_lstm({"weight_ih_l0": torch.zeros(3 * H, D_IN)})
+
+
+def test_lstm1997_is_not_lstm2000():
+    """Sanity: the 1997 cell ignores no rows and differs from the 2000 cell on the same (i, g, o) weights."""
+    torch.manual_seed(0)
+    m2000 = LSTM2000(D_IN, HIDDEN).double()
+    m1997 = LSTM1997(D_IN, HIDDEN).double()
+    m1997.load_state_dict(lstm1997_state_dict_from_nn_lstm(m2000.state_dict()))
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
+    assert not torch.allclose(m1997(x)[0], m2000(x)[0])
+
+
+# ---- auto backend ----------------------------------------------------------------------------------------
+
+
+def test_auto_backend_selection():
+    assert functional.fused_supports(torch.device("cpu"), torch.float32)
+    assert functional.fused_supports(torch.device("cpu"), torch.float64)
+    assert not functional.fused_supports(torch.device("cpu"), torch.bfloat16)
+    assert not functional.fused_supports(torch.device("meta"), torch.float32)
+    # bfloat16 on CPU has no fused kernel: auto falls back to the reference and still matches it
+    torch.manual_seed(0)
+    auto = LSTM2000(D_IN, HIDDEN, num_layers=2, dtype=torch.bfloat16)
+    ref = LSTM2000(D_IN, HIDDEN, num_layers=2, dtype=torch.bfloat16, backend="reference")
+    ref.load_state_dict(auto.state_dict())
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.bfloat16)
+    assert torch.equal(auto(x)[0], ref(x)[0])
+    with pytest.raises(RuntimeError, match="float32 or float64"):
+        LSTM2000(D_IN, HIDDEN, dtype=torch.bfloat16, backend="fused")(x)
+
+
+def test_meta_device_shapes():
+    m = LSTM2000(D_IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=2, device="meta")
+    out, (h, c) = m(torch.empty(T_LEN, BATCH, D_IN, device="meta"))
+    assert out.shape == (T_LEN, BATCH, 4) and h.shape == (4, BATCH, 2) and c.shape == (4, BATCH, HIDDEN)
+
+
+# ---- functional ------------------------------------------------------------------------------------------
+
+
+def _per_row_nn_lstm(x, w, h0, c0, lengths, reverse):
+    """Oracle for lstm_layer with lengths: nn.LSTM on each row's valid prefix separately."""
+    w_ih, w_hh, b_ih, b_hh, w_hr = w
+    T, B, _ = x.shape
+    H = w_hh.shape[0] // 4
+    P = w_hr.shape[0] if w_hr is not None else 0
+    cell = nn.LSTM(x.shape[2], H, proj_size=P).double()
+    params = dict(weight_ih_l0=w_ih, weight_hh_l0=w_hh, bias_ih_l0=b_ih, bias_hh_l0=b_hh)
+    if w_hr is not None:
+        params["weight_hr_l0"] = w_hr
+    ys, hs, cs = [], [], []
+    for b in range(B):
+        L = int(lengths[b])
+        y = x.new_zeros(T, P or H)
+        if L == 0:
+            h, c = h0[b], c0[b]
+        else:
+            xb = x[:L, b]
+            xb = xb.flip(0) if reverse else xb
+            yb, (h, c) = torch.func.functional_call(cell, params, (xb, (h0[b : b + 1], c0[b : b + 1])))
+            yb = yb.flip(0) if reverse else yb
+            y = torch.cat([yb, y[L:]])
+            h, c = h[0], c[0]
+        ys.append(y)
+        hs.append(h)
+        cs.append(c)
+    return torch.stack(ys, 1), torch.stack(hs), torch.stack(cs)
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference", "auto"])
+@pytest.mark.parametrize("use_lengths", [False, True])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_functional_lstm2000_matches_nn_lstm(proj_size, reverse, use_lengths, backend):
+    torch.manual_seed(0)
+    T, B, D, H = 6, 5, 3, 4
+    P = proj_size
+    H_out = P or H
+    dt = dict(dtype=torch.float64)
+    x = torch.randn(T, B, D, **dt, requires_grad=True)
+    w = [torch.randn(4 * H, D, **dt), torch.randn(4 * H, H_out, **dt), torch.randn(4 * H, **dt),
+         torch.randn(4 * H, **dt), torch.randn(P, H, **dt) if P else None]
+    w = [t.mul_(0.5).requires_grad_() if t is not None else None for t in w]
+    h0 = torch.randn(B, H_out, **dt, requires_grad=True)
+    c0 = torch.randn(B, H, **dt, requires_grad=True)
+    lengths = torch.tensor([6, 0, 3, 1, 5]) if use_lengths else torch.full((B,), T)
+    got = functional.lstm2000(x, *w[:4], h0, c0, w_hr=w[4], lengths=lengths if use_lengths else None,
+                              reverse=reverse, backend=backend)
+    want = _per_row_nn_lstm(x, w, h0, c0, lengths, reverse)
+    wrt = [x, h0, c0] + [t for t in w if t is not None]
+    g = torch.Generator().manual_seed(5)
+    coeffs = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in want]
+    grads_got = torch.autograd.grad(sum((a * k).sum() for a, k in zip(got, coeffs)), wrt)
+    grads_want = torch.autograd.grad(sum((a * k).sum() for a, k in zip(want, coeffs)), wrt)
+    for a, b in zip(got, want):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, **F64)
+    for a, b in zip(grads_got, grads_want):
+        torch.testing.assert_close(a, b, **F64)
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("proj_size", [0, 2])
+def test_functional_sequence_length_zero_returns_initial_state(proj_size, backend):
+    T, B, D, H = 0, 3, 2, 4
+    H_out = proj_size or H
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    h0 = torch.randn(B, H_out, dtype=torch.float64)
+    c0 = torch.randn(B, H, dtype=torch.float64)
+    w_hr = torch.randn(proj_size, H, dtype=torch.float64) if proj_size else None
+    y, h, c = functional.lstm1997(x, torch.randn(3 * H, D, dtype=torch.float64),
+                                  torch.randn(3 * H, H_out, dtype=torch.float64), None, None, h0, c0,
+                                  w_hr=w_hr, backend=backend)
+    assert y.shape == (0, B, H_out)
+    assert torch.equal(h, h0) and torch.equal(c, c0)
+
+
+def test_functional_defaults_and_single_bias():
+    torch.manual_seed(0)
+    T, B, D, H = 5, 2, 3, 4
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    w_ih, w_hh, b = (torch.randn(4 * H, D, dtype=torch.float64), torch.randn(4 * H, H, dtype=torch.float64),
+                     torch.randn(4 * H, dtype=torch.float64))
+    zeros_h, zeros_c = torch.zeros(B, H, dtype=torch.float64), torch.zeros(B, H, dtype=torch.float64)
+    a = functional.lstm2000(x, w_ih, w_hh, b, None, None, None)
+    b2 = functional.lstm2000(x, w_ih, w_hh, None, b, zeros_h, zeros_c)
+    c = functional.lstm_layer(x, w_ih, w_hh, b / 2, b / 2, zeros_h, zeros_c, lstm_ext.CellConfig(), backend="reference")
+    for t1, t2, t3 in zip(a, b2, c):
+        torch.testing.assert_close(t1, t2, rtol=0, atol=0)
+        torch.testing.assert_close(t1, t3, **F64)
+    with pytest.raises(ValueError, match="backend must be"):
+        functional.lstm2000(x, w_ih, w_hh, b, None, None, None, backend="cuda")
+
+
+def test_reverse_padded_is_an_involution():
+    x = torch.arange(12.0).view(4, 3, 1)
+    lengths = torch.tensor([4, 2, 0])
+    r = functional.reverse_padded(x, lengths)
+    assert r[:, 0, 0].tolist() == [9.0, 6.0, 3.0, 0.0]
+    assert r[:, 1, 0].tolist() == [4.0, 1.0, 7.0, 10.0]
+    assert r[:, 2, 0].tolist() == [2.0, 5.0, 8.0, 11.0]
+    assert torch.equal(functional.reverse_padded(r, lengths), x)
+    assert torch.equal(functional.reverse_padded(x, None), x.flip(0))
+
+
+# ---- interoperability ------------------------------------------------------------------------------------
+
+
+def test_parametrization_is_respected():
+    """Parameters are read through the module (torch.nn.utils.parametrize, weight swaps), as nn.LSTM does."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    _, ours = make_models(num_layers=2, bidirectional=True)
+    plain = copy.deepcopy(ours)
+    with torch.no_grad():
+        plain.weight_hh_l1_reverse.mul_(2)
+    parametrize.register_parametrization(ours, "weight_hh_l1_reverse", Double())
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
+    torch.testing.assert_close(ours(x)[0], plain(x)[0], **F64)
+
+
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_autocast_cpu_bfloat16(proj_size):
+    """Under autocast the recurrence runs in the autocast dtype (bfloat16 on CPU: the reference backend).
+
+    (nn.LSTM itself fails here without projections: oneDNN has no bf16 LSTM primitive, pytorch#88136.)
+    """
+    _, ours = make_models(dtype=torch.float32, num_layers=2, bidirectional=True, proj_size=proj_size)
+    x = torch.randn(T_LEN, BATCH, D_IN, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, (h, c) = ours(x)
+    assert out.dtype == h.dtype == c.dtype == torch.bfloat16
+    out32, (h32, c32) = ours(x)
+    torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.03)
+    torch.testing.assert_close(c.float(), c32, rtol=0.05, atol=0.03)
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_torch_compile_fullgraph(cls):
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=3, batch_first=True).double()
+    x = torch.randn(BATCH, T_LEN, D_IN, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    out_c, (h_c, c_c) = compiled(x)
+    out_e, (h_e, c_e) = model(x)
+    for a, b in ((out_c, out_e), (h_c, h_e), (c_c, c_e)):
+        torch.testing.assert_close(a, b, **F64)
+    g_c = torch.autograd.grad(weighted_loss(out_c, h_c, c_c), x)
+    g_e = torch.autograd.grad(weighted_loss(out_e, h_e, c_e), x)
+    torch.testing.assert_close(g_c, g_e, **F64)
