@@ -33,6 +33,9 @@ def demo(args) -> int:
     test_x, test_y = _long_lag_batch(2000, args.lag, torch.Generator().manual_seed(args.seed + 1))
     for cls in (LSTM1997, LSTM2000):
         net = cls(2, args.hidden)
+        if cls is LSTM2000:  # forget gates start open (bias +1), as Gers et al. (2000) advise
+            with torch.no_grad():
+                net.bias_ih_l0[args.hidden : 2 * args.hidden].fill_(1.0)
         head = torch.nn.Linear(args.hidden, 1)
         opt = torch.optim.Adam(list(net.parameters()) + list(head.parameters()), lr=args.lr)
         gen = torch.Generator().manual_seed(args.seed)

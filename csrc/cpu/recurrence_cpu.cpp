@@ -22,6 +22,7 @@ void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k
                       int ld, float* dest) __attribute__((weak));
 void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
                          const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
+int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
 }
 
 namespace lstm_ext::cpu {
@@ -31,7 +32,27 @@ enum : int { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMat
 
 // Products of at least this many multiply-adds go to BLAS; smaller ones run the hand loops, which
 // have no call overhead (the paper's nets: B=1, G=32, R=8 is 256 per step).
-constexpr int64_t kBlasMinWork = 8192;
+constexpr int64_t kBlasMinWork = 65536;
+// Below this many multiply-adds per product BLAS runs on the calling thread: waking a thread team
+// for a few microseconds of work costs more than it saves, and hurts badly on a busy machine.
+constexpr int64_t kBlasParallelMinWork = int64_t(1) << 21;
+
+// While alive, BLAS (MKL) calls of this thread use one thread if `single` (no-op without MKL).
+class BlasSingleThread {
+ public:
+  explicit BlasSingleThread(bool single) : active_(single && MKL_Set_Num_Threads_Local != nullptr) {
+    if (active_) previous_ = MKL_Set_Num_Threads_Local(1);
+  }
+  ~BlasSingleThread() {
+    if (active_) MKL_Set_Num_Threads_Local(previous_);
+  }
+  BlasSingleThread(const BlasSingleThread&) = delete;
+  BlasSingleThread& operator=(const BlasSingleThread&) = delete;
+
+ private:
+  bool active_;
+  int previous_ = 0;
+};
 
 template <typename T>
 bool blas_available() {
@@ -209,6 +230,7 @@ template <typename T>
 void recurrence_forward(const ForwardArgs<T>& p) {
   const CellDims& d = p.d;
   const int64_t B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const BlasSingleThread blas_threads(B * G * R < kBlasParallelMinWork);
   const StepProduct<T> recurrent_input(p.U, B, G, R, /*trans_u=*/true);  // act += r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
   std::copy(p.r0, p.r0 + B * R, p.r_T);  // r_T and s_T are the running state
@@ -241,6 +263,7 @@ template <typename T>
 void recurrence_backward(const BackwardArgs<T>& p) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const BlasSingleThread blas_threads(B * G * R < kBlasParallelMinWork);
   const StepProduct<T> recurrent_grad(p.U, B, R, G, /*trans_u=*/false);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
@@ -282,7 +305,7 @@ void recurrence_backward(const BackwardArgs<T>& p) {
     for (int64_t b = 0; b < B; ++b)
       gather_feedback(d, p.act + ((t - 1) * B + b) * G, p.y + ((t - 1) * B + b) * C, r_prev.data() + (t * B + b) * R);
   const int64_t rows = Tn * B;
-  if (blas_available<T>() && use_blas(rows * G * R) && rows > 0) {
+  if (blas_available<T>() && rows * G * R >= kBlasParallelMinWork) {
     blas_gemm<T>(true, false, G, R, rows, T(1), p.dA, G, r_prev.data(), R, T(0), p.dU, R);
   } else {
     std::fill(p.dU, p.dU + G * R, T(0));
