@@ -4,7 +4,11 @@
 
 #include <Python.h>
 
+#include <ATen/Parallel.h>
+
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "cpu/recurrence_cpu.h"
 
@@ -83,6 +87,21 @@ CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::
 
 namespace {
 
+// The CPU kernels' threads: as many as torch's intra-op setting. Chunks run on plain threads for the
+// whole sequence (at::parallel_for is OpenMP inlined into the caller, which this extension does not
+// compile with, and a chunk is milliseconds of work, so starting a thread is cheap in comparison).
+cpu::Parallel torch_parallel() {
+  cpu::Parallel par;
+  par.threads = at::get_num_threads();
+  par.for_each = [](int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+    std::vector<std::thread> workers;
+    for (int64_t b = grain; b < n; b += grain) workers.emplace_back(body, b, std::min(n, b + grain));
+    body(0, std::min(n, grain));
+    for (auto& w : workers) w.join();
+  };
+  return par;
+}
+
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu(
     const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
@@ -110,7 +129,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrenc
                                  s_T.mutable_data_ptr<scalar_t>(),
                                  act.mutable_data_ptr<scalar_t>(),
                                  s_all.mutable_data_ptr<scalar_t>()};
-    cpu::recurrence_forward(p);
+    cpu::recurrence_forward(p, torch_parallel());
   });
   return {y, r_T, s_T, act, s_all};
 }
@@ -153,7 +172,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
                                   dU.mutable_data_ptr<scalar_t>(),
                                   dr0.mutable_data_ptr<scalar_t>(),
                                   ds0.mutable_data_ptr<scalar_t>()};
-    cpu::recurrence_backward(p);
+    cpu::recurrence_backward(p, torch_parallel());
   });
   return {dA, dU, dr0, ds0};
 }

@@ -6,6 +6,7 @@
 #include <type_traits>
 #include <utility>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 // BLAS as torch's own libraries export it (MKL on x86 builds). Weak: where absent, hand loops run.
@@ -222,31 +223,46 @@ std::pair<RowForward<T>, RowBackward<T>> row_kernels(const CellDims& d) {
   return d.forget_gate ? row_kernels_fg<T, true>(d.squash) : row_kernels_fg<T, false>(d.squash);
 }
 
-}  // namespace
+// Batch rows are independent: a chunk of rows runs all T steps on its own, so threads never meet
+// inside the time loop. A chunk needs enough work per step to be worth a thread.
+constexpr int64_t kMinWorkPerChunk = int64_t(1) << 20;
 
-bool have_blas() { return blas_available<float>() && blas_available<double>(); }
+int64_t chunk_rows(int64_t B, int64_t work_per_row, const Parallel& par) {
+  const int64_t threads = par.for_each ? std::max(par.threads, 1) : 1;
+  const int64_t by_work = std::max<int64_t>(1, (B * work_per_row) / kMinWorkPerChunk);
+  const int64_t chunks = std::min({threads, by_work, std::max<int64_t>(B, 1)});
+  return (B + chunks - 1) / std::max<int64_t>(chunks, 1);
+}
 
+void for_each_chunk(int64_t B, int64_t rows, const Parallel& par, const std::function<void(int64_t, int64_t)>& body) {
+  if (B <= rows || !par.for_each) {
+    body(0, B);
+  } else {
+    par.for_each(B, rows, body);
+  }
+}
+
+// Rows [b0, b1) of the forward, all T steps.
 template <typename T>
-void recurrence_forward(const ForwardArgs<T>& p) {
+void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single) {
   const CellDims& d = p.d;
-  const int64_t B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
-  const BlasSingleThread blas_threads(B * G * R < kBlasParallelMinWork);
-  const StepProduct<T> recurrent_input(p.U, B, G, R, /*trans_u=*/true);  // act += r U^T
+  const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const BlasSingleThread blas_threads(blas_single);
+  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true);  // act += r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
-  std::copy(p.r0, p.r0 + B * R, p.r_T);  // r_T and s_T are the running state
-  std::copy(p.s0, p.s0 + B * C, p.s_T);
+  T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   for (int64_t t = 0; t < p.steps; ++t) {
-    T* act = p.act + t * B * G;
-    T* s = p.s_all + t * B * C;
-    T* y = p.y + t * B * C;
-    std::copy(p.A + t * B * G, p.A + (t + 1) * B * G, act);
-    recurrent_input(p.r_T, T(1), act);
-    for (int64_t b = 0; b < B; ++b) {
-      T* act_b = act + b * G;
-      T* s_b = s + b * C;
-      T* y_b = y + b * C;
-      T* s_state = p.s_T + b * C;
-      if (!active(p.lengths, t, b)) {  // past its length a row keeps its state
+    T* act = p.act + (t * B + b0) * G;
+    T* s = p.s_all + (t * B + b0) * C;
+    T* y = p.y + (t * B + b0) * C;
+    std::copy(p.A + (t * B + b0) * G, p.A + (t * B + b1) * G, act);
+    recurrent_input(r_state, T(1), act);
+    for (int64_t i = 0; i < M; ++i) {
+      T* act_b = act + i * G;
+      T* s_b = s + i * C;
+      T* y_b = y + i * C;
+      T* s_state = p.s_T + (b0 + i) * C;
+      if (!active(p.lengths, t, b0 + i)) {  // past its length a row keeps its state
         std::fill(act_b, act_b + G, T(0));
         std::copy(s_state, s_state + C, s_b);
         std::fill(y_b, y_b + C, T(0));
@@ -254,36 +270,37 @@ void recurrence_forward(const ForwardArgs<T>& p) {
       }
       forward_row(d, act_b, s_state, s_b, y_b);
       std::copy(s_b, s_b + C, s_state);
-      gather_feedback(d, act_b, y_b, p.r_T + b * R);
+      gather_feedback(d, act_b, y_b, r_state + i * R);
     }
   }
 }
 
+// Rows [b0, b1) of the backward recurrence, all T steps: dA, dr0 and ds0 of these rows.
 template <typename T>
-void recurrence_backward(const BackwardArgs<T>& p) {
+void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single) {
   const CellDims& d = p.d;
-  const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
-  const BlasSingleThread blas_threads(B * G * R < kBlasParallelMinWork);
-  const StepProduct<T> recurrent_grad(p.U, B, R, G, /*trans_u=*/false);  // dr = da U
+  const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const BlasSingleThread blas_threads(blas_single);
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
-  std::vector<T> dr(p.dr_T, p.dr_T + B * R), ds(p.ds_T, p.ds_T + B * C);
-  std::vector<T> dr_next(static_cast<size_t>(B * R)), dyc(static_cast<size_t>(C));
+  std::vector<T> dr(p.dr_T + b0 * R, p.dr_T + b1 * R), ds(p.ds_T + b0 * C, p.ds_T + b1 * C);
+  std::vector<T> dr_next(static_cast<size_t>(M * R)), dyc(static_cast<size_t>(C));
   for (int64_t t = Tn - 1; t >= 0; --t) {
-    const T* act = p.act + t * B * G;
-    const T* s = p.s_all + t * B * C;
-    const T* s_prev = t > 0 ? p.s_all + (t - 1) * B * C : p.s0;
-    const T* dy = p.dy + t * B * C;
-    T* da = p.dA + t * B * G;
-    for (int64_t b = 0; b < B; ++b) {
-      T* da_b = da + b * G;
-      if (!active(p.lengths, t, b)) {
+    const T* act = p.act + (t * B + b0) * G;
+    const T* s = p.s_all + (t * B + b0) * C;
+    const T* s_prev = t > 0 ? p.s_all + ((t - 1) * B + b0) * C : p.s0 + b0 * C;
+    const T* dy = p.dy + (t * B + b0) * C;
+    T* da = p.dA + (t * B + b0) * G;
+    for (int64_t i = 0; i < M; ++i) {
+      T* da_b = da + i * G;
+      if (!active(p.lengths, t, b0 + i)) {
         std::fill(da_b, da_b + G, T(0));
         continue;
       }
-      const T* dr_b = dr.data() + b * R;
-      for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[b * C + j] + dr_b[d.r_cells() + j];
-      backward_row(d, act + b * G, s_prev + b * C, s + b * C, dyc.data(), dr_b, ds.data() + b * C, da_b);
+      const T* dr_b = dr.data() + i * R;
+      for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[i * C + j] + dr_b[d.r_cells() + j];
+      backward_row(d, act + i * G, s_prev + i * C, s + i * C, dyc.data(), dr_b, ds.data() + i * C, da_b);
     }
     // Gradient on r_{t-1}: through U unless truncated; rows past their length pass it on unchanged.
     if (d.truncate) {
@@ -291,12 +308,37 @@ void recurrence_backward(const BackwardArgs<T>& p) {
     } else {
       recurrent_grad(da, T(0), dr_next.data());
     }
-    for (int64_t b = 0; b < B; ++b)
-      if (!active(p.lengths, t, b)) std::copy(dr.begin() + b * R, dr.begin() + (b + 1) * R, dr_next.begin() + b * R);
+    for (int64_t i = 0; i < M; ++i)
+      if (!active(p.lengths, t, b0 + i))
+        std::copy(dr.begin() + i * R, dr.begin() + (i + 1) * R, dr_next.begin() + i * R);
     dr.swap(dr_next);
   }
-  std::copy(dr.begin(), dr.end(), p.dr0);
-  std::copy(ds.begin(), ds.end(), p.ds0);
+  std::copy(dr.begin(), dr.end(), p.dr0 + b0 * R);
+  std::copy(ds.begin(), ds.end(), p.ds0 + b0 * C);
+}
+
+}  // namespace
+
+bool have_blas() { return blas_available<float>() && blas_available<double>(); }
+
+template <typename T>
+void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
+  const int64_t B = p.batch, G = p.d.gate_rows, R = p.d.rec_size;
+  std::copy(p.r0, p.r0 + B * R, p.r_T);
+  std::copy(p.s0, p.s0 + B * p.d.n_cells, p.s_T);
+  const int64_t rows = chunk_rows(B, G * R, par);
+  const bool blas_single = rows < B || B * G * R < kBlasParallelMinWork;
+  for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single); });
+}
+
+template <typename T>
+void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
+  const CellDims& d = p.d;
+  const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  // The backward keeps all rows on one thread and lets BLAS thread each step's product instead: for
+  // dr = da U (long K = G, short N = R) that measured faster than row chunks (B=32, H=128, 2 cores:
+  // 8.8 ms against 12.7 ms); the forward's product (short K, long N) is the other way round.
+  backward_rows(p, 0, B, /*blas_single=*/B * G * R < kBlasParallelMinWork);
 
   // dU = sum_t da_t^T r_{t-1}: one product over all steps, with r_{t-1} rebuilt from what the forward kept.
   std::vector<T> r_prev(size_t(Tn * B * R));
@@ -321,9 +363,9 @@ void recurrence_backward(const BackwardArgs<T>& p) {
   }
 }
 
-template void recurrence_forward<float>(const ForwardArgs<float>&);
-template void recurrence_forward<double>(const ForwardArgs<double>&);
-template void recurrence_backward<float>(const BackwardArgs<float>&);
-template void recurrence_backward<double>(const BackwardArgs<double>&);
+template void recurrence_forward<float>(const ForwardArgs<float>&, const Parallel&);
+template void recurrence_forward<double>(const ForwardArgs<double>&, const Parallel&);
+template void recurrence_backward<float>(const BackwardArgs<float>&, const Parallel&);
+template void recurrence_backward<double>(const BackwardArgs<double>&, const Parallel&);
 
 }  // namespace lstm_ext::cpu

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "../cell.h"
 
@@ -46,11 +47,19 @@ struct BackwardArgs {
   T* ds0;                  // (B, C)     out
 };
 
+// How the kernels may use threads: for_each(n, grain, body) runs body(begin, end) over [0, n) in
+// chunks of `grain` rows, concurrently (csrc/ops.cpp passes one). Empty: serial.
+struct Parallel {
+  int threads = 1;
+  std::function<void(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body)> for_each;
+};
+
+// Batch rows run in parallel chunks (no synchronisation inside the time loop) when the work allows.
 template <typename T>
-void recurrence_forward(const ForwardArgs<T>& p);
+void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par = {});
 
 template <typename T>
-void recurrence_backward(const BackwardArgs<T>& p);
+void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par = {});
 
 // Whether an optimised BLAS (sgemm_/dgemm_ from the libraries torch links) was found at load time.
 bool have_blas();

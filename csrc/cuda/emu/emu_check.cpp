@@ -1,0 +1,244 @@
+// Runs the CUDA recurrence kernels under the CPU emulation (emulate.h) against the CPU kernels, over every cell
+// configuration, with and without lengths, for batch sizes that leave padding rows in a tile, and for device
+// limits that force each launch mode: one CTA per tile, groups of CTAs (flag barrier, exchange buffers), the
+// reduction split over thread sets, groups looping over tiles, and U slices in the global workspace.
+//
+//   g++ -std=c++20 -O1 -pthread -I csrc csrc/cuda/emu/emu_check.cpp csrc/cpu/recurrence_cpu.cpp -o emu_check
+//   ./emu_check [quick]
+// Exit status 0 when every case matches; prints the coverage of the launch modes.
+#include "emulate.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <set>
+#include <string>
+#include <tuple>
+
+#include "../../cpu/recurrence_cpu.h"
+#include "../recurrence_kernels.cuh"
+
+using namespace lstm_ext;
+using namespace lstm_ext::cuda;
+using namespace lstm_ext::cuda::detail;
+
+namespace {
+
+struct Coverage {
+  int group1 = 0, group_n = 0, split = 0, looping = 0, global_u = 0, padded = 0, cases = 0;
+};
+Coverage cov;
+int failures = 0;
+
+int emu_occupancy(int, int threads, size_t smem, void* ctx) {
+  const auto* dev = static_cast<const DeviceInfo*>(ctx);
+  const int by_threads = dev->max_threads_per_sm / threads;
+  const int by_smem = smem == 0 ? by_threads : int(size_t(dev->max_smem_per_sm) / smem);
+  return by_threads < by_smem ? by_threads : by_smem;
+}
+
+template <typename T>
+struct Buffer {  // "device" memory, pre-filled with NaN so that an element nobody writes shows up
+  std::vector<T> v;
+  explicit Buffer(size_t n) : v(n + 1, std::nan("")) {}
+  T* p() { return v.data(); }
+};
+
+template <typename T>
+bool close(const char* what, const std::string& ctx, const std::vector<T>& got, const std::vector<T>& want,
+           size_t n, double tol) {
+  for (size_t i = 0; i < n; ++i) {
+    const double g = double(got[i]), w = double(want[i]);
+    if (!(std::fabs(g - w) <= tol * (1.0 + std::fabs(w)))) {
+      std::printf("MISMATCH %s [%zu]: got %.17g want %.17g  (%s)\n", what, i, g, w, ctx.c_str());
+      return false;
+    }
+  }
+  return true;
+}
+
+template <typename T, typename P>
+void launch_bt(bool fwd, int bt, const LaunchPlan& plan, const P& params) {
+  const int grid = plan.group * plan.n_groups;
+  if constexpr (std::is_same_v<P, FwdKernelParams<T>>) {
+    switch (bt) {
+      case 1: emu_launch(&forward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 2: emu_launch(&forward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 4: emu_launch(&forward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params); break;
+      default:
+        if constexpr (max_batch_tile(int(sizeof(T))) >= 8)
+          emu_launch(&forward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params);
+    }
+  } else {
+    switch (bt) {
+      case 1: emu_launch(&backward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 2: emu_launch(&backward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 4: emu_launch(&backward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params); break;
+      default:
+        if constexpr (max_batch_tile(int(sizeof(T))) >= 8)
+          emu_launch(&backward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params);
+    }
+  }
+}
+
+// The workspace as the launcher hands it over: garbage except the zeroed barrier counters.
+std::vector<double> make_workspace(bool fwd, const CellDims& d, const LaunchPlan& plan, int ts, int as) {
+  std::vector<double> ws(plan.workspace_bytes / sizeof(double) + 2, std::nan(""));
+  if (plan.group > 1) {
+    const Workspace w = workspace_layout(fwd, d, plan, ts, as);
+    std::memset(reinterpret_cast<unsigned char*>(ws.data()) + w.counters, 0, plan.n_groups * sizeof(unsigned));
+  }
+  return ws;
+}
+
+std::string describe(const CellDims& d, int T, int B, bool varlen, const LaunchPlan& p, const char* dtype) {
+  char buf[400];
+  std::snprintf(buf, sizeof buf,
+                "%s fg=%d S=%d C=%d fb=%s sq=%d tr=%d T=%d B=%d varlen=%d | bt=%d group=%d n_groups=%d tiles=%d "
+                "threads=%d ks=%d u_smem=%d smem=%zu ws=%zu",
+                dtype, d.forget_gate, d.block_size, d.n_cells, d.feedback_all ? "all" : "cells", int(d.squash),
+                d.truncate, T, B, varlen, p.bt, p.group, p.n_groups, p.n_tiles, p.threads, p.ksplit, p.u_in_smem,
+                p.smem_bytes, p.workspace_bytes);
+  return buf;
+}
+
+template <typename T>
+void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& dev, std::mt19937& rng) {
+  using A = typename AccType<T>::type;
+  const int G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  const int ts = int(sizeof(T)), as = int(sizeof(A));
+  DeviceInfo devc = dev;
+  const LaunchPlan pf = plan_launch(true, d, B, dev, ts, as, &emu_occupancy, &devc);
+  const LaunchPlan pb = plan_launch(false, d, B, dev, ts, as, &emu_occupancy, &devc);
+  if (!pf.ok || !pb.ok) return;  // this device cannot run it: another variant will
+  std::normal_distribution<double> nd;
+  auto fill = [&](std::vector<T>& v, double scale) {
+    for (auto& x : v) x = T(scale * nd(rng));
+  };
+  std::vector<T> Ain(size_t(T_) * B * G), U(size_t(G) * R), r0(size_t(B) * R), s0(size_t(B) * C);
+  fill(Ain, 1.0);
+  fill(U, 1.0 / std::sqrt(double(R)));
+  fill(r0, 0.5);
+  fill(s0, 1.0);
+  std::vector<int64_t> lengths(size_t(B), T_);
+  if (varlen) {
+    const int64_t pattern[] = {T_, 0, T_ / 2, 1, T_ > 0 ? T_ - 1 : 0};
+    for (int b = 0; b < B; ++b) lengths[size_t(b)] = pattern[b % 5];
+  }
+  const int64_t* len = varlen ? lengths.data() : nullptr;
+  const size_t nTBG = size_t(T_) * B * G, nTBC = size_t(T_) * B * C;
+
+  // CPU
+  std::vector<T> y(nTBC), rT(size_t(B) * R), sT(size_t(B) * C), act(nTBG), s_all(nTBC);
+  cpu::recurrence_forward<T>({d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, y.data(), rT.data(),
+                              sT.data(), act.data(), s_all.data()});
+  // emulated CUDA
+  Buffer<T> gy(nTBC), grT(size_t(B) * R), gsT(size_t(B) * C), gact(nTBG), gs_all(nTBC);
+  std::vector<double> wsf = make_workspace(true, d, pf, ts, as);
+  FwdKernelParams<T> fp{{d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, gy.p(), grT.p(), gsT.p(),
+                         gact.p(), gs_all.p()},
+                        plan_args(true, d, pf, wsf.data(), ts, as)};
+  launch_bt<T>(true, pf.bt, pf, fp);
+  const double tol = sizeof(T) == 8 ? 1e-12 : 2e-5;
+  const std::string cf = "fwd " + describe(d, T_, B, varlen, pf, sizeof(T) == 8 ? "f64" : "f32");
+  bool ok = close("y", cf, gy.v, y, nTBC, tol) && close("r_T", cf, grT.v, rT, size_t(B) * R, tol) &&
+            close("s_T", cf, gsT.v, sT, size_t(B) * C, tol) && close("act", cf, gact.v, act, nTBG, tol) &&
+            close("s_all", cf, gs_all.v, s_all, nTBC, tol);
+
+  // backward from the CPU forward's saved tensors
+  std::vector<T> dy(nTBC), drT(size_t(B) * R), dsT(size_t(B) * C);
+  fill(dy, 1.0);
+  fill(drT, 1.0);
+  fill(dsT, 1.0);
+  std::vector<T> dA(nTBG), dU(size_t(G) * R), dr0(size_t(B) * R), ds0(size_t(B) * C);
+  cpu::recurrence_backward<T>({d, T_, B, dy.data(), drT.data(), dsT.data(), U.data(), r0.data(), s0.data(), y.data(),
+                               act.data(), s_all.data(), len, dA.data(), dU.data(), dr0.data(), ds0.data()});
+  Buffer<T> gdA(nTBG), gdr0(size_t(B) * R), gds0(size_t(B) * C);
+  std::vector<double> wsb = make_workspace(false, d, pb, ts, as);
+  BwdKernelParams<T> bp{{d, T_, B, dy.data(), drT.data(), dsT.data(), U.data(), s0.data(), act.data(), s_all.data(),
+                         len, gdA.p(), gdr0.p(), gds0.p()},
+                        plan_args(false, d, pb, wsb.data(), ts, as)};
+  launch_bt<T>(false, pb.bt, pb, bp);
+  const std::string cb = "bwd " + describe(d, T_, B, varlen, pb, sizeof(T) == 8 ? "f64" : "f32");
+  ok = ok && close("dA", cb, gdA.v, dA, nTBG, tol) && close("dr0", cb, gdr0.v, dr0, size_t(B) * R, tol) &&
+       close("ds0", cb, gds0.v, ds0, size_t(B) * C, tol);
+  if (!ok) ++failures;
+  ++cov.cases;
+  for (const LaunchPlan* p : {&pf, &pb}) {
+    if (p->group == 1) ++cov.group1; else ++cov.group_n;
+    if (p->ksplit > 1) ++cov.split;
+    if (p->n_groups < p->n_tiles) ++cov.looping;
+    if (!p->u_in_smem) ++cov.global_u;
+    if (B % p->bt != 0) ++cov.padded;
+  }
+}
+
+// Device variants that force each launch mode for this problem: the full device, then ever less shared memory
+// per block (wider groups, then U in global memory), on many SMs and on two.
+std::vector<DeviceInfo> devices_for(const CellDims& d, int B, int ts, int as) {
+  std::vector<DeviceInfo> out;
+  DeviceInfo big;
+  big.sm_count = 16;
+  big.max_smem_per_block = 1 << 22;
+  big.max_smem_per_sm = 1 << 22;
+  big.max_threads_per_sm = 2048;
+  big.cooperative = 1;
+  out.push_back(big);
+  DeviceInfo c = big;
+  const LaunchPlan p = plan_launch(true, d, B, big, ts, as, &emu_occupancy, &c);
+  const size_t full = p.smem_bytes;
+  for (double f : {0.6, 0.35, 0.2, 0.1}) {
+    for (int sms : {16, 2}) {
+      DeviceInfo v = big;
+      v.sm_count = sms;
+      v.max_smem_per_block = int(double(full) * f);
+      v.max_smem_per_sm = v.max_smem_per_block;  // one CTA per SM
+      out.push_back(v);
+    }
+  }
+  return out;
+}
+
+template <typename T>
+void run_all(bool quick) {
+  using A = typename AccType<T>::type;
+  std::mt19937 rng(1234);
+  const Squash squashes[] = {Squash::Tanh, Squash::Paper, Squash::SigmoidIdentity};
+  for (bool fg : {true, false})
+    for (int S : {1, 2, 3})
+      for (bool all : {false, true})
+        for (Squash q : squashes)
+          for (bool tr : {false, true}) {
+            const int C = 6;
+            const CellDims d = make_cell_dims(C, S, fg, all, tr, q);
+            for (auto [T_, B] : {std::pair{5, 5}, std::pair{4, 11}, std::pair{3, 1}}) {
+              if (quick && B == 11) continue;
+              for (const DeviceInfo& dev : devices_for(d, B, int(sizeof(T)), int(sizeof(A))))
+                for (bool varlen : {false, true}) run_case<T>(d, T_, B, varlen, dev, rng);
+            }
+          }
+  // a larger problem: reduction split over thread sets, several rows per thread
+  for (bool all : {false, true}) {
+    const CellDims d = make_cell_dims(40, 1, true, all, false, Squash::Tanh);
+    for (const DeviceInfo& dev : devices_for(d, 3, int(sizeof(T)), int(sizeof(A)))) run_case<T>(d, 3, 3, true, dev, rng);
+  }
+  // empty sequences
+  const CellDims d = make_cell_dims(4, 2, true, true, false, Squash::Paper);
+  DeviceInfo big = devices_for(d, 2, int(sizeof(T)), int(sizeof(A)))[0];
+  run_case<T>(d, 0, 2, false, big, rng);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const bool quick = argc > 1 && std::string(argv[1]) == "quick";
+  run_all<double>(quick);
+  run_all<float>(quick);
+  std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, groups looping over tiles %d, "
+              "U in global memory %d, padded tiles %d\n",
+              cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.global_u, cov.padded);
+  const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.global_u && cov.padded;
+  if (!covered) std::printf("not every launch mode was exercised\n");
+  return failures == 0 && covered ? 0 : 1;
+}

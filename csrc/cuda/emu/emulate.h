@@ -1,0 +1,80 @@
+// A CPU emulation of the little of CUDA that the recurrence kernels use, to run their logic without a GPU:
+// one host thread per CUDA thread, all CTAs of a launch at once (so the group barrier works), a std::barrier
+// per CTA for __syncthreads, a buffer per CTA for dynamic shared memory. Only float and double storage.
+// It checks indexing, masking, the exchange between the CTAs of a group and the barrier protocol; it does
+// not model warps, the CUDA memory model or device math (float uses cell.h's host polynomials).
+#pragma once
+
+#define LSTM_EXT_CUDA_EMULATE 1
+
+#include <atomic>
+#include <barrier>
+#include <cstring>
+#include <memory>
+#include <thread>
+#include <vector>
+
+struct EmuDim3 {
+  unsigned x = 0, y = 0, z = 0;
+};
+inline thread_local EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
+inline thread_local std::barrier<>* emu_cta_barrier = nullptr;
+inline thread_local unsigned char* emu_smem = nullptr;
+
+inline void __syncthreads() { emu_cta_barrier->arrive_and_wait(); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+
+#define LSTM_DEV inline
+#define LSTM_KERNEL
+#define LSTM_LAUNCH_BOUNDS(n)
+
+namespace lstm_ext::cuda::detail {
+
+inline unsigned char* lstm_dynamic_smem() { return emu_smem; }
+inline unsigned ld_acquire(const unsigned* p) {
+  std::this_thread::yield();
+  return std::atomic_ref<unsigned>(*const_cast<unsigned*>(p)).load(std::memory_order_acquire);
+}
+inline void red_release_add(unsigned* p, unsigned v) {
+  std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_release);
+}
+template <typename A>
+A ld_cg(const A* p) {
+  return *p;
+}
+template <typename A>
+void st_cg(A* p, A v) {
+  *p = v;
+}
+
+}  // namespace lstm_ext::cuda::detail
+
+// Run kernel(params) on `grid` CTAs of `block` threads with `smem` bytes of dynamic shared memory, filled with
+// 0xFF bytes (NaN for float and double) so that reading shared memory nobody wrote shows up.
+template <typename P>
+void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& params) {
+  std::vector<std::unique_ptr<unsigned char[]>> mem;
+  std::vector<std::unique_ptr<std::barrier<>>> bars;
+  for (int c = 0; c < grid; ++c) {
+    mem.emplace_back(new unsigned char[smem + 16]);
+    std::memset(mem.back().get(), 0xFF, smem + 16);
+    bars.emplace_back(new std::barrier<>(block));
+  }
+  std::vector<std::thread> threads;
+  threads.reserve(size_t(grid) * block);
+  for (int c = 0; c < grid; ++c) {
+    for (int t = 0; t < block; ++t) {
+      threads.emplace_back([&, c, t] {
+        threadIdx = {unsigned(t), 0, 0};
+        blockIdx = {unsigned(c), 0, 0};
+        blockDim = {unsigned(block), 1, 1};
+        gridDim = {unsigned(grid), 1, 1};
+        emu_cta_barrier = bars[size_t(c)].get();
+        uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
+        emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));
+        kernel(params);
+      });
+    }
+  }
+  for (auto& th : threads) th.join();
+}

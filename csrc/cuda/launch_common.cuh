@@ -1,0 +1,91 @@
+// Host-side launch helpers shared by recurrence_fwd.cu and recurrence_bwd.cu (nvcc only; torch-free).
+#pragma once
+
+#include <array>
+#include <map>
+#include <mutex>
+#include <type_traits>
+
+#include "recurrence_kernels.cuh"
+
+namespace lstm_ext::cuda::detail {
+
+// A kernel for one batch tile size (1, 2, 4 or 8), by its host stub.
+using KernelFor = const void* (*)(int bt);
+
+struct OccupancyCtx {
+  KernelFor kernel;
+  int max_smem;  // the device's opt-in maximum of dynamic shared memory per block
+};
+
+inline int occupancy(int bt, int threads, size_t smem, void* ctx) {
+  const auto* c = static_cast<const OccupancyCtx*>(ctx);
+  const void* k = c->kernel(bt);
+  if (k == nullptr) return 0;
+  if (cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, c->max_smem) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, threads, smem) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+template <typename T>
+constexpr int type_id() {
+  if constexpr (std::is_same_v<T, float>) return 0;
+  if constexpr (std::is_same_v<T, double>) return 1;
+  if constexpr (std::is_same_v<T, __half>) return 2;
+  return 3;
+}
+
+// Plans are cached per (kernel, device, sizes, config): planning queries the occupancy many times.
+using PlanKey = std::array<int64_t, 12>;
+
+// which: (forward 0 | backward 4) + type_id
+inline PlanKey plan_key(int which, int device, const CellDims& d, int64_t batch) {
+  return {which, device, d.n_blocks, d.block_size, d.n_cells, d.gate_rows, d.rec_size, d.forget_gate,
+          d.feedback_all, d.truncate, int(d.squash), batch};
+}
+
+template <typename F>
+LaunchPlan cached_plan(const PlanKey& key, F make) {
+  static std::mutex mu;
+  static std::map<PlanKey, LaunchPlan> cache;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  const LaunchPlan plan = make();
+  std::lock_guard<std::mutex> lock(mu);
+  if (cache.size() > 4096) cache.clear();
+  cache.emplace(key, plan);
+  return plan;
+}
+
+inline int current_device() {
+  int dev = 0;
+  (void)cudaGetDevice(&dev);
+  return dev;
+}
+
+// Launch `kernel` with one parameter struct: a plain launch for independent CTAs (group 1), a cooperative one
+// (all CTAs co-resident) when CTAs of a group wait for each other.
+template <typename P>
+cudaError_t launch(const void* kernel, const LaunchPlan& plan, const P& params, const PlanArgs& pa,
+                   cudaStream_t stream) {
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem_bytes));
+  if (err != cudaSuccess) return err;
+  const dim3 grid(unsigned(plan.group * plan.n_groups)), block(unsigned(plan.threads));
+  void* args[] = {const_cast<P*>(&params)};
+  if (plan.group == 1) return cudaLaunchKernel(kernel, grid, block, args, plan.smem_bytes, stream);
+  err = cudaMemsetAsync(pa.counters, 0, size_t(plan.n_groups) * sizeof(unsigned), stream);
+  if (err != cudaSuccess) return err;
+  return cudaLaunchCooperativeKernel(kernel, grid, block, args, plan.smem_bytes, stream);
+}
+
+}  // namespace lstm_ext::cuda::detail

@@ -1,0 +1,76 @@
+// The forward recurrence kernel: instantiations, planning and launch (torch-free; nvcc alone compiles it).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "launch_common.cuh"
+#include "recurrence_cuda.cuh"
+
+namespace lstm_ext::cuda {
+namespace {
+
+using namespace detail;
+
+template <typename T>
+const void* forward_kernel_for(int bt) {
+  switch (bt) {
+    case 1: return reinterpret_cast<const void*>(&forward_kernel<T, 1>);
+    case 2: return reinterpret_cast<const void*>(&forward_kernel<T, 2>);
+    case 4: return reinterpret_cast<const void*>(&forward_kernel<T, 4>);
+    case 8:
+      if constexpr (max_batch_tile(int(sizeof(T))) >= 8) return reinterpret_cast<const void*>(&forward_kernel<T, 8>);
+      return nullptr;
+    default: return nullptr;
+  }
+}
+
+}  // namespace
+
+DeviceInfo device_info(int device) {
+  static std::mutex mu;
+  static std::map<int, DeviceInfo> cache;
+  std::lock_guard<std::mutex> lock(mu);
+  const auto it = cache.find(device);
+  if (it != cache.end()) return it->second;
+  DeviceInfo info;
+  (void)cudaDeviceGetAttribute(&info.sm_count, cudaDevAttrMultiProcessorCount, device);
+  (void)cudaDeviceGetAttribute(&info.max_smem_per_block, cudaDevAttrMaxSharedMemoryPerBlockOptin, device);
+  (void)cudaDeviceGetAttribute(&info.max_smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
+  (void)cudaDeviceGetAttribute(&info.max_threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device);
+  (void)cudaDeviceGetAttribute(&info.cooperative, cudaDevAttrCooperativeLaunch, device);
+  (void)cudaGetLastError();
+  cache.emplace(device, info);
+  return info;
+}
+
+template <typename T>
+LaunchPlan plan_forward(const CellDims& d, int64_t batch, const DeviceInfo& dev) {
+  using A = typename AccType<T>::type;
+  const int device = current_device();
+  return cached_plan(plan_key(type_id<T>(), device, d, batch), [&] {
+                       OccupancyCtx ctx{&forward_kernel_for<T>, dev.max_smem_per_block};
+                       return plan_launch(true, d, batch, dev, int(sizeof(T)), int(sizeof(A)), &occupancy, &ctx);
+                     });
+}
+
+template <typename T>
+cudaError_t recurrence_forward(const ForwardArgs<T>& args, const LaunchPlan& plan, void* workspace,
+                               cudaStream_t stream) {
+  using A = typename AccType<T>::type;
+  if (!plan.ok) return cudaErrorInvalidConfiguration;
+  if (plan.n_tiles == 0) return cudaSuccess;  // B == 0 (or no cells): nothing to do
+  FwdKernelParams<T> params{args, plan_args(true, args.d, plan, workspace, int(sizeof(T)), int(sizeof(A)))};
+  const void* k = forward_kernel_for<T>(plan.bt);
+  if (k == nullptr) return cudaErrorInvalidConfiguration;
+  return launch(k, plan, params, params.p, stream);
+}
+
+#define LSTM_EXT_INSTANTIATE(T)                                                                            \
+  template LaunchPlan plan_forward<T>(const CellDims&, int64_t, const DeviceInfo&);                        \
+  template cudaError_t recurrence_forward<T>(const ForwardArgs<T>&, const LaunchPlan&, void*, cudaStream_t);
+LSTM_EXT_INSTANTIATE(float)
+LSTM_EXT_INSTANTIATE(double)
+LSTM_EXT_INSTANTIATE(__half)
+LSTM_EXT_INSTANTIATE(__nv_bfloat16)
+#undef LSTM_EXT_INSTANTIATE
+
+}  // namespace lstm_ext::cuda

@@ -1,0 +1,937 @@
+// The persistent recurrence kernels and their launch planner. Included by recurrence_fwd.cu and
+// recurrence_bwd.cu (nvcc) and by the CPU emulation in csrc/cuda/emu/ (g++, LSTM_EXT_CUDA_EMULATE), which runs
+// the same kernel code with one host thread per CUDA thread to check its logic without a GPU.
+//
+// Work split (see recurrence_cuda.cuh): CTA `rank` of a group owns memory-cell blocks [blk0, blk0 + nbl).
+// Its LOCAL gate rows (GL = nbl (gates per block + S)) and LOCAL entries of r (RL) use the layout of cell.h
+// for nbl blocks:  gate rows [iota (nbl), (phi (nbl)), z (nbl S), omega (nbl)],  r entries ["all": iota
+// (nbl), (phi (nbl)), omega (nbl); then] cells (nbl S).  gate_of / rec_of map them to the global rows.
+//
+// Forward, one step t, one batch tile of BT rows (smem: r_s [R][BT] the full r_{t-1}; W [R][GL] = U^T slice):
+//   1. a[b][lg] = A[t][b][g(lg)] + sum_k r_s[k][b] W[k][lg]      (A[t] was prefetched during step t-1)
+//   2. per (row, owned block): activations, cell state, y_c; stores act, y, s_all; new r entries
+//   3. group > 1: r entries to the exchange buffer, group barrier, full r_t back into r_s
+// Backward, one step t (reverse; smem: da_s [G][BT] the full da_t; W [G][RL] = U column slice):
+//   1. per (row, owned block): cell backward from act/s/dy (prefetched) and dr (owned), ds; stores dA
+//   2. unless truncate: group > 1: da to the exchange buffer, group barrier, full da_t into da_s;
+//      dr[b][lk] = sum_g da_s[g][b] W[g][lk]                     (truncate: dr = 0)
+// Rows past their length are frozen: no store of new state, 0 in act/y/dA; dr and ds pass through.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#if defined(LSTM_EXT_CUDA_EMULATE)
+// emu/emulate.h (included first) provides threadIdx, blockIdx, blockDim, gridDim, __syncthreads,
+// __threadfence, LSTM_DEV, LSTM_KERNEL, LSTM_LAUNCH_BOUNDS, lstm_dynamic_smem(), the group-barrier atomics
+// and ld_cg / st_cg.
+#else
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#define LSTM_DEV __device__ __forceinline__
+#define LSTM_KERNEL __global__
+#define LSTM_LAUNCH_BOUNDS(n) __launch_bounds__(n, 1)
+#endif
+
+#include "recurrence_cuda.cuh"
+
+namespace lstm_ext::cuda::detail {
+
+// ---- constants -------------------------------------------------------------------------------------------
+
+constexpr int kMaxThreads = 512;   // threads per CTA (the kernels' __launch_bounds__)
+constexpr int kPrefetch = 8;       // 32-bit registers per thread holding the next step's data
+constexpr int kMaxSplit = 16;      // split of the reduction dimension over thread sets
+constexpr int kMinChunk = 16;      // shortest reduction chunk per thread set
+// A group is widened beyond the fewest CTAs that hold U while one CTA's multiply-adds per step exceed this
+// (and SMs are free): ~2K cycles of fp32 FMA on one SM, about what a group barrier costs. Untuned.
+constexpr int64_t kSplitWork = int64_t(1) << 18;
+
+// Prefetch: thread tid loads, for every row b of the tile, the next step's element of local "virtual rows"
+// v = tid + j blockDim.x, j < prefetch_rows (a step's data of one CTA and tile row is V virtual rows).
+LSTM_HD constexpr int prefetch_rows(int tsize, int bt) {
+  const int elems = tsize == 8 ? kPrefetch / 2 : kPrefetch;
+  return elems / bt > 1 ? elems / bt : 1;
+}
+
+// Largest batch tile of a storage type (float64, the correctness path, stops at 4: at 8 it spills registers).
+LSTM_HD constexpr int max_batch_tile(int tsize) { return tsize == 8 ? 4 : 8; }
+
+// ---- storage and accumulation types ------------------------------------------------------------------------
+
+template <typename T>
+struct AccType {
+  using type = float;
+};
+template <>
+struct AccType<double> {
+  using type = double;
+};
+
+template <typename A>
+LSTM_DEV A to_acc(float x) { return A(x); }
+template <typename A>
+LSTM_DEV A to_acc(double x) { return A(x); }
+template <typename T>
+LSTM_DEV T from_acc(float x) { return T(x); }
+template <typename T>
+LSTM_DEV T from_acc(double x) { return T(x); }
+
+#if !defined(LSTM_EXT_CUDA_EMULATE)
+template <typename A>
+LSTM_DEV A to_acc(__half x) { return A(__half2float(x)); }
+template <typename A>
+LSTM_DEV A to_acc(__nv_bfloat16 x) { return A(__bfloat162float(x)); }
+template <>
+LSTM_DEV __half from_acc<__half>(float x) { return __float2half_rn(x); }
+template <>
+LSTM_DEV __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+#endif
+
+// BT consecutive accumulators loaded from shared memory at once (vector loads where aligned).
+template <typename A, int N>
+struct alignas(sizeof(A) * N >= 16 ? 16 : sizeof(A) * N) Vec {
+  A v[N];
+};
+template <typename A, int N>
+LSTM_DEV void load_vec(const A* p, A (&out)[N]) {
+  constexpr int per = (sizeof(A) * N >= 16) ? int(16 / sizeof(A)) : N;  // elements per vector load
+#pragma unroll
+  for (int i = 0; i < N; i += per) {
+    const Vec<A, per> v = *reinterpret_cast<const Vec<A, per>*>(p + i);
+#pragma unroll
+    for (int j = 0; j < per; ++j) out[i + j] = v.v[j];
+  }
+}
+
+// ---- the blocks a CTA owns, and its local rows -----------------------------------------------------------
+
+struct Slice {
+  int blk0;  // first global block
+  int nbl;   // blocks owned
+};
+
+LSTM_HD Slice cta_slice(int n_blocks, int group, int rank) {
+  const int q = n_blocks / group, rem = n_blocks % group;
+  return {rank * q + (rank < rem ? rank : rem), q + (rank < rem ? 1 : 0)};
+}
+
+LSTM_HD int local_gate_rows(const CellDims& d, int nbl) { return nbl * (d.gates_per_block() + d.block_size); }
+LSTM_HD int local_rec(const CellDims& d, int nbl) {
+  return nbl * ((d.feedback_all ? d.gates_per_block() : 0) + d.block_size);
+}
+
+// Local gate row lg of the slice -> global gate row.
+LSTM_HD int gate_of(const CellDims& d, const Slice& sl, int lg) {
+  const int nbl = sl.nbl, S = d.block_size;
+  if (lg < nbl) return d.iota_row() + sl.blk0 + lg;
+  lg -= nbl;
+  if (d.forget_gate) {
+    if (lg < nbl) return d.phi_row() + sl.blk0 + lg;
+    lg -= nbl;
+  }
+  if (lg < nbl * S) return d.z_row() + sl.blk0 * S + lg;
+  return d.omega_row() + sl.blk0 + (lg - nbl * S);
+}
+
+// Local entry lk of r of the slice -> global entry of r.
+LSTM_HD int rec_of(const CellDims& d, const Slice& sl, int lk) {
+  const int nbl = sl.nbl;
+  if (d.feedback_all) {
+    const int ng = d.gates_per_block() * nbl;
+    if (lk < ng) return (lk / nbl) * d.n_blocks + sl.blk0 + lk % nbl;  // r_gate(group, blk)
+    lk -= ng;
+  }
+  return d.r_cells() + sl.blk0 * d.block_size + lk;
+}
+
+// ---- shared memory layouts (host and device) ----------------------------------------------------------------
+
+LSTM_HD size_t align16(size_t x) { return (x + 15) & ~size_t(15); }
+
+struct FwdSmem {
+  size_t r, a, part, s, st, len, u, total;
+};
+
+// R: size of r;  glp / clp: strides of local gate rows / cells;  ks: reduction split;  ts / as: sizes of the
+// storage and accumulation types.
+LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem) {
+  FwdSmem L{};
+  size_t o = 0;
+  L.r = o;    o = align16(o + size_t(R) * bt * as);
+  L.a = o;    o = align16(o + size_t(bt) * glp * as);
+  L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * glp * as : 0));
+  L.s = o;    o = align16(o + size_t(bt) * clp * as);
+  L.st = o;   o = align16(o + size_t(bt) * glp * ts);
+  L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
+  L.u = o;    o = align16(o + (u_smem ? size_t(R) * glp * ts : 0));
+  L.total = o;
+  return L;
+}
+
+struct BwdSmem {
+  size_t da, dr, ds, part, act, dy, s, len, u, total;
+};
+
+// G: gate rows;  rlp / glp / clp: strides of local r entries / gate rows / cells.
+LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem) {
+  BwdSmem L{};
+  size_t o = 0;
+  L.da = o;   o = align16(o + size_t(G) * bt * as);
+  L.dr = o;   o = align16(o + size_t(bt) * rlp * as);
+  L.ds = o;   o = align16(o + size_t(bt) * clp * as);
+  L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * rlp * as : 0));
+  L.act = o;  o = align16(o + size_t(bt) * glp * ts);
+  L.dy = o;   o = align16(o + size_t(bt) * clp * ts);
+  L.s = o;    o = align16(o + size_t(2) * bt * clp * ts);
+  L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
+  L.u = o;    o = align16(o + (u_smem ? size_t(G) * rlp * ts : 0));
+  L.total = o;
+  return L;
+}
+
+// ---- kernel parameters ------------------------------------------------------------------------------------
+
+// What both kernels take besides the problem: the plan, and pointers into the workspace.
+struct PlanArgs {
+  int group;
+  int n_groups;
+  int n_tiles;
+  int ksplit;
+  int glp, clp, rlp;  // strides (from the largest slice)
+  bool u_in_smem;
+  unsigned* counters;  // (n_groups) group barrier epochs, zero at launch (group > 1)
+  void* exch;          // (n_groups, 2, BT, R | G) accumulators (group > 1)
+  void* u_work;        // (grid, R | G, glp | rlp) U slices when !u_in_smem
+};
+
+template <typename T>
+struct FwdKernelParams {
+  ForwardArgs<T> a;
+  PlanArgs p;
+};
+
+template <typename T>
+struct BwdKernelParams {
+  BackwardArgs<T> a;
+  PlanArgs p;
+};
+
+// ---- group barrier ------------------------------------------------------------------------------------------
+
+#if !defined(LSTM_EXT_CUDA_EMULATE)
+LSTM_DEV unsigned ld_acquire(const unsigned* p) {
+  unsigned v;
+  asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+LSTM_DEV void red_release_add(unsigned* p, unsigned v) {
+  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+template <typename A>
+LSTM_DEV A ld_cg(const A* p) { return __ldcg(p); }
+template <typename A>
+LSTM_DEV void st_cg(A* p, A v) { __stcg(p, v); }
+LSTM_DEV unsigned char* lstm_dynamic_smem() {
+  extern __shared__ __align__(16) unsigned char lstm_ext_dynamic_smem[];
+  return lstm_ext_dynamic_smem;
+}
+#endif
+
+// All CTAs of the group have arrived for the `epoch`-th time (epoch counts from 1). Called by every thread.
+LSTM_DEV void group_sync(unsigned* counter, int group, unsigned epoch) {
+  __syncthreads();  // this CTA's exchange writes are done
+  if (threadIdx.x == 0) {
+    __threadfence();
+    red_release_add(counter, 1u);
+    const unsigned target = epoch * unsigned(group);
+    while (ld_acquire(counter) < target) {
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+// ---- the per-step product -------------------------------------------------------------------------------------
+
+// out[b][o] (= init[b][o] +) sum_{m < K} in_s[m][b] W[m][o]  for o < nout, b < BT, written where bit b of
+// `mask` is set. The reduction runs in `ks` chunks over thread sets of blockDim.x / ks threads; with ks > 1
+// each set writes its partial sums to part ([ks][BT][ldo]), and after a __syncthreads the chunks are added in
+// order. Ends with a __syncthreads in both cases.
+template <int BT, bool W_SMEM, typename T, typename A>
+LSTM_DEV void step_product(const A* in_s, const T* W, int ldw, int K, int nout, int ks, const T* init, int ldi,
+                           A* out, int ldo, A* part, unsigned mask) {
+  const int nrt = int(blockDim.x) / ks;
+  const int kq = int(threadIdx.x) / nrt, lr = int(threadIdx.x) % nrt;
+  if (kq < ks) {
+    const int kc = (K + ks - 1) / ks;
+    const int k0 = kq * kc, k1 = (k0 + kc < K) ? k0 + kc : K;
+    for (int o = lr; o < nout; o += nrt) {
+      A acc[BT];
+#pragma unroll
+      for (int b = 0; b < BT; ++b) acc[b] = (ks == 1 && init != nullptr) ? to_acc<A>(init[b * ldi + o]) : A(0);
+      const T* w = W + o;
+#pragma unroll(W_SMEM ? 4 : 1)
+      for (int m = k0; m < k1; ++m) {
+        const A u = to_acc<A>(w[size_t(m) * ldw]);
+        A x[BT];
+        load_vec(in_s + size_t(m) * BT, x);
+#pragma unroll
+        for (int b = 0; b < BT; ++b) acc[b] += u * x[b];
+      }
+      if (ks == 1) {
+#pragma unroll
+        for (int b = 0; b < BT; ++b)
+          if (mask >> b & 1u) out[b * ldo + o] = acc[b];
+      } else {
+#pragma unroll
+        for (int b = 0; b < BT; ++b) part[(kq * BT + b) * ldo + o] = acc[b];
+      }
+    }
+  }
+  __syncthreads();
+  if (ks > 1) {
+    for (int i = int(threadIdx.x); i < BT * nout; i += int(blockDim.x)) {
+      const int b = i / nout, o = i - b * nout;
+      if (!(mask >> b & 1u)) continue;
+      A v = init != nullptr ? to_acc<A>(init[b * ldi + o]) : A(0);
+      for (int q = 0; q < ks; ++q) v += part[(q * BT + b) * ldo + o];
+      out[b * ldo + o] = v;
+    }
+    __syncthreads();
+  }
+}
+
+// The product with W in shared memory (the compiler then emits shared loads) or in the global workspace.
+template <int BT, typename T, typename A>
+LSTM_DEV void step_product_any(bool w_in_smem, const A* in_s, const T* W_smem, const T* W_global, int ldw, int K,
+                               int nout, int ks, const T* init, int ldi, A* out, int ldo, A* part, unsigned mask) {
+  if (w_in_smem) {
+    step_product<BT, true>(in_s, W_smem, ldw, K, nout, ks, init, ldi, out, ldo, part, mask);
+  } else {
+    step_product<BT, false>(in_s, W_global, ldw, K, nout, ks, init, ldi, out, ldo, part, mask);
+  }
+}
+
+// Tile rows: the lengths of rows [row0, row0 + BT) into len_s (0 for rows past B); returns the longest.
+template <int BT>
+LSTM_DEV int64_t load_lengths(const int64_t* lengths, int64_t steps, int64_t batch, int64_t row0, int64_t* len_s) {
+  if (threadIdx.x < unsigned(BT)) {
+    const int64_t row = row0 + threadIdx.x;
+    int64_t l = 0;
+    if (row < batch) l = lengths == nullptr ? steps : lengths[row];
+    len_s[threadIdx.x] = l < 0 ? 0 : (l > steps ? steps : l);
+  }
+  __syncthreads();
+  int64_t m = 0;
+#pragma unroll
+  for (int b = 0; b < BT; ++b) m = len_s[b] > m ? len_s[b] : m;
+  return m;
+}
+
+template <int BT>
+LSTM_DEV unsigned active_mask(const int64_t* len_s, int64_t t) {
+  unsigned m = 0;
+#pragma unroll
+  for (int b = 0; b < BT; ++b) m |= (t < len_s[b] ? 1u : 0u) << b;
+  return m;
+}
+
+// ---- forward ---------------------------------------------------------------------------------------------------
+
+template <typename T, int BT>
+LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelParams<T> kp) {
+  using A = typename AccType<T>::type;
+  const ForwardArgs<T>& a = kp.a;
+  const PlanArgs& p = kp.p;
+  const CellDims& d = a.d;
+  const int tid = int(threadIdx.x), nthr = int(blockDim.x);
+  const int rank = int(blockIdx.x) % p.group, grp = int(blockIdx.x) / p.group;
+  const Slice sl = cta_slice(d.n_blocks, p.group, rank);
+  const int S = d.block_size, nbl = sl.nbl;
+  const int GL = local_gate_rows(d, nbl), CL = nbl * S, RL = local_rec(d, nbl);
+  const int R = d.rec_size, G = d.gate_rows, C = d.n_cells;
+  const int glp = p.glp, clp = p.clp;
+  const int zl = (d.forget_gate ? 2 : 1) * nbl;  // first local z row
+  const int64_t B = a.batch, Tn = a.steps;
+
+  const FwdSmem L = fwd_smem(R, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem);
+  unsigned char* sm = lstm_dynamic_smem();
+  A* r_s = reinterpret_cast<A*>(sm + L.r);     // [R][BT]   r_{t-1}, full
+  A* a_s = reinterpret_cast<A*>(sm + L.a);     // [BT][glp] net inputs of the owned gate rows
+  A* part_s = reinterpret_cast<A*>(sm + L.part);
+  A* s_s = reinterpret_cast<A*>(sm + L.s);     // [BT][clp] cell states of the owned cells
+  T* st_s = reinterpret_cast<T*>(sm + L.st);   // [BT][glp] A[t] of the owned gate rows
+  int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
+  T* W_smem = reinterpret_cast<T*>(sm + L.u);  // [R][glp]  U^T slice (smem mode)
+  T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + size_t(blockIdx.x) * R * glp;
+  T* W = p.u_in_smem ? W_smem : W_glob;
+  A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * R : nullptr;
+  unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
+
+  // U^T slice: W[k][lg] = U[g(lg)][k]
+  for (int i = tid; i < GL * R; i += nthr) {
+    const int lg = i / R, k = i - lg * R;
+    W[size_t(k) * glp + lg] = a.U[size_t(gate_of(d, sl, lg)) * R + k];
+  }
+
+  // Prefetch: local gate rows v = tid + j nthr, their global gate row (or -1).
+  constexpr int PV = prefetch_rows(int(sizeof(T)), BT);
+  int pg[PV];
+#pragma unroll
+  for (int j = 0; j < PV; ++j) {
+    const int v = tid + j * nthr;
+    pg[j] = v < GL ? gate_of(d, sl, v) : -1;
+  }
+
+  unsigned epoch = 0;  // group barriers passed (also selects the exchange buffer)
+  for (int tile = grp; tile < p.n_tiles; tile += p.n_groups) {
+    const int64_t row0 = int64_t(tile) * BT;
+    const int nrows = int(B - row0 < BT ? B - row0 : BT);
+    const int64_t maxlen = load_lengths<BT>(a.lengths, Tn, B, row0, len_s);
+
+    for (int i = tid; i < R * BT; i += nthr) {
+      const int k = i / BT, b = i - k * BT;
+      r_s[i] = b < nrows ? to_acc<A>(a.r0[(row0 + b) * R + k]) : A(0);
+    }
+    for (int i = tid; i < BT * CL; i += nthr) {
+      const int b = i / CL, c = i - b * CL;
+      s_s[b * clp + c] = b < nrows ? to_acc<A>(a.s0[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
+    }
+    for (int i = tid; i < BT * GL; i += nthr) {  // A[0]; padding rows read row B-1 (never stored)
+      const int b = i / GL, v = i - b * GL;
+      const int64_t row = row0 + (b < nrows ? b : nrows - 1);
+      st_s[b * glp + v] = maxlen > 0 ? a.A[row * G + gate_of(d, sl, v)] : T(0);
+    }
+    __syncthreads();
+
+    for (int64_t t = 0; t < Tn; ++t) {
+      const bool live = t < maxlen;  // some row of the tile runs step t (uniform over the group)
+      const unsigned mask = active_mask<BT>(len_s, t);
+      const bool prefetch = t + 1 < maxlen;
+      T pf[PV][BT];
+      if (prefetch) {
+        const T* At = a.A + (size_t(t + 1) * B + row0) * G;
+#pragma unroll
+        for (int j = 0; j < PV; ++j) {
+          if (pg[j] >= 0) {
+#pragma unroll
+            for (int b = 0; b < BT; ++b) pf[j][b] = At[size_t(b < nrows ? b : nrows - 1) * G + pg[j]];
+          }
+        }
+      }
+      // 1. net inputs of the owned gate rows
+      if (live)
+        step_product_any<BT>(p.u_in_smem, r_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s, glp, part_s,
+                             (1u << BT) - 1u);
+
+      // 2. the cells of the owned blocks
+      for (int item = tid; item < BT * nbl; item += nthr) {
+        const int b = item / nbl, blk = item - b * nbl;
+        if (b >= nrows) continue;
+        const int64_t row = row0 + b;
+        const int gb = sl.blk0 + blk;
+        T* act_t = a.act + (size_t(t) * B + row) * G;
+        T* y_t = a.y + (size_t(t) * B + row) * C;
+        T* s_t = a.s_all + (size_t(t) * B + row) * C;
+        A* s_b = s_s + b * clp + blk * S;
+        if (!(mask >> b & 1u)) {  // frozen: keeps its state
+          act_t[d.iota_row() + gb] = T(0);
+          act_t[d.omega_row() + gb] = T(0);
+          if (d.forget_gate) act_t[d.phi_row() + gb] = T(0);
+          for (int k = 0; k < S; ++k) {
+            act_t[d.z_row() + gb * S + k] = T(0);
+            y_t[gb * S + k] = T(0);
+            s_t[gb * S + k] = from_acc<T>(s_b[k]);
+          }
+          continue;
+        }
+        const A* a_b = a_s + b * glp;
+        const A y_iota = sigmoid(a_b[blk]);
+        const A y_omega = sigmoid(a_b[zl + CL + blk]);
+        const A y_phi = d.forget_gate ? sigmoid(a_b[nbl + blk]) : A(1);
+        act_t[d.iota_row() + gb] = from_acc<T>(y_iota);
+        act_t[d.omega_row() + gb] = from_acc<T>(y_omega);
+        if (d.forget_gate) act_t[d.phi_row() + gb] = from_acc<T>(y_phi);
+        A* r_out = p.group > 1 ? exch + (size_t(epoch & 1u) * BT + b) * R : nullptr;
+        for (int k = 0; k < S; ++k) {
+          const int jg = gb * S + k;
+          const A g = squash_g(d.squash, a_b[zl + blk * S + k]);
+          const A s = cell_state(d.forget_gate, y_phi, s_b[k], y_iota, g);
+          const A yc = cell_output(d.squash, y_omega, s);
+          s_b[k] = s;
+          act_t[d.z_row() + jg] = from_acc<T>(g);
+          y_t[jg] = from_acc<T>(yc);
+          s_t[jg] = from_acc<T>(s);
+          const int kr = d.r_cells() + jg;
+          if (p.group > 1) st_cg(r_out + kr, yc); else r_s[kr * BT + b] = yc;
+        }
+        if (d.feedback_all) {
+          const int n = d.n_blocks;
+          const A gates[3] = {y_iota, d.forget_gate ? y_phi : y_omega, y_omega};
+          for (int q = 0; q < d.gates_per_block(); ++q) {
+            const int kr = q * n + gb;
+            if (p.group > 1) st_cg(r_out + kr, gates[q]); else r_s[kr * BT + b] = gates[q];
+          }
+        }
+      }
+
+      // 3. the new r from the whole group
+      if (live && p.group > 1) {
+        ++epoch;
+        group_sync(counter, p.group, epoch);
+        const A* r_in = exch + size_t((epoch - 1) & 1u) * BT * R;
+        for (int i = tid; i < BT * R; i += nthr) {
+          const int b = i / R, k = i - b * R;
+          if (mask >> b & 1u) r_s[k * BT + b] = ld_cg(r_in + i);
+        }
+      }
+      // A[t + 1] into the stage (its readers, step 1, finished before step 2)
+      if (prefetch) {
+#pragma unroll
+        for (int j = 0; j < PV; ++j) {
+          if (pg[j] >= 0) {
+#pragma unroll
+            for (int b = 0; b < BT; ++b) st_s[b * glp + tid + j * nthr] = pf[j][b];
+          }
+        }
+      }
+      __syncthreads();  // r_s complete, stage filled, a_s consumed
+    }
+
+    // r_T, s_T of the tile (this CTA's entries)
+    for (int i = tid; i < BT * RL; i += nthr) {
+      const int b = i / RL, lk = i - b * RL;
+      if (b < nrows) {
+        const int k = rec_of(d, sl, lk);
+        a.r_T[(row0 + b) * R + k] = from_acc<T>(r_s[k * BT + b]);
+      }
+    }
+    for (int i = tid; i < BT * CL; i += nthr) {
+      const int b = i / CL, c = i - b * CL;
+      if (b < nrows) a.s_T[(row0 + b) * C + sl.blk0 * S + c] = from_acc<T>(s_s[b * clp + c]);
+    }
+    __syncthreads();
+  }
+}
+
+// ---- backward --------------------------------------------------------------------------------------------------
+
+template <typename T, int BT>
+LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernelParams<T> kp) {
+  using A = typename AccType<T>::type;
+  const BackwardArgs<T>& a = kp.a;
+  const PlanArgs& p = kp.p;
+  const CellDims& d = a.d;
+  const int tid = int(threadIdx.x), nthr = int(blockDim.x);
+  const int rank = int(blockIdx.x) % p.group, grp = int(blockIdx.x) / p.group;
+  const Slice sl = cta_slice(d.n_blocks, p.group, rank);
+  const int S = d.block_size, nbl = sl.nbl, gpb = d.gates_per_block();
+  const int GL = local_gate_rows(d, nbl), CL = nbl * S, RL = local_rec(d, nbl);
+  const int R = d.rec_size, G = d.gate_rows, C = d.n_cells;
+  const int glp = p.glp, clp = p.clp, rlp = p.rlp;
+  const int zl = (d.forget_gate ? 2 : 1) * nbl;
+  const int rl_cells = d.feedback_all ? gpb * nbl : 0;  // first local cell entry of r
+  const int64_t B = a.batch, Tn = a.steps;
+  const bool product = !d.truncate;  // the gradient through r_{t-1}
+
+  const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem);
+  unsigned char* sm = lstm_dynamic_smem();
+  A* da_s = reinterpret_cast<A*>(sm + L.da);    // [G][BT]   da_t, full
+  A* dr_s = reinterpret_cast<A*>(sm + L.dr);    // [BT][rlp] gradient on the owned entries of r_t
+  A* ds_s = reinterpret_cast<A*>(sm + L.ds);    // [BT][clp] gradient on the owned cell states s_t
+  A* part_s = reinterpret_cast<A*>(sm + L.part);
+  T* act_st = reinterpret_cast<T*>(sm + L.act);  // [BT][glp]    act[t]
+  T* dy_st = reinterpret_cast<T*>(sm + L.dy);    // [BT][clp]    dy[t]
+  T* s_st = reinterpret_cast<T*>(sm + L.s);      // [2][BT][clp] s_u in buffer u & 1 (s_{-1} = s0 in buffer 1)
+  int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
+  T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp]  U column slice (smem mode)
+  T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + size_t(blockIdx.x) * G * rlp;
+  T* W = p.u_in_smem ? W_smem : W_glob;
+  A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * G : nullptr;
+  unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
+  auto s_buf = [&](int64_t u) { return s_st + size_t(u & 1) * BT * clp; };
+
+  if (product) {  // W[g][lk] = U[g][k(lk)]
+    for (int i = tid; i < G * RL; i += nthr) {
+      const int g = i / RL, lk = i - g * RL;
+      W[size_t(g) * rlp + lk] = a.U[size_t(g) * R + rec_of(d, sl, lk)];
+    }
+  }
+
+  // Prefetch: virtual rows v = tid + j nthr of a step's data: v < GL act, v < GL + CL dy, else s (of the step
+  // before); (kind << 28) | offset in a row of the source (gate row or cell), or -1.
+  const int V = GL + 2 * CL;
+  constexpr int PV = prefetch_rows(int(sizeof(T)), BT);
+  int pg[PV];
+#pragma unroll
+  for (int j = 0; j < PV; ++j) {
+    const int v = tid + j * nthr;
+    if (v >= V) {
+      pg[j] = -1;
+    } else if (v < GL) {
+      pg[j] = gate_of(d, sl, v);
+    } else {
+      const int kind = (v - GL) / CL + 1, c = (v - GL) % CL;
+      pg[j] = (kind << 28) | (sl.blk0 * S + c);
+    }
+  }
+
+  unsigned epoch = 0;
+  for (int tile = grp; tile < p.n_tiles; tile += p.n_groups) {
+    const int64_t row0 = int64_t(tile) * BT;
+    const int nrows = int(B - row0 < BT ? B - row0 : BT);
+    const int64_t maxlen = load_lengths<BT>(a.lengths, Tn, B, row0, len_s);
+
+    for (int i = tid; i < BT * RL; i += nthr) {
+      const int b = i / RL, lk = i - b * RL;
+      dr_s[b * rlp + lk] = b < nrows ? to_acc<A>(a.dr_T[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
+    }
+    for (int i = tid; i < BT * CL; i += nthr) {
+      const int b = i / CL, c = i - b * CL;
+      ds_s[b * clp + c] = b < nrows ? to_acc<A>(a.ds_T[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
+    }
+    if (maxlen > 0) {  // step maxlen - 1: act, dy and s_{t-1}, plus s_t itself
+      const int64_t t0 = maxlen - 1;
+      for (int i = tid; i < BT * V; i += nthr) {
+        const int b = i / V, v = i - b * V;
+        const int64_t row = row0 + (b < nrows ? b : nrows - 1);
+        if (v < GL) {
+          act_st[b * glp + v] = a.act[(size_t(t0) * B + row) * G + gate_of(d, sl, v)];
+        } else {
+          const int c = (v - GL) % CL, kind = (v - GL) / CL;
+          const int j = sl.blk0 * S + c;
+          if (kind == 0) {
+            dy_st[b * clp + c] = a.dy[(size_t(t0) * B + row) * C + j];
+          } else {
+            s_buf(t0 - 1)[b * clp + c] = t0 >= 1 ? a.s_all[(size_t(t0 - 1) * B + row) * C + j] : a.s0[row * C + j];
+            s_buf(t0)[b * clp + c] = a.s_all[(size_t(t0) * B + row) * C + j];
+          }
+        }
+      }
+    }
+    __syncthreads();
+
+    for (int64_t t = Tn - 1; t >= 0; --t) {
+      if (t >= maxlen) {  // no row of the tile runs step t
+        for (int i = tid; i < BT * GL; i += nthr) {
+          const int b = i / GL, v = i - b * GL;
+          if (b < nrows) a.dA[(size_t(t) * B + row0 + b) * G + gate_of(d, sl, v)] = T(0);
+        }
+        continue;
+      }
+      const unsigned mask = active_mask<BT>(len_s, t);
+      const bool prefetch = t >= 1;
+      T pf[PV][BT];
+      if (prefetch) {  // step t - 1: act, dy and s_{t-2} (s0 for t = 1)
+        const int64_t u = t - 1;
+#pragma unroll
+        for (int j = 0; j < PV; ++j) {
+          if (pg[j] < 0) continue;
+          const int kind = pg[j] >> 28, off = pg[j] & 0xFFFFFFF;
+          const T* src = kind == 0   ? a.act + (size_t(u) * B + row0) * G
+                         : kind == 1 ? a.dy + (size_t(u) * B + row0) * C
+                         : u >= 1    ? a.s_all + (size_t(u - 1) * B + row0) * C
+                                     : a.s0 + row0 * C;
+          const int ld = kind == 0 ? G : C;
+#pragma unroll
+          for (int b = 0; b < BT; ++b) pf[j][b] = src[size_t(b < nrows ? b : nrows - 1) * ld + off];
+        }
+      }
+
+      // 1. the cells of the owned blocks
+      A* da_out = p.group > 1 ? exch + size_t(epoch & 1u) * BT * G : nullptr;
+      for (int item = tid; item < BT * nbl; item += nthr) {
+        const int b = item / nbl, blk = item - b * nbl;
+        if (b >= nrows) continue;
+        const int64_t row = row0 + b;
+        const int gb = sl.blk0 + blk;
+        T* dA_t = a.dA + (size_t(t) * B + row) * G;
+        if (!(mask >> b & 1u)) {
+          dA_t[d.iota_row() + gb] = T(0);
+          dA_t[d.omega_row() + gb] = T(0);
+          if (d.forget_gate) dA_t[d.phi_row() + gb] = T(0);
+          for (int k = 0; k < S; ++k) dA_t[d.z_row() + gb * S + k] = T(0);
+          continue;
+        }
+        const T* act_b = act_st + b * glp;
+        const A y_iota = to_acc<A>(act_b[blk]);
+        const A y_omega = to_acc<A>(act_b[zl + CL + blk]);
+        const A y_phi = d.forget_gate ? to_acc<A>(act_b[nbl + blk]) : A(1);
+        A* dr_b = dr_s + b * rlp;
+        A d_iota = A(0), d_phi = A(0), d_omega = A(0);
+        if (d.feedback_all) {  // gate activations fed back through r
+          d_iota = dr_b[blk];
+          if (d.forget_gate) {
+            d_phi = dr_b[nbl + blk];
+            d_omega = dr_b[2 * nbl + blk];
+          } else {
+            d_omega = dr_b[nbl + blk];
+          }
+          if (!product) {
+            dr_b[blk] = A(0);
+            dr_b[nbl + blk] = A(0);
+            if (d.forget_gate) dr_b[2 * nbl + blk] = A(0);
+          }
+        }
+        const T* s_b = s_buf(t) + b * clp + blk * S;
+        const T* sp_b = s_buf(t - 1) + b * clp + blk * S;
+        const T* dy_b = dy_st + b * clp + blk * S;
+        A* ds_b = ds_s + b * clp + blk * S;
+        A* drc_b = dr_b + rl_cells + blk * S;
+        for (int k = 0; k < S; ++k) {
+          const int jg = gb * S + k;
+          const A dyc = to_acc<A>(dy_b[k]) + drc_b[k];
+          if (!product) drc_b[k] = A(0);
+          const CellGrads<A> c = cell_backward(d.squash, d.forget_gate, y_iota, y_phi, y_omega,
+                                               to_acc<A>(act_b[zl + blk * S + k]), to_acc<A>(sp_b[k]),
+                                               to_acc<A>(s_b[k]), dyc, ds_b[k]);
+          d_iota += c.d_iota;
+          d_phi += c.d_phi;
+          d_omega += c.d_omega;
+          ds_b[k] = c.ds_prev;
+          const int g = d.z_row() + jg;
+          dA_t[g] = from_acc<T>(c.da_z);
+          if (product) {
+            if (p.group > 1) st_cg(da_out + size_t(b) * G + g, c.da_z); else da_s[size_t(g) * BT + b] = c.da_z;
+          }
+        }
+        const A da_i = gate_grad(d_iota, y_iota), da_o = gate_grad(d_omega, y_omega);
+        const int gi = d.iota_row() + gb, go = d.omega_row() + gb;
+        dA_t[gi] = from_acc<T>(da_i);
+        dA_t[go] = from_acc<T>(da_o);
+        A da_f = A(0);
+        const int gf = d.phi_row() + gb;
+        if (d.forget_gate) {
+          da_f = gate_grad(d_phi, y_phi);
+          dA_t[gf] = from_acc<T>(da_f);
+        }
+        if (product) {
+          if (p.group > 1) {
+            A* o = da_out + size_t(b) * G;
+            st_cg(o + gi, da_i);
+            st_cg(o + go, da_o);
+            if (d.forget_gate) st_cg(o + gf, da_f);
+          } else {
+            da_s[size_t(gi) * BT + b] = da_i;
+            da_s[size_t(go) * BT + b] = da_o;
+            if (d.forget_gate) da_s[size_t(gf) * BT + b] = da_f;
+          }
+        }
+      }
+
+      // 2. the gradient on the owned entries of r_{t-1}
+      if (product) {
+        if (p.group > 1) {
+          ++epoch;
+          group_sync(counter, p.group, epoch);
+          const A* da_in = exch + size_t((epoch - 1) & 1u) * BT * G;
+          for (int i = tid; i < BT * G; i += nthr) {
+            const int b = i / G, g = i - b * G;
+            if (mask >> b & 1u) da_s[size_t(g) * BT + b] = ld_cg(da_in + i);
+          }
+        }
+        __syncthreads();  // da_s complete; the step's staged data consumed
+      } else {
+        __syncthreads();  // the step's staged data consumed
+      }
+      if (prefetch) {  // step t - 1 into the stage
+#pragma unroll
+        for (int j = 0; j < PV; ++j) {
+          if (pg[j] < 0) continue;
+          const int kind = pg[j] >> 28, v = tid + j * nthr;
+          T* dst = kind == 0 ? act_st + v : kind == 1 ? dy_st + (v - GL) : s_buf(t - 2) + (v - GL - CL);
+          const int ld = kind == 0 ? glp : clp;
+#pragma unroll
+          for (int b = 0; b < BT; ++b) dst[b * ld] = pf[j][b];
+        }
+      }
+      if (product) {  // ends with a __syncthreads
+        step_product_any<BT>(p.u_in_smem, da_s, W_smem, W_glob, rlp, G, RL, p.ksplit, static_cast<const T*>(nullptr),
+                             0, dr_s, rlp, part_s, mask);
+      } else {
+        __syncthreads();
+      }
+    }
+
+    for (int i = tid; i < BT * RL; i += nthr) {
+      const int b = i / RL, lk = i - b * RL;
+      if (b < nrows) a.dr0[(row0 + b) * R + rec_of(d, sl, lk)] = from_acc<T>(dr_s[b * rlp + lk]);
+    }
+    for (int i = tid; i < BT * CL; i += nthr) {
+      const int b = i / CL, c = i - b * CL;
+      if (b < nrows) a.ds0[(row0 + b) * C + sl.blk0 * S + c] = from_acc<T>(ds_s[b * clp + c]);
+    }
+    __syncthreads();
+  }
+}
+
+// ---- the planner (host) ------------------------------------------------------------------------------------------
+
+// Blocks per SM the kernel with batch tile `bt` reaches with `threads` threads and `smem` bytes of dynamic shared
+// memory (cudaOccupancyMaxActiveBlocksPerMultiprocessor on the GPU).
+using OccupancyFn = int (*)(int bt, int threads, size_t smem, void* ctx);
+
+inline int pow2_at_least(int64_t x) {
+  int p = 1;
+  while (p < x) p *= 2;
+  return p;
+}
+
+// Strides of the local rows for the largest slice of a plan.
+struct Strides {
+  int glp, clp, rlp;
+};
+inline Strides plan_strides(const CellDims& d, const LaunchPlan& plan) {
+  const int nbl = plan.max_blocks;
+  const int GL = local_gate_rows(d, nbl), CL = nbl * d.block_size, RL = local_rec(d, nbl);
+  return {GL > 0 ? GL : 1, CL > 0 ? CL : 1, RL > 0 ? RL : 1};
+}
+
+// Byte offsets of the parts of the workspace.
+struct Workspace {
+  size_t counters, exch, u_work, total;
+};
+inline Workspace workspace_layout(bool forward, const CellDims& d, const LaunchPlan& plan, int tsize, int asize) {
+  const bool product = forward || !d.truncate;
+  const Strides st = plan_strides(d, plan);
+  Workspace w{};
+  size_t o = 0;
+  w.counters = o;
+  if (plan.group > 1) o = (o + size_t(plan.n_groups) * sizeof(unsigned) + 255) / 256 * 256;
+  w.exch = o;
+  if (plan.group > 1 && product)
+    o = (o + size_t(plan.n_groups) * 2 * plan.bt * (forward ? d.rec_size : d.gate_rows) * asize + 255) / 256 * 256;
+  w.u_work = o;
+  if (!plan.u_in_smem)
+    o += size_t(plan.group) * plan.n_groups *
+         (forward ? size_t(d.rec_size) * st.glp : size_t(d.gate_rows) * st.rlp) * tsize;
+  w.total = o;
+  return w;
+}
+
+inline PlanArgs plan_args(bool forward, const CellDims& d, const LaunchPlan& plan, void* workspace, int tsize,
+                          int asize) {
+  const Strides st = plan_strides(d, plan);
+  const Workspace w = workspace_layout(forward, d, plan, tsize, asize);
+  unsigned char* ws = static_cast<unsigned char*>(workspace);
+  PlanArgs p{};
+  p.group = plan.group;
+  p.n_groups = plan.n_groups;
+  p.n_tiles = plan.n_tiles;
+  p.ksplit = plan.ksplit;
+  p.glp = st.glp;
+  p.clp = st.clp;
+  p.rlp = st.rlp;
+  p.u_in_smem = plan.u_in_smem;
+  p.counters = plan.group > 1 ? reinterpret_cast<unsigned*>(ws + w.counters) : nullptr;
+  p.exch = w.u_work > w.exch ? static_cast<void*>(ws + w.exch) : nullptr;
+  p.u_work = plan.u_in_smem ? nullptr : static_cast<void*>(ws + w.u_work);
+  return p;
+}
+
+// forward = true: the forward kernel; else the backward.
+inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, const DeviceInfo& dev, int tsize,
+                              int asize, OccupancyFn occ, void* occ_ctx) {
+  if (batch <= 0 || d.n_blocks <= 0) {  // nothing runs on the device (the caller handles it)
+    LaunchPlan none{};
+    none.ok = true;
+    return none;
+  }
+  const int nb = d.n_blocks, S = d.block_size, R = d.rec_size, G = d.gate_rows;
+  const bool product = forward || !d.truncate;
+  const int bt_max = max_batch_tile(tsize);
+  const int bt_pref = batch >= bt_max ? bt_max : pow2_at_least(batch);
+
+  auto try_plan = [&](int bt, int group, bool u_smem, LaunchPlan& out) -> bool {
+    LaunchPlan plan{};
+    plan.max_blocks = (nb + group - 1) / group;  // the largest slice
+    const int nbl = plan.max_blocks;
+    const int GL = local_gate_rows(d, nbl), CL = nbl * S, RL = local_rec(d, nbl);
+    const int K = forward ? R : G, nout = forward ? GL : RL;
+    const int stage = forward ? GL : GL + 2 * CL;
+    // reduction split: as many thread sets as fit, keeping chunks of >= kMinChunk
+    int ks = 1;
+    if (product)
+      while (ks < kMaxSplit && nout * ks * 2 <= kMaxThreads && K / (ks * 2) >= kMinChunk) ks *= 2;
+    int nrt = nout < 32 ? 32 : (nout + 31) / 32 * 32;
+    if (nrt * ks > kMaxThreads) nrt = kMaxThreads / ks;
+    int threads = nrt * ks;
+    const int items = bt * nbl;
+    const int pv = prefetch_rows(tsize, bt);
+    while (threads < kMaxThreads && (threads < items || stage > threads * pv))
+      threads += ks * 32 <= kMaxThreads - threads ? ks * 32 : kMaxThreads - threads;
+    threads -= threads % ks;
+    if (stage > threads * pv) return false;
+    plan.bt = bt;
+    plan.group = group;
+    plan.threads = threads;
+    plan.ksplit = ks;
+    plan.u_in_smem = u_smem || !product;
+    const Strides st = plan_strides(d, plan);
+    const size_t smem = forward ? fwd_smem(R, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem).total
+                                : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize,
+                                           plan.u_in_smem && product).total;
+    if (smem > size_t(dev.max_smem_per_block)) return false;
+    const int per_sm = occ(bt, threads, smem, occ_ctx);
+    if (per_sm < 1) return false;
+    const int64_t capacity = int64_t(per_sm) * dev.sm_count;  // co-resident CTAs
+    plan.n_tiles = int((batch + bt - 1) / bt);
+    if (group == 1) {
+      plan.n_groups = plan.n_tiles;  // no inter-CTA synchronisation: any grid size
+    } else {
+      if (!dev.cooperative || capacity < group) return false;
+      plan.n_groups = int(capacity / group < plan.n_tiles ? capacity / group : plan.n_tiles);
+    }
+    plan.smem_bytes = smem;
+    plan.workspace_bytes = workspace_layout(forward, d, plan, tsize, asize).total;
+    plan.ok = true;
+    out = plan;
+    return true;
+  };
+  auto next_group = [](int g) { return g < 8 ? g + 1 : g + (g + 3) / 4; };
+  const int max_group = nb < dev.sm_count * 4 ? nb : dev.sm_count * 4;
+
+  // 1. U on chip: the largest batch tile, then the fewest CTAs per group that hold their slices; widened while
+  //    one CTA's work per step is large and every tile still gets its own SMs.
+  for (int bt = bt_pref; bt >= 1; bt /= 2) {
+    LaunchPlan plan{};
+    int group = 0;
+    for (int g = 1; g <= max_group; g = next_group(g)) {
+      if (try_plan(bt, g, true, plan)) {
+        group = g;
+        break;
+      }
+    }
+    if (group == 0) continue;
+    const int64_t tiles = plan.n_tiles;
+    while (product) {
+      const int nbl = plan.max_blocks;
+      const int64_t work =
+          int64_t(bt) * (forward ? int64_t(local_gate_rows(d, nbl)) * R : int64_t(local_rec(d, nbl)) * G);
+      const int g2 = group * 2 <= nb ? group * 2 : nb;
+      LaunchPlan wider{};
+      if (work <= kSplitWork || g2 == group || int64_t(g2) * tiles > dev.sm_count || !try_plan(bt, g2, true, wider))
+        break;
+      plan = wider;
+      group = g2;
+    }
+    return plan;
+  }
+  // 2. U does not fit on chip: slices in the global workspace (read through L2 every step), spread over as many
+  //    CTAs as run at once.
+  if (product) {
+    for (int bt = bt_pref; bt >= 1; bt /= 2) {
+      for (int g = max_group < dev.sm_count ? max_group : dev.sm_count; g >= 1; g = g > 8 ? g * 3 / 4 : g - 1) {
+        LaunchPlan plan{};
+        if (try_plan(bt, g, false, plan)) return plan;
+      }
+    }
+  }
+  LaunchPlan fail{};
+  fail.error = "lstm_ext: no launch configuration of the CUDA recurrence fits this device for these sizes";
+  return fail;
+}
+
+}  // namespace lstm_ext::cuda::detail
