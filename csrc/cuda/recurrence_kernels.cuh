@@ -51,7 +51,7 @@ constexpr int64_t kSplitWork = int64_t(1) << 18;
 // Prefetch: thread tid loads, for every row b of the tile, the next step's element of local "virtual rows"
 // v = tid + j blockDim.x, j < prefetch_rows (a step's data of one CTA and tile row is V virtual rows).
 LSTM_HD constexpr int prefetch_rows(int tsize, int bt) {
-  const int elems = tsize == 8 ? kPrefetch / 2 : kPrefetch;
+  const int elems = tsize == 8 ? kPrefetch / 4 : kPrefetch;  // float64: a correctness path, registers are short
   return elems / bt > 1 ? elems / bt : 1;
 }
 
@@ -88,6 +88,12 @@ LSTM_DEV __half from_acc<__half>(float x) { return __float2half_rn(x); }
 template <>
 LSTM_DEV __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 #endif
+
+// Storage zero without the conversion constructors of __half / __nv_bfloat16 (torch builds often disable them).
+template <typename T>
+LSTM_DEV T zero() {
+  return from_acc<T>(typename AccType<T>::type(0));
+}
 
 // BT consecutive accumulators loaded from shared memory at once (vector loads where aligned).
 template <typename A, int N>
@@ -255,10 +261,42 @@ LSTM_DEV void group_sync(unsigned* counter, int group, unsigned epoch) {
 
 // ---- the per-step product -------------------------------------------------------------------------------------
 
+template <typename A, int BT>
+constexpr int kProductUnroll = 8 / (BT * int(sizeof(A) / 4)) < 1 ? 1 : (8 / (BT * int(sizeof(A) / 4)) > 4 ? 4 : 8 / (BT * int(sizeof(A) / 4)));
+
+// Two adjacent weights W[o], W[o + 1] (o even, W 2-element aligned) as accumulators.
+template <typename A>
+LSTM_DEV void load_pair(const float* w, A& u0, A& u1) {
+  const float2 v = *reinterpret_cast<const float2*>(w);
+  u0 = A(v.x);
+  u1 = A(v.y);
+}
+template <typename A>
+LSTM_DEV void load_pair(const double* w, A& u0, A& u1) {
+  const double2 v = *reinterpret_cast<const double2*>(w);
+  u0 = A(v.x);
+  u1 = A(v.y);
+}
+#if !defined(LSTM_EXT_CUDA_EMULATE)
+template <typename A>
+LSTM_DEV void load_pair(const __half* w, A& u0, A& u1) {
+  const float2 v = __half22float2(*reinterpret_cast<const __half2*>(w));
+  u0 = A(v.x);
+  u1 = A(v.y);
+}
+template <typename A>
+LSTM_DEV void load_pair(const __nv_bfloat16* w, A& u0, A& u1) {
+  const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(w));
+  u0 = A(v.x);
+  u1 = A(v.y);
+}
+#endif
+
 // out[b][o] (= init[b][o] +) sum_{m < K} in_s[m][b] W[m][o]  for o < nout, b < BT, written where bit b of
-// `mask` is set. The reduction runs in `ks` chunks over thread sets of blockDim.x / ks threads; with ks > 1
-// each set writes its partial sums to part ([ks][BT][ldo]), and after a __syncthreads the chunks are added in
-// order. Ends with a __syncthreads in both cases.
+// `mask` is set. Each thread computes two adjacent outputs o, o + 1 (ldw even; W[m][nout] exists when nout is
+// odd, its result is dropped), so one broadcast of in_s[m] feeds 2 BT multiply-adds. The reduction runs in `ks`
+// chunks over thread sets of blockDim.x / ks threads; with ks > 1 each set writes its partial sums to part
+// ([ks][BT][ldo]), and after a __syncthreads the chunks are added in order. Ends with a __syncthreads.
 template <int BT, bool W_SMEM, typename T, typename A>
 LSTM_DEV void step_product(const A* in_s, const T* W, int ldw, int K, int nout, int ks, const T* init, int ldi,
                            A* out, int ldo, A* part, unsigned mask) {
@@ -267,26 +305,43 @@ LSTM_DEV void step_product(const A* in_s, const T* W, int ldw, int K, int nout, 
   if (kq < ks) {
     const int kc = (K + ks - 1) / ks;
     const int k0 = kq * kc, k1 = (k0 + kc < K) ? k0 + kc : K;
-    for (int o = lr; o < nout; o += nrt) {
-      A acc[BT];
+    for (int o = 2 * lr; o < nout; o += 2 * nrt) {
+      const bool two = o + 1 < nout;
+      A acc0[BT], acc1[BT];
 #pragma unroll
-      for (int b = 0; b < BT; ++b) acc[b] = (ks == 1 && init != nullptr) ? to_acc<A>(init[b * ldi + o]) : A(0);
+      for (int b = 0; b < BT; ++b) {
+        const bool in = ks == 1 && init != nullptr;
+        acc0[b] = in ? to_acc<A>(init[b * ldi + o]) : A(0);
+        acc1[b] = in && two ? to_acc<A>(init[b * ldi + o + 1]) : A(0);
+      }
       const T* w = W + o;
-#pragma unroll(W_SMEM ? 4 : 1)
+  // unrolled while it fits the registers: 8 accumulators' worth of loads in flight per step of the unroll
+#pragma unroll(W_SMEM ? kProductUnroll<A, BT> : 1)
       for (int m = k0; m < k1; ++m) {
-        const A u = to_acc<A>(w[size_t(m) * ldw]);
+        A u0, u1;
+        load_pair(w + size_t(m) * ldw, u0, u1);
         A x[BT];
         load_vec(in_s + size_t(m) * BT, x);
 #pragma unroll
-        for (int b = 0; b < BT; ++b) acc[b] += u * x[b];
+        for (int b = 0; b < BT; ++b) {
+          acc0[b] += u0 * x[b];
+          acc1[b] += u1 * x[b];
+        }
       }
       if (ks == 1) {
 #pragma unroll
-        for (int b = 0; b < BT; ++b)
-          if (mask >> b & 1u) out[b * ldo + o] = acc[b];
+        for (int b = 0; b < BT; ++b) {
+          if (mask >> b & 1u) {
+            out[b * ldo + o] = acc0[b];
+            if (two) out[b * ldo + o + 1] = acc1[b];
+          }
+        }
       } else {
 #pragma unroll
-        for (int b = 0; b < BT; ++b) part[(kq * BT + b) * ldo + o] = acc[b];
+        for (int b = 0; b < BT; ++b) {
+          part[(kq * BT + b) * ldo + o] = acc0[b];
+          if (two) part[(kq * BT + b) * ldo + o + 1] = acc1[b];
+        }
       }
     }
   }
@@ -370,10 +425,10 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * R : nullptr;
   unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
 
-  // U^T slice: W[k][lg] = U[g(lg)][k]
-  for (int i = tid; i < GL * R; i += nthr) {
+  // U^T slice: W[k][lg] = U[g(lg)][k] (0 in the padding columns up to glp)
+  for (int i = tid; i < glp * R; i += nthr) {
     const int lg = i / R, k = i - lg * R;
-    W[size_t(k) * glp + lg] = a.U[size_t(gate_of(d, sl, lg)) * R + k];
+    W[size_t(k) * glp + lg] = lg < GL ? a.U[size_t(gate_of(d, sl, lg)) * R + k] : zero<T>();
   }
 
   // Prefetch: local gate rows v = tid + j nthr, their global gate row (or -1).
@@ -402,7 +457,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
     for (int i = tid; i < BT * GL; i += nthr) {  // A[0]; padding rows read row B-1 (never stored)
       const int b = i / GL, v = i - b * GL;
       const int64_t row = row0 + (b < nrows ? b : nrows - 1);
-      st_s[b * glp + v] = maxlen > 0 ? a.A[row * G + gate_of(d, sl, v)] : T(0);
+      st_s[b * glp + v] = maxlen > 0 ? a.A[row * G + gate_of(d, sl, v)] : zero<T>();
     }
     __syncthreads();
 
@@ -437,12 +492,12 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
         T* s_t = a.s_all + (size_t(t) * B + row) * C;
         A* s_b = s_s + b * clp + blk * S;
         if (!(mask >> b & 1u)) {  // frozen: keeps its state
-          act_t[d.iota_row() + gb] = T(0);
-          act_t[d.omega_row() + gb] = T(0);
-          if (d.forget_gate) act_t[d.phi_row() + gb] = T(0);
+          act_t[d.iota_row() + gb] = zero<T>();
+          act_t[d.omega_row() + gb] = zero<T>();
+          if (d.forget_gate) act_t[d.phi_row() + gb] = zero<T>();
           for (int k = 0; k < S; ++k) {
-            act_t[d.z_row() + gb * S + k] = T(0);
-            y_t[gb * S + k] = T(0);
+            act_t[d.z_row() + gb * S + k] = zero<T>();
+            y_t[gb * S + k] = zero<T>();
             s_t[gb * S + k] = from_acc<T>(s_b[k]);
           }
           continue;
@@ -553,10 +608,10 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
   auto s_buf = [&](int64_t u) { return s_st + size_t(u & 1) * BT * clp; };
 
-  if (product) {  // W[g][lk] = U[g][k(lk)]
-    for (int i = tid; i < G * RL; i += nthr) {
-      const int g = i / RL, lk = i - g * RL;
-      W[size_t(g) * rlp + lk] = a.U[size_t(g) * R + rec_of(d, sl, lk)];
+  if (product) {  // W[g][lk] = U[g][k(lk)] (0 in the padding columns up to rlp)
+    for (int i = tid; i < G * rlp; i += nthr) {
+      const int g = i / rlp, lk = i - g * rlp;
+      W[size_t(g) * rlp + lk] = lk < RL ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
     }
   }
 
@@ -617,7 +672,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
       if (t >= maxlen) {  // no row of the tile runs step t
         for (int i = tid; i < BT * GL; i += nthr) {
           const int b = i / GL, v = i - b * GL;
-          if (b < nrows) a.dA[(size_t(t) * B + row0 + b) * G + gate_of(d, sl, v)] = T(0);
+          if (b < nrows) a.dA[(size_t(t) * B + row0 + b) * G + gate_of(d, sl, v)] = zero<T>();
         }
         continue;
       }
@@ -649,10 +704,10 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
         const int gb = sl.blk0 + blk;
         T* dA_t = a.dA + (size_t(t) * B + row) * G;
         if (!(mask >> b & 1u)) {
-          dA_t[d.iota_row() + gb] = T(0);
-          dA_t[d.omega_row() + gb] = T(0);
-          if (d.forget_gate) dA_t[d.phi_row() + gb] = T(0);
-          for (int k = 0; k < S; ++k) dA_t[d.z_row() + gb * S + k] = T(0);
+          dA_t[d.iota_row() + gb] = zero<T>();
+          dA_t[d.omega_row() + gb] = zero<T>();
+          if (d.forget_gate) dA_t[d.phi_row() + gb] = zero<T>();
+          for (int k = 0; k < S; ++k) dA_t[d.z_row() + gb * S + k] = zero<T>();
           continue;
         }
         const T* act_b = act_st + b * glp;
@@ -786,7 +841,8 @@ struct Strides {
 inline Strides plan_strides(const CellDims& d, const LaunchPlan& plan) {
   const int nbl = plan.max_blocks;
   const int GL = local_gate_rows(d, nbl), CL = nbl * d.block_size, RL = local_rec(d, nbl);
-  return {GL > 0 ? GL : 1, CL > 0 ? CL : 1, RL > 0 ? RL : 1};
+  // gate rows and r entries: even (the product reads weights in pairs)
+  return {GL > 0 ? (GL + 1) / 2 * 2 : 2, CL > 0 ? CL : 1, RL > 0 ? (RL + 1) / 2 * 2 : 2};
 }
 
 // Byte offsets of the parts of the workspace.
@@ -854,8 +910,9 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
     // reduction split: as many thread sets as fit, keeping chunks of >= kMinChunk
     int ks = 1;
     if (product)
-      while (ks < kMaxSplit && nout * ks * 2 <= kMaxThreads && K / (ks * 2) >= kMinChunk) ks *= 2;
-    int nrt = nout < 32 ? 32 : (nout + 31) / 32 * 32;
+      while (ks < kMaxSplit && (nout + 1) / 2 * ks * 2 <= kMaxThreads && K / (ks * 2) >= kMinChunk) ks *= 2;
+    const int pairs = (nout + 1) / 2;  // each thread of a set computes two outputs
+    int nrt = pairs < 32 ? 32 : (pairs + 31) / 32 * 32;
     if (nrt * ks > kMaxThreads) nrt = kMaxThreads / ks;
     int threads = nrt * ks;
     const int items = bt * nbl;

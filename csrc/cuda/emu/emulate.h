@@ -9,6 +9,9 @@
 
 #include <atomic>
 #include <barrier>
+#include <condition_variable>
+#include <functional>
+#include <mutex>
 #include <cstring>
 #include <memory>
 #include <thread>
@@ -17,6 +20,13 @@
 struct EmuDim3 {
   unsigned x = 0, y = 0, z = 0;
 };
+struct alignas(8) float2 {
+  float x, y;
+};
+struct alignas(16) double2 {
+  double x, y;
+};
+
 inline thread_local EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
 inline thread_local std::barrier<>* emu_cta_barrier = nullptr;
 inline thread_local unsigned char* emu_smem = nullptr;
@@ -49,6 +59,77 @@ void st_cg(A* p, A v) {
 
 }  // namespace lstm_ext::cuda::detail
 
+// Worker threads reused across launches (creating ~10^5 threads per run costs minutes of system time).
+class EmuPool {
+ public:
+  ~EmuPool() {
+    for (auto& w : workers_) {
+      {
+        std::lock_guard<std::mutex> lock(w->m);
+        w->quit = true;
+      }
+      w->cv.notify_one();
+      w->th.join();
+    }
+  }
+  // Runs f(0) .. f(n - 1) on n threads at once and waits for all of them.
+  void run(int n, const std::function<void(int)>& f) {
+    while (int(workers_.size()) < n) spawn();
+    {
+      std::lock_guard<std::mutex> lock(done_m_);
+      pending_ = n;
+    }
+    for (int i = 0; i < n; ++i) {
+      Worker& w = *workers_[size_t(i)];
+      {
+        std::lock_guard<std::mutex> lock(w.m);
+        w.task = [&f, i] { f(i); };
+        w.has = true;
+      }
+      w.cv.notify_one();
+    }
+    std::unique_lock<std::mutex> lock(done_m_);
+    done_cv_.wait(lock, [&] { return pending_ == 0; });
+  }
+
+ private:
+  struct Worker {
+    std::thread th;
+    std::mutex m;
+    std::condition_variable cv;
+    std::function<void()> task;
+    bool has = false, quit = false;
+  };
+  void spawn() {
+    workers_.emplace_back(new Worker);
+    Worker* w = workers_.back().get();
+    w->th = std::thread([this, w] {
+      for (;;) {
+        std::function<void()> task;
+        {
+          std::unique_lock<std::mutex> lock(w->m);
+          w->cv.wait(lock, [&] { return w->has || w->quit; });
+          if (w->quit) return;
+          task = std::move(w->task);
+          w->has = false;
+        }
+        task();
+        std::lock_guard<std::mutex> lock(done_m_);
+        if (--pending_ == 0) done_cv_.notify_all();
+      }
+    });
+  }
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::mutex done_m_;
+  std::condition_variable done_cv_;
+  int pending_ = 0;
+};
+
+inline EmuPool& emu_pool() {
+  static EmuPool pool;
+  return pool;
+}
+
 // Run kernel(params) on `grid` CTAs of `block` threads with `smem` bytes of dynamic shared memory, filled with
 // 0xFF bytes (NaN for float and double) so that reading shared memory nobody wrote shows up.
 template <typename P>
@@ -60,21 +141,15 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
     std::memset(mem.back().get(), 0xFF, smem + 16);
     bars.emplace_back(new std::barrier<>(block));
   }
-  std::vector<std::thread> threads;
-  threads.reserve(size_t(grid) * block);
-  for (int c = 0; c < grid; ++c) {
-    for (int t = 0; t < block; ++t) {
-      threads.emplace_back([&, c, t] {
-        threadIdx = {unsigned(t), 0, 0};
-        blockIdx = {unsigned(c), 0, 0};
-        blockDim = {unsigned(block), 1, 1};
-        gridDim = {unsigned(grid), 1, 1};
-        emu_cta_barrier = bars[size_t(c)].get();
-        uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
-        emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));
-        kernel(params);
-      });
-    }
-  }
-  for (auto& th : threads) th.join();
+  emu_pool().run(grid * block, [&](int i) {
+    const int c = i / block, t = i % block;
+    threadIdx = {unsigned(t), 0, 0};
+    blockIdx = {unsigned(c), 0, 0};
+    blockDim = {unsigned(block), 1, 1};
+    gridDim = {unsigned(grid), 1, 1};
+    emu_cta_barrier = bars[size_t(c)].get();
+    const uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
+    emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));
+    kernel(params);
+  });
 }

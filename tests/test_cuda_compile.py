@@ -1,0 +1,193 @@
+"""The CUDA sources, checked on a machine without a GPU (design.md §5, issue 5).
+
+- Every ``csrc/cuda/*.cu`` compiles with nvcc alone (no torch headers: the kernels are torch-free) for sm_75
+  (T4) and sm_90 (H100/H200), each file in ONE nvcc call for both architectures, with the flags the CMake build
+  gives nvcc. Skipped when no nvcc is found.
+- ``-Xptxas -v``: every instantiation of the forward and backward kernels exists for both architectures and
+  none spills registers (the table of registers per kernel is printed; ``pytest -s`` shows it).
+- ``csrc/cuda/ops_cuda.cpp`` (the torch-facing file, built only against a CUDA torch) type-checks with g++
+  -fsyntax-only against the installed torch's headers and the CUDA headers (a CPU torch lacks one generated
+  header, c10/cuda/impl/cuda_cmake_macros.h: a stub stands in).
+- The kernels' logic runs under a CPU emulation of the CUDA execution model (csrc/cuda/emu/: one host thread
+  per CUDA thread, all CTAs at once) against the CPU kernels, for every cell configuration and every launch
+  mode (one CTA per tile, CTA groups with the flag barrier, split reductions, groups looping over tiles, U in
+  global memory). Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
+  device math.
+
+Run with ``pytest tests/test_cuda_compile.py`` (about 2 minutes on 2 cores: nvcc is slow).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CSRC = ROOT / "csrc"
+CUDA_SOURCES = sorted((CSRC / "cuda").glob("*.cu"))
+ARCHS = ("75", "90")
+
+
+def _find_nvcc() -> str | None:
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for home in (os.environ.get("CUDA_HOME"), os.environ.get("CUDA_PATH"), "/usr/local/cuda"):
+        if home and (Path(home) / "bin" / "nvcc").exists():
+            return str(Path(home) / "bin" / "nvcc")
+    return None
+
+
+NVCC = _find_nvcc()
+GXX = shutil.which("g++")
+needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (set CUDA_HOME or put nvcc on PATH)")
+
+# What CMake passes to nvcc for these files (CMAKE_CUDA_STANDARD 20, torch's --expt-* flags, Release -O3).
+NVCC_FLAGS = ["-std=c++20", "--expt-relaxed-constexpr", "--expt-extended-lambda", "-O3", "-DNDEBUG", "-I", str(CSRC)]
+
+# The instantiations the launchers can pick: batch tiles 1, 2, 4, 8 (float64: up to 4).
+DTYPES = {"f": "float32", "d": "float64", "6__half": "float16", "13__nv_bfloat16": "bfloat16"}
+TILES = {"float32": (1, 2, 4, 8), "float64": (1, 2, 4), "float16": (1, 2, 4, 8), "bfloat16": (1, 2, 4, 8)}
+KERNEL_RE = re.compile(r"_ZN8lstm_ext4cuda6detail\d+(forward|backward)_kernelI(f|d|6__half|13__nv_bfloat16)Li(\d+)E")
+
+
+def _parse_ptxas(output: str) -> dict:
+    """{(direction, dtype, tile, arch): {"registers", "spill_stores", "spill_loads", "stack"}} from -Xptxas -v."""
+    result = {}
+    current = None
+    for line in output.splitlines():
+        m = re.search(r"Compiling entry function '([^']+)' for 'sm_(\d+)'", line)
+        if m:
+            k = KERNEL_RE.search(m.group(1))
+            current = (k.group(1), DTYPES[k.group(2)], int(k.group(3)), m.group(2)) if k else None
+            if current:
+                result[current] = {}
+            continue
+        if current is None:
+            continue
+        m = re.search(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m:
+            result[current].update(stack=int(m.group(1)), spill_stores=int(m.group(2)), spill_loads=int(m.group(3)))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            result[current]["registers"] = int(m.group(1))
+    return result
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """{source name: (returncode, nvcc output)}: each .cu compiled once, both architectures in one call."""
+    out_dir = tmp_path_factory.mktemp("nvcc")
+    results = {}
+    for src in CUDA_SOURCES:
+        gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
+        cmd = [NVCC, *NVCC_FLAGS, *gencode, "-Xptxas", "-v", "-c", str(src), "-o", str(out_dir / (src.stem + ".o"))]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        results[src.name] = (proc.returncode, proc.stdout + proc.stderr)
+    return results
+
+
+@pytest.fixture(scope="module")
+def kernels(compiled):
+    table = {}
+    for _, output in compiled.values():
+        table.update(_parse_ptxas(output))
+    return table
+
+
+def _table(kernels: dict) -> str:
+    lines = [f"{'kernel':<9} {'dtype':<9} {'tile':>4} {'arch':>5} {'regs':>5} {'spill st/ld':>12} {'stack':>6}"]
+    for (direction, dtype, tile, arch), v in sorted(kernels.items()):
+        lines.append(
+            f"{direction:<9} {dtype:<9} {tile:>4} {'sm_' + arch:>5} {v.get('registers', -1):>5} "
+            f"{v.get('spill_stores', -1):>5}/{v.get('spill_loads', -1):<6} {v.get('stack', -1):>6}"
+        )
+    return "\n".join(lines)
+
+
+def test_there_are_cuda_sources():
+    names = {p.name for p in CUDA_SOURCES}
+    assert {"recurrence_fwd.cu", "recurrence_bwd.cu"} <= names, names
+
+
+@needs_nvcc
+@pytest.mark.parametrize("source", [p.name for p in CUDA_SOURCES])
+def test_cuda_source_compiles(compiled, source):
+    rc, output = compiled[source]
+    assert rc == 0, f"nvcc failed on {source}:\n{output[-6000:]}"
+    assert "error" not in output.lower().replace("0 errors", ""), output[-6000:]
+
+
+@needs_nvcc
+def test_every_kernel_instantiated_for_both_archs(compiled, kernels):
+    want = {
+        (direction, dtype, tile, arch)
+        for direction in ("forward", "backward")
+        for dtype, tiles in TILES.items()
+        for tile in tiles
+        for arch in ARCHS
+    }
+    missing = sorted(want - set(kernels))
+    assert not missing, f"kernels missing from the ptxas output: {missing}"
+
+
+@needs_nvcc
+def test_no_register_spills(compiled, kernels):
+    table = _table(kernels)
+    print("\nptxas -v, per kernel:\n" + table)
+    incomplete = [k for k, v in kernels.items() if not {"registers", "spill_stores", "spill_loads"} <= set(v)]
+    assert not incomplete, f"could not read ptxas -v for {incomplete}"
+    spilling = [k for k, v in kernels.items() if v["spill_stores"] or v["spill_loads"]]
+    assert not spilling, f"register spills in {spilling}\n{table}"
+
+
+def _cuda_include() -> Path | None:
+    for base in ([Path(NVCC).resolve().parents[1]] if NVCC else []) + [Path("/usr/local/cuda")]:
+        if (base / "include" / "cuda_runtime.h").exists():
+            return base / "include"
+    return None
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_torch_facing_file_type_checks(tmp_path):
+    torch = pytest.importorskip("torch")
+    import sysconfig
+
+    cuda_inc = _cuda_include()
+    if cuda_inc is None:
+        pytest.skip("no CUDA headers (cuda_runtime.h) found")
+    torch_inc = Path(torch.__file__).parent / "include"
+    stub = tmp_path / "stub"
+    if not (torch_inc / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").exists():
+        (stub / "c10" / "cuda" / "impl").mkdir(parents=True)
+        (stub / "c10" / "cuda" / "impl" / "cuda_cmake_macros.h").write_text("#pragma once\n")
+    cmd = [
+        GXX, "-std=c++20", "-fsyntax-only", "-Wall", "-Wextra", "-Werror", "-Wno-unused-parameter",
+        f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}",
+        "-I", str(CSRC), "-isystem", str(stub), "-isystem", str(torch_inc),
+        "-isystem", str(torch_inc / "torch" / "csrc" / "api" / "include"), "-isystem", str(cuda_inc),
+        "-isystem", sysconfig.get_paths()["include"],
+        str(CSRC / "cuda" / "ops_cuda.cpp"),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_kernels_under_cpu_emulation(tmp_path):
+    """The kernels' code (recurrence_kernels.cuh), run by host threads, against the CPU kernels (emu/emu_check.cpp)."""
+    exe = tmp_path / "emu_check"
+    build = [
+        GXX, "-std=c++20", "-O1", "-pthread", "-I", str(CSRC),
+        str(CSRC / "cuda" / "emu" / "emu_check.cpp"), str(CSRC / "cpu" / "recurrence_cpu.cpp"), "-o", str(exe),
+    ]
+    proc = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = subprocess.run([str(exe), "ci"], capture_output=True, text=True, timeout=600)
+    print("\n" + run.stdout[-2000:])
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
