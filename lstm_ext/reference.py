@@ -72,9 +72,9 @@ def recurrence_ref(A, U, r0, s0, config: CellConfig, lengths=None):
     A, U, r, s = (t.to(compute) for t in (A, U, r0, s0))
     T, B, _ = A.shape
     ys = []
-    for t in range(T):
+    for t, A_t in enumerate(A.unbind(0)):  # unbind, not A[t]: its backward is one stack, not T full-size zeros
         r_in = r.detach() if config.truncate else r
-        y_c, s_new, gates = cell_step_ref(A[t] + r_in @ U.t(), s, config)
+        y_c, s_new, gates = cell_step_ref(A_t + r_in @ U.t(), s, config)
         r_new = y_c if config.feedback == "cells" else torch.cat(gates + [y_c], dim=1)
         if lengths is None:
             r, s = r_new, s_new

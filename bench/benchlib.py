@@ -1,0 +1,270 @@
+"""Cases, peers and the timing loop shared by the benchmark files (bench/test_bench_*.py).
+
+A *case* is (device, dtype, B, H, D, T, mode); mode is "fwd" (inference forward under ``torch.no_grad()``) or
+"fwd+bwd" (``y, _ = m(x); y.sum().backward()``, parameter grads set to None before each round, outside the
+timed region). A *peer* is one implementation run on a case:
+
+    nn.LSTM        torch.nn.LSTM (native CPU kernel / cuDNN)                       cell 2000
+    LSTM2000       lstm_ext.LSTM2000(backend="fused")                              cell 2000
+    ref2000        lstm_ext.LSTM2000(backend="reference"): the pure-PyTorch loop   cell 2000
+    jit2000        the same loop under torch.jit.script (bench/jit_loop.py)        cell 2000
+    LSTM1997       lstm_ext.LSTM1997(backend="fused")                              cell 1997
+    ref1997        lstm_ext.LSTM1997(backend="reference")                          cell 1997
+    jit1997        the 1997 loop under torch.jit.script                            cell 1997
+
+pytest-benchmark groups are per (device, cell, dtype, B, H, D, T, mode); ``extra_info`` carries the same fields
+plus the peer, so that bench/report.py can put both cells of a case side by side.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+PEERS = ("nn.LSTM", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997")
+PEER_CELL = {
+    "nn.LSTM": "2000",
+    "LSTM2000": "2000",
+    "ref2000": "2000",
+    "jit2000": "2000",
+    "LSTM1997": "1997",
+    "ref1997": "1997",
+    "jit1997": "1997",
+}
+SLOW_PEERS = ("ref2000", "jit2000", "ref1997", "jit1997")  # per-step Python / interpreter loops
+
+# The per-step loops' backward costs O(T^2 * B * G): the gradient of each ``A[t]`` (autograd's SelectBackward)
+# is a zero-filled tensor of A's full shape (T, B, G). Above this many elements in total they take minutes per
+# call (B=32, H=128, T=1000 would be 1.6e10), so they are skipped there (--bench-all-peers runs them anyway).
+SLOW_PEER_MAX_BWD_WORK = 2e9
+
+# The issue's targets (all float32, CPU, forward+backward). ratio = time(peer) / time(ours), "x faster".
+TARGETS = (
+    # (id, ours, peer, (B, H, D, T), required speed-up)
+    ("T1", "LSTM2000", "nn.LSTM", (32, 128, 32, 100), 1.0),
+    ("T2", "LSTM2000", "nn.LSTM", (1, 8, 2, 100), 10.0),
+    ("T3", "LSTM1997", "ref1997", (32, 128, 32, 100), 10.0),
+    ("T4", "LSTM1997", "ref1997", (1, 8, 2, 100), 30.0),
+)
+TARGET_SIZES = {t[3] for t in TARGETS}
+
+
+@dataclass(frozen=True)
+class Case:
+    device: str
+    dtype: str  # "float32" | "float64" | ...
+    B: int
+    H: int
+    D: int
+    T: int
+    mode: str  # "fwd" | "fwd+bwd"
+
+    @property
+    def size(self):
+        return (self.B, self.H, self.D, self.T)
+
+    @property
+    def is_target(self) -> bool:
+        return (
+            self.device == "cpu" and self.dtype == "float32" and self.mode == "fwd+bwd" and self.size in TARGET_SIZES
+        )
+
+    def id(self) -> str:
+        mode = "fwdbwd" if self.mode == "fwd+bwd" else "fwd"
+        return f"{self.device}-{self.dtype}-B{self.B}-H{self.H}-D{self.D}-T{self.T}-{mode}"
+
+    def group(self, cell: str) -> str:
+        return f"{self.device} {cell} {self.dtype} B={self.B} H={self.H} D={self.D} T={self.T} {self.mode}"
+
+
+def cpu_sizes():
+    """(B, H, D, T) of the CPU grid, in run order (the four issue targets first)."""
+    sizes = [
+        (32, 128, 32, 100),  # issue target size 1
+        (1, 8, 2, 100),  # issue target size 2 (paper tiny net)
+        (1, 4, 2, 100),  # paper tiny net
+    ]
+    for B in (32, 128):  # typical
+        for H in (64, 128, 256):
+            sizes.append((B, H, 32, 100))
+    for T in (10, 1000, 10000):  # T sweep, tiny net
+        sizes.append((1, 8, 2, T))
+    for T in (10, 1000):  # T sweep, typical net
+        sizes.append((32, 128, 32, T))
+    out = []
+    for s in sizes:
+        if s not in out:
+            out.append(s)
+    return out
+
+
+def cpu_cases():
+    cases = []
+    for B, H, D, T in cpu_sizes():
+        for mode in ("fwd+bwd", "fwd"):
+            cases.append(Case("cpu", "float32", B, H, D, T, mode))
+    for B, H, D, T in ((32, 128, 32, 100), (1, 8, 2, 100)):  # the target sizes in double precision too
+        cases.append(Case("cpu", "float64", B, H, D, T, "fwd+bwd"))
+    return cases
+
+
+def cuda_cases():
+    cases = []
+    sizes = [(32, 128, 32, 100), (1, 8, 2, 100), (128, 256, 32, 100), (1, 8, 2, 1000), (32, 128, 32, 1000)]
+    for B, H, D, T in sizes:
+        for mode in ("fwd+bwd", "fwd"):
+            for dtype in ("float32", "bfloat16") if (B, H) == (128, 256) else ("float32",):
+                cases.append(Case("cuda", dtype, B, H, D, T, mode))
+    return cases
+
+
+def params(cases):
+    """pytest.param per (case, peer), peers of one case adjacent; target cases carry the ``quick`` mark."""
+    out = []
+    for case in cases:
+        marks = [pytest.mark.quick] if case.is_target else []
+        for peer in PEERS:
+            out.append(pytest.param(case, peer, id=f"{case.id()}-{peer}", marks=marks))
+    return out
+
+
+# ---- building the peers ------------------------------------------------------------------------------------
+
+
+def build_peer(peer: str, case: Case):
+    """The module for one peer, on the case's device and dtype, or raises pytest.skip with the reason."""
+    import lstm_ext
+
+    device = torch.device(case.device)
+    dtype = getattr(torch, case.dtype)
+    D, H = case.D, case.H
+    torch.manual_seed(0)
+    if peer == "nn.LSTM":
+        return torch.nn.LSTM(D, H, device=device, dtype=dtype)
+    cell = PEER_CELL[peer]
+    cls = lstm_ext.LSTM2000 if cell == "2000" else lstm_ext.LSTM1997
+    if peer.startswith("LSTM"):
+        if not lstm_ext.functional.fused_supports(device, dtype):
+            pytest.skip(f"the fused op has no {case.device}/{case.dtype} kernel in this build")
+        return cls(D, H, device=device, dtype=dtype, backend="fused")
+    if peer.startswith("ref"):
+        return cls(D, H, device=device, dtype=dtype, backend="reference")
+    # jit: the same loop, scripted; skip with the reason if TorchScript cannot compile it here.
+    base = cls(D, H, device=device, dtype=dtype, backend="reference")
+    try:
+        import jit_loop
+
+        scripted = jit_loop.scripted_from(base, forget_gate=cell == "2000")
+    except Exception as e:  # noqa: BLE001  (any scripting failure is a reason to skip, not an error)
+        pytest.skip(f"torch.jit.script failed on the reference loop: {type(e).__name__}: {e}")
+    _check_same_as_reference(scripted, base, case)
+    return scripted
+
+
+def _check_same_as_reference(scripted, ref, case: Case):
+    """The scripted loop must compute what the reference module computes (small input, cheap)."""
+    x = torch.randn(5, 2, case.D, device=case.device, dtype=getattr(torch, case.dtype))
+    with torch.no_grad():
+        y_s, (h_s, c_s) = scripted(x)
+        y_r, (h_r, c_r) = ref(x)
+    tol = dict(rtol=2e-2, atol=2e-2) if case.dtype in ("float16", "bfloat16") else {}
+    torch.testing.assert_close(y_s, y_r, **tol)
+    torch.testing.assert_close(c_s, c_r, **tol)
+
+
+# ---- timing ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Options:
+    target_s: float = 1.0  # measured time per benchmark (rounds = target_s / one call), within the bounds below
+    min_rounds: int = 5
+    max_rounds: int = 200
+    slow_min_rounds: int = 3  # when one call takes more than a second
+    warmup: int = 1  # untimed calls before the calibration call (one more for TorchScript's profiling executor)
+    slow_peer_max_T: int = 10000  # the per-step loops run only up to this T (0 = no limit)
+    slow_peer_max_bwd_work: float = SLOW_PEER_MAX_BWD_WORK  # ... and in fwd+bwd up to T*T*B*G elements (0 = no limit)
+    threads: int = 0  # torch.set_num_threads (0 = torch's default)
+
+
+def run(benchmark, case: Case, peer: str, opts: Options):
+    if case.device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    if peer in SLOW_PEERS and opts.slow_peer_max_T and case.T > opts.slow_peer_max_T:
+        pytest.skip(
+            f"{peer}: the per-step loop is limited to T <= {opts.slow_peer_max_T} to keep the suite in budget "
+            "(--bench-all-peers lifts it)"
+        )
+    G = (4 if PEER_CELL[peer] == "2000" else 3) * case.H
+    work = case.T * case.T * case.B * G
+    if (peer in SLOW_PEERS and case.mode == "fwd+bwd" and opts.slow_peer_max_bwd_work
+            and work > opts.slow_peer_max_bwd_work):
+        pytest.skip(
+            f"{peer}: the per-step loop's backward is O(T^2 B G) (T*T*B*G = {work:.2g} > "
+            f"{opts.slow_peer_max_bwd_work:.2g}); skipped to keep the suite in budget (--bench-all-peers runs it)"
+        )
+    m = build_peer(peer, case)
+    dtype = getattr(torch, case.dtype)
+    torch.manual_seed(1)
+    x = torch.randn(case.T, case.B, case.D, device=case.device, dtype=dtype)
+    cuda = case.device == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    if case.mode == "fwd":
+        m.eval()
+
+        def setup():
+            return None
+
+        def fn():
+            with torch.no_grad():
+                m(x)
+            sync()
+
+    else:
+        m.train()
+        ps = [p for p in m.parameters() if p.requires_grad]
+
+        def setup():
+            for p in ps:
+                p.grad = None
+
+        def fn():
+            y, _ = m(x)
+            y.sum().backward()
+            sync()
+
+    # Warm-up, not timed (also pays TorchScript's profiling runs and the first-call allocations); the calibration
+    # call after it is not timed either.
+    for _ in range(opts.warmup + (1 if peer.startswith("jit") else 0)):
+        setup()
+        fn()
+    setup()
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    min_rounds = opts.slow_min_rounds if one > 1.0 else opts.min_rounds
+    rounds = max(min_rounds, min(opts.max_rounds, math.ceil(opts.target_s / max(one, 1e-9))))
+
+    cell = PEER_CELL[peer]
+    benchmark.group = case.group(cell)
+    benchmark.extra_info.update(
+        device=case.device,
+        cell=cell,
+        dtype=case.dtype,
+        B=case.B,
+        H=case.H,
+        D=case.D,
+        T=case.T,
+        mode=case.mode,
+        peer=peer,
+        threads=torch.get_num_threads(),
+        loadavg_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        target_case=case.is_target,
+    )
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)

@@ -1,0 +1,367 @@
+"""Turn pytest-benchmark JSON into a Markdown speed-up table and PNG plots.
+
+    python -m bench.report bench/results/cpu.json [more.json ...] [--out bench/results] [--name cpu]
+
+Writes ``<out>/<name>.md`` (name: the first JSON's file stem) and ``<out>/<name>_speedup_vs_H_*.png``,
+``<out>/<name>_time_vs_T_*.png``. Times are the median over the timed rounds (warm-up excluded); a speed-up is
+``time(peer) / time(ours)``, i.e. "how many times faster" LSTM2000 / LSTM1997 is than that peer (> 1: faster).
+
+Needs only the standard library and matplotlib (the plots are skipped, with a note, if it is missing); it does not
+import torch or lstm_ext, so it runs anywhere the JSON is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from collections import defaultdict
+
+PEERS = ("nn.LSTM", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997")
+PEER_TITLES = {
+    "nn.LSTM": "nn.LSTM",
+    "LSTM2000": "LSTM2000 (fused)",
+    "ref2000": "reference 2000",
+    "jit2000": "jit.script 2000",
+    "LSTM1997": "LSTM1997 (fused)",
+    "ref1997": "reference 1997",
+    "jit1997": "jit.script 1997",
+}
+# (ours, peer) pairs reported as speed-ups; the last is across cells (for orientation only).
+RATIOS = (
+    ("LSTM2000", "nn.LSTM"),
+    ("LSTM2000", "ref2000"),
+    ("LSTM2000", "jit2000"),
+    ("LSTM1997", "ref1997"),
+    ("LSTM1997", "jit1997"),
+    ("LSTM1997", "nn.LSTM"),
+)
+SHORT = {"LSTM2000": "2000", "LSTM1997": "1997", "nn.LSTM": "nn", "ref2000": "ref", "ref1997": "ref",
+         "jit2000": "jit", "jit1997": "jit"}
+# The issue's targets: (id, ours, peer, (B, H, D, T), required speed-up), float32, CPU, forward+backward.
+TARGETS = (
+    ("T1", "LSTM2000", "nn.LSTM", (32, 128, 32, 100), 1.0, "LSTM2000 time <= 1.0x nn.LSTM time"),
+    ("T2", "LSTM2000", "nn.LSTM", (1, 8, 2, 100), 10.0, "LSTM2000 >= 10x faster than nn.LSTM"),
+    ("T3", "LSTM1997", "ref1997", (32, 128, 32, 100), 10.0, "LSTM1997 >= 10x faster than the reference loop"),
+    ("T4", "LSTM1997", "ref1997", (1, 8, 2, 100), 30.0, "LSTM1997 >= 30x faster than the reference loop"),
+)
+MODES = ("fwd+bwd", "fwd")
+
+
+# ---- loading -----------------------------------------------------------------------------------------------
+
+
+def load(paths):
+    """{case_key: {peer: stats}}, machine_info of the first file, and the files' dates."""
+    results: dict = defaultdict(dict)
+    machine, dates, loads, threads = None, [], [], set()
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        machine = machine or data.get("machine_info", {})
+        if data.get("datetime"):
+            dates.append(data["datetime"])
+        for b in data.get("benchmarks", []):
+            e = b.get("extra_info") or {}
+            if "peer" not in e:
+                continue
+            key = (e["device"], e["dtype"], e["mode"], int(e["B"]), int(e["H"]), int(e["D"]), int(e["T"]))
+            if e.get("loadavg_1min") is not None:
+                loads.append(float(e["loadavg_1min"]))
+            if e.get("threads"):
+                threads.add(int(e["threads"]))
+            s = b["stats"]
+            results[key][e["peer"]] = {"median": s["median"], "min": s["min"], "rounds": s["rounds"],
+                                       "iqr": s.get("iqr", float("nan")), "load": e.get("loadavg_1min")}
+    machine = dict(machine or {})
+    machine["_loads"], machine["_threads"] = loads, sorted(threads)
+    return results, machine, dates
+
+
+# ---- formatting --------------------------------------------------------------------------------------------
+
+
+def fmt_time(sec):
+    if sec is None:
+        return "—"
+    if sec >= 1.0:
+        return f"{sec:.3g} s"
+    if sec >= 1e-3:
+        return f"{sec * 1e3:.3g} ms"
+    return f"{sec * 1e6:.3g} µs"
+
+
+def fmt_ratio(r):
+    if r is None:
+        return "—"
+    return f"{r:.3g}×" if r < 100 else f"{r:.0f}×"
+
+
+def ratio(peers, ours, peer, stat="median"):
+    if ours not in peers or peer not in peers:
+        return None
+    return peers[peer][stat] / peers[ours][stat]
+
+
+def local_hardware():
+    model = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu_model": model or platform.processor() or platform.machine(), "logical_cores": os.cpu_count()}
+
+
+def hardware_lines(machine):
+    ext = machine.get("lstm_ext_bench") or {}
+    local = local_hardware()
+    cpu = machine.get("cpu") or {}
+    model = ext.get("cpu_model") or cpu.get("brand_raw") or local["cpu_model"]
+    cores = ext.get("logical_cores") or cpu.get("count") or local["logical_cores"]
+    lines = [
+        f"- CPU: **{model}**, {cores} logical cores; torch threads: "
+        + (", ".join(map(str, machine.get("_threads") or [])) or str(ext.get("torch_threads", "?")))
+        + " (pytest option `--bench-threads`; default: torch's own)",
+        f"- torch {ext.get('torch_version', '?')}, lstm_ext {ext.get('lstm_ext_version', '?')}"
+        f" (CPU kernel AVX2: {ext.get('lstm_ext_cpu_avx2', '?')}, CUDA build: {ext.get('lstm_ext_with_cuda', '?')})",
+        f"- Python {machine.get('python_version', '?')} on {machine.get('system', '?')} {machine.get('release', '')}",
+    ]
+    loads = machine.get("_loads") or []
+    if loads:
+        loads = sorted(loads)
+        lines.append(f"- 1-minute load average sampled at each benchmark: min {loads[0]:.1f}, "
+                     f"median {loads[len(loads) // 2]:.1f}, max {loads[-1]:.1f} (other work on the machine makes "
+                     "timings noisy; the peers of one row ran back to back)")
+    if ext.get("cuda_device"):
+        lines.append(f"- GPU: {ext['cuda_device']}")
+    return lines
+
+
+def target_table(results):
+    rows = [
+        "| target | case (float32, CPU, fwd+bwd) | LSTM | time | peer | time | speed-up (median) | speed-up (min) "
+        "| required | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = {}
+    for tid, ours, peer, (B, H, D, T), need, text in TARGETS:
+        peers = results.get(("cpu", "float32", "fwd+bwd", B, H, D, T), {})
+        r, rmin = ratio(peers, ours, peer), ratio(peers, ours, peer, "min")
+        verdict = "n/a" if r is None else ("**PASS**" if r >= need else "**MISS**")
+        verdicts[tid] = verdict
+        t_ours = peers.get(ours, {}).get("median")
+        t_peer = peers.get(peer, {}).get("median")
+        rows.append(
+            f"| {tid} | B={B} H={H} D={D} T={T} | {ours} | {fmt_time(t_ours)} | {PEER_TITLES[peer]} "
+            f"| {fmt_time(t_peer)} | {fmt_ratio(r)} | {fmt_ratio(rmin)} | ≥ {need:g}× ({text}) | {verdict} |"
+        )
+    return rows, verdicts
+
+
+def case_tables(results):
+    out = []
+    targets_at = defaultdict(list)
+    for tid, _ours, _peer, size, _need, _text in TARGETS:
+        targets_at[("cpu", "float32", "fwd+bwd") + size].append(tid)
+    sections = sorted({k[:3] for k in results}, key=lambda k: (k[0] != "cpu", k[0], k[1], MODES.index(k[2])))
+    for dev, dtype, mode in sections:
+        keys = sorted((k for k in results if k[:3] == (dev, dtype, mode)), key=lambda k: (k[3], k[4], k[6], k[5]))
+        present = [p for p in PEERS if any(p in results[k] for k in keys)]
+        ratios = [(o, p) for o, p in RATIOS if o in present and p in present]
+        out.append(f"### {dev}, {dtype}, {mode}")
+        out.append("")
+        head = ["B", "H", "D", "T"] + [PEER_TITLES[p] for p in present]
+        head += [f"{SHORT[o]} vs {PEER_TITLES[p]}" for o, p in ratios] + ["target", "load"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---:|" * (len(head) - 1) + "---|")
+        for k in keys:
+            peers = results[k]
+            cells = [str(v) for v in k[3:]]
+            cells += [fmt_time(peers.get(p, {}).get("median")) for p in present]
+            cells += [fmt_ratio(ratio(peers, o, p)) for o, p in ratios]
+            cells.append(", ".join(targets_at.get(k, [])) or "")
+            loads = [v["load"] for v in peers.values() if v.get("load") is not None]
+            cells.append(f"{max(loads):.1f}" if loads else "")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+    return out
+
+
+# ---- plots -------------------------------------------------------------------------------------------------
+
+
+def plots(results, out_dir, name):
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return [], "matplotlib is not installed (pip install matplotlib): no plots"
+    written = []
+    for dev, dtype in sorted({k[:2] for k in results}):
+        # Speed-up vs H, one line per batch size (T = 100; D = 32 for B > 1, the tiny nets have D = 2).
+        comparisons = [("LSTM2000", "nn.LSTM"), ("LSTM2000", "ref2000"), ("LSTM1997", "ref1997")]
+        modes = [m for m in MODES if any(k[:3] == (dev, dtype, m) and k[6] == 100 for k in results)]
+        if modes:
+            fig, axes = plt.subplots(len(modes), len(comparisons), figsize=(4.6 * len(comparisons), 3.6 * len(modes)),
+                                     squeeze=False)
+            for i, mode in enumerate(modes):
+                for j, (ours, peer) in enumerate(comparisons):
+                    ax = axes[i][j]
+                    by_b = defaultdict(list)
+                    for k, peers in results.items():
+                        if k[:3] != (dev, dtype, mode) or k[6] != 100:
+                            continue
+                        r = ratio(peers, ours, peer)
+                        if r is not None:
+                            by_b[(k[3], k[5])].append((k[4], r))
+                    for (B, D), pts in sorted(by_b.items()):
+                        pts.sort()
+                        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=f"B={B} (D={D})")
+                    ax.axhline(1.0, color="gray", lw=0.8, ls="--")
+                    ax.set_xscale("log", base=2)
+                    ax.set_yscale("log")
+                    ax.set_xlabel("hidden size H")
+                    ax.set_ylabel(f"speed-up of {ours} (×)")
+                    ax.set_title(f"{ours} vs {PEER_TITLES[peer]}, {mode}", fontsize=10)
+                    ax.grid(True, which="both", alpha=0.3)
+                    if by_b:
+                        ax.legend(fontsize=8)
+            fig.suptitle(f"Speed-up vs H per batch size ({dev}, {dtype}, T=100; >1 = faster than the peer)")
+            fig.tight_layout()
+            path = os.path.join(out_dir, f"{name}_speedup_vs_H_{dev}_{dtype}.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+        # Time vs T (and per-step cost) for each T sweep.
+        sweeps = defaultdict(set)
+        for k in results:
+            if k[:2] == (dev, dtype):
+                sweeps[(k[3], k[4], k[5])].add(k[6])
+        sweeps = {s: Ts for s, Ts in sweeps.items() if len(Ts) >= 3}
+        for mode in MODES:
+            cols = [s for s in sorted(sweeps) if any(k[:3] == (dev, dtype, mode) and k[3:6] == s for k in results)]
+            if not cols:
+                continue
+            fig, axes = plt.subplots(2, len(cols), figsize=(5.2 * len(cols), 7.2), squeeze=False)
+            for j, (B, H, D) in enumerate(cols):
+                for peer in PEERS:
+                    pts = sorted(
+                        (k[6], results[k][peer]["median"])
+                        for k in results
+                        if k[:3] == (dev, dtype, mode) and k[3:6] == (B, H, D) and peer in results[k]
+                    )
+                    if not pts:
+                        continue
+                    style = "-" if peer in ("nn.LSTM", "LSTM2000", "LSTM1997") else ":"
+                    Ts = [p[0] for p in pts]
+                    axes[0][j].plot(Ts, [p[1] for p in pts], "o" + style, label=PEER_TITLES[peer])
+                    axes[1][j].plot(Ts, [p[1] / p[0] * 1e6 for p in pts], "o" + style, label=PEER_TITLES[peer])
+                for i, ylabel in enumerate(("time per call (s)", "per-step cost (µs / step)")):
+                    ax = axes[i][j]
+                    ax.set_xscale("log")
+                    ax.set_yscale("log")
+                    ax.set_xlabel("sequence length T")
+                    ax.set_ylabel(ylabel)
+                    ax.grid(True, which="both", alpha=0.3)
+                    ax.set_title(f"B={B} H={H} D={D}, {mode}", fontsize=10)
+                axes[0][j].legend(fontsize=7)
+            fig.suptitle(f"Time vs T ({dev}, {dtype}); dotted: per-step loops")
+            fig.tight_layout()
+            path = os.path.join(out_dir, f"{name}_time_vs_T_{dev}_{dtype}_{mode.replace('+', '')}.png")
+            fig.savefig(path, dpi=110)
+            plt.close(fig)
+            written.append(path)
+    return written, None
+
+
+# ---- main --------------------------------------------------------------------------------------------------
+
+
+def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
+    lines = ["# lstm_ext benchmarks", ""]
+    lines.append(f"Source: {', '.join(os.path.basename(s) for s in sources)}"
+                 + (f" (run {dates[0]})" if dates else "")
+                 + f"; report written {_dt.datetime.now().isoformat(timespec='seconds')}.")
+    lines.append("")
+    lines.append("## Hardware and software")
+    lines.append("")
+    lines += hardware_lines(machine)
+    lines.append("")
+    lines.append("## Method")
+    lines.append("")
+    lines += [
+        "- pytest-benchmark, `benchmark.pedantic`: untimed warm-up calls first (2, or 3 for TorchScript), then a",
+        "  number of timed rounds of one call each (about 1 s of measurement, 5 to 200 rounds; 3 for calls over 1 s).",
+        "  Times below are the **median** round. CUDA callables end with `torch.cuda.synchronize()`.",
+        "- fwd+bwd: `y, _ = m(x); y.sum().backward()`, parameter grads set to None before each round (untimed);",
+        "  fwd: `m(x)` under `torch.no_grad()`. x is `(T, B, D)`, time-major, no initial state, one layer.",
+        "- speed-up = time(peer) / time(LSTM2000 or LSTM1997): > 1 means lstm_ext is faster.",
+        "- peers: nn.LSTM (torch's native kernel; 2000 cell), LSTM2000 / LSTM1997 with `backend=\"fused\"`, the",
+        "  reference per-step loop (`backend=\"reference\"`, `lstm_ext.reference.recurrence_ref`) and the same loop",
+        "  written for and compiled by `torch.jit.script` (bench/jit_loop.py).",
+        "- limits (— in the tables): in fwd+bwd the per-step loops (reference, jit.script) run only where",
+        "  T·T·B·G ≤ 2e9 (G = gate rows = 4H or 3H): their backward is O(T²·B·G), because autograd's gradient of",
+        "  each `A[t]` is a zero-filled tensor of A's full (T, B, G) shape. So at B=32, H=128, T=1000 and at",
+        "  B=1, H=8, T=10000 they are timed in fwd only (`pytest bench/ --bench-all-peers` runs them everywhere).",
+    ]
+    lines.append("")
+    lines.append("## The issue's targets")
+    lines.append("")
+    rows, _ = target_table(results)
+    lines += rows
+    lines.append("")
+    lines.append("## All cases")
+    lines.append("")
+    lines.append("Median time per call; speed-ups of LSTM2000 (`2000 vs …`) and LSTM1997 (`1997 vs …`). "
+                 "`1997 vs nn.LSTM` compares different cells (3 vs 4 gates) and is for orientation only. "
+                 "`load`: the highest 1-minute load average seen when the row's peers started (the machine has "
+                 f"{(machine.get('lstm_ext_bench') or {}).get('logical_cores', '?')} logical cores; far above that, "
+                 "the row is noisy).")
+    lines.append("")
+    lines += case_tables(results)
+    lines.append("## Plots")
+    lines.append("")
+    if plot_note:
+        lines.append(plot_note)
+    for p in plot_paths:
+        rel = os.path.relpath(p, out_dir)
+        lines.append(f"![{rel}]({rel})")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("json", nargs="+", help="pytest-benchmark JSON file(s) (--benchmark-json)")
+    ap.add_argument("--out", default="bench/results", help="output folder [bench/results]")
+    ap.add_argument("--name", default=None, help="output file stem [the first JSON's stem]")
+    ap.add_argument("--no-plots", action="store_true")
+    args = ap.parse_args(argv)
+    results, machine, dates = load(args.json)
+    if not results:
+        print(f"no lstm_ext benchmark results in {args.json}", file=sys.stderr)
+        return 1
+    os.makedirs(args.out, exist_ok=True)
+    name = args.name or os.path.splitext(os.path.basename(args.json[0]))[0]
+    plot_paths, note = ([], "plots disabled (--no-plots)") if args.no_plots else plots(results, args.out, name)
+    md = render(results, machine, dates, args.json, plot_paths, note, args.out)
+    md_path = os.path.join(args.out, f"{name}.md")
+    with open(md_path, "w") as f:
+        f.write(md)
+    _, verdicts = target_table(results)
+    print(f"wrote {md_path}" + "".join(f"\nwrote {p}" for p in plot_paths))
+    print("targets: " + ", ".join(f"{t} {v.strip('*')}" for t, v in verdicts.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
