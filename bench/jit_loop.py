@@ -23,8 +23,8 @@ from torch import Tensor, nn
 def loop_2000(A: Tensor, U: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     ys: List[Tensor] = []
     Ut = U.t()
-    for t in range(A.size(0)):
-        a = A[t] + torch.mm(h, Ut)
+    for A_t in A.unbind(0):  # unbind, not A[t]: a backward linear in T, as in lstm_ext.reference
+        a = A_t + torch.mm(h, Ut)
         gates = a.chunk(4, 1)
         i = torch.sigmoid(gates[0])
         f = torch.sigmoid(gates[1])
@@ -39,8 +39,8 @@ def loop_2000(A: Tensor, U: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tenso
 def loop_1997(A: Tensor, U: Tensor, h: Tensor, c: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
     ys: List[Tensor] = []
     Ut = U.t()
-    for t in range(A.size(0)):
-        a = A[t] + torch.mm(h, Ut)
+    for A_t in A.unbind(0):  # unbind, not A[t]: a backward linear in T, as in lstm_ext.reference
+        a = A_t + torch.mm(h, Ut)
         gates = a.chunk(3, 1)
         i = torch.sigmoid(gates[0])
         g = torch.tanh(gates[1])

@@ -309,8 +309,7 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
         "  reference per-step loop (`backend=\"reference\"`, `lstm_ext.reference.recurrence_ref`) and the same loop",
         "  written for and compiled by `torch.jit.script` (bench/jit_loop.py).",
         "- limits (— in the tables): in fwd+bwd the per-step loops (reference, jit.script) run only where",
-        "  T·T·B·G ≤ 2e9 (G = gate rows = 4H or 3H): their backward is O(T²·B·G), because autograd's gradient of",
-        "  each `A[t]` is a zero-filled tensor of A's full (T, B, G) shape. So at B=32, H=128, T=1000 and at",
+        "  T·T·B·G ≤ 2e9 (G = gate rows = 4H or 3H), to keep the suite in budget: at B=32, H=128, T=1000 and at",
         "  B=1, H=8, T=10000 they are timed in fwd only (`pytest bench/ --bench-all-peers` runs them everywhere).",
     ]
     lines.append("")

@@ -6,7 +6,7 @@ Grid (float32 unless noted; D = 32 for the typical nets, 2 for the paper's tiny 
   T sweep           B=1, H=8: T in {10, 100, 1000, 10000};  B=32, H=128: T in {10, 100, 1000}
   float64           the two target sizes, forward+backward
 each in "fwd+bwd" and "fwd" (float64: fwd+bwd only). The per-step loops (reference, TorchScript) skip fwd+bwd
-where their O(T^2) backward would take minutes (B=32/H=128/T=1000 and T=10000; see benchlib.SLOW_PEER_MAX_BWD_WORK).
+where their per-step loops would take minutes (B=32/H=128/T=1000 and T=10000; see benchlib.SLOW_PEER_MAX_BWD_WORK).
 """
 
 import pytest
