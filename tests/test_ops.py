@@ -195,7 +195,8 @@ BLAS_CONFIGS = [
 @pytest.mark.parametrize("varlen", LENGTHS)
 @pytest.mark.parametrize("cfg", BLAS_CONFIGS, ids=cfg_id)
 def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype):
-    """B*G*R far above the kernel's BLAS threshold (8192 multiply-adds): the products go to sgemm/dgemm."""
+    """B*G*R far above the kernel's BLAS threshold (65536 multiply-adds): the products go to sgemm/dgemm, and
+    the forward splits the batch into per-thread row chunks."""
     assert OPS.have_blas(), "the extension found no BLAS: this test then only repeats the hand-loop path"
     T, B, C = 20, 32, 128
     lengths = None
@@ -206,9 +207,12 @@ def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,C", [(8, 16), (7, 16), (9, 16)], ids=["at-threshold", "below", "above"])
+@pytest.mark.parametrize(
+    "B,C", [(64, 16), (63, 16), (65, 16), (33, 128)], ids=["at-threshold", "below", "above", "uneven-row-chunks"]
+)
 def test_recurrence_around_blas_threshold(B, C, dtype):
-    """B*G*R = 8*64*16 = 8192 is exactly the switch from the hand loops to BLAS; both sides of it."""
+    """B*G*R = 64*64*16 = 65536 is exactly the switch from the hand loops to BLAS; both sides of it. B=33, C=128
+    splits the forward into two row chunks of unequal size."""
     T = 5
     check_against_reference(ops.recurrence, CellConfig(), T, B, C, dtype, varied_lengths(B, T))
 
