@@ -13,8 +13,6 @@ lstm_ext; with ``LSTM_EXT_REQUIRE_CUDA=1`` (scripts/gpu_check.sh) a missing GPU 
 
 from __future__ import annotations
 
-import itertools
-import math
 import os
 
 import pytest
@@ -27,6 +25,9 @@ from lstm_ext import LSTM1997, LSTM2000, ops
 from lstm_ext.config import CellConfig
 from lstm_ext.reference import cell_step_ref, recurrence_ref
 
+import cases
+from cases import all_configs, cfg_id, tolerances
+
 OPS = torch.ops.lstm_ext
 HAS_GPU = torch.cuda.is_available()
 HAS_KERNEL = torch._C._dispatch_has_kernel_for_dispatch_key("lstm_ext::recurrence_forward", "CUDA")
@@ -37,8 +38,6 @@ requires_cuda = pytest.mark.skipif(
 )
 
 DEV = "cuda"
-SQUASHES = ("tanh", "paper", "sigmoid_identity")
-FEEDBACKS = ("cells", "all")
 NAMES = ("y", "r_T", "s_T", "dA", "dU", "dr0", "ds0")
 
 
@@ -54,28 +53,15 @@ def test_cuda_build_present():
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 
-def all_configs(block_sizes=(1, 2, 3), truncate=(False, True)):
-    return [
-        CellConfig(fg, bs, fb, sq, tr)
-        for fg, bs, fb, sq, tr in itertools.product((True, False), block_sizes, FEEDBACKS, SQUASHES, truncate)
-    ]
-
-
-def cfg_id(cfg: CellConfig) -> str:
-    return f"{'2000' if cfg.forget_gate else '1997'}-S{cfg.block_size}-{cfg.feedback}-{cfg.squash}" + (
-        "-trunc" if cfg.truncate else ""
-    )
-
-
 def make_inputs(cfg, T, B, C, dtype=torch.float64, seed=0, device=DEV):
-    """A, U, r0, s0 drawn in float64 on the CPU, then cast and moved."""
-    g = torch.Generator().manual_seed(seed)
-    G, R = cfg.gate_rows(C), cfg.recurrent_size(C)
-    A = torch.randn(T, B, G, generator=g, dtype=torch.float64)
-    U = torch.randn(G, R, generator=g, dtype=torch.float64) / math.sqrt(max(R, 1))
-    r0 = 0.5 * torch.randn(B, R, generator=g, dtype=torch.float64)
-    s0 = torch.randn(B, C, generator=g, dtype=torch.float64)
-    return [t.to(device=device, dtype=dtype) for t in (A, U, r0, s0)]
+    """cases.make_inputs, on the GPU unless told otherwise."""
+    return cases.make_inputs(cfg, T, B, C, dtype, seed, device)
+
+
+
+
+
+
 
 
 def make_upstream(cfg, T, B, C, seed=1):
@@ -105,12 +91,6 @@ def reference(inputs, cfg, lengths, upstream):
     cpu = [t.detach().to("cpu", torch.float64) for t in inputs]
     return outputs_and_grads(recurrence_ref, cpu, cfg, None if lengths is None else lengths.cpu(), upstream)
 
-
-def tolerances(dtype, n):
-    if dtype == torch.float64:
-        return dict(rtol=1e-10, atol=1e-12)
-    tol = 8 * math.sqrt(max(n, 1)) * torch.finfo(torch.float32).eps
-    return dict(rtol=tol, atol=tol)
 
 
 def assert_parity(got, want, dtype, T, B, what="", scale=1.0):
