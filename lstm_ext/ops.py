@@ -58,3 +58,11 @@ def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
     Differentiable in A, U, r0 and s0 (autograd is registered in C++, csrc/autograd.cpp).
     """
     return _ops.recurrence(A, U, r0, s0, lengths, *config.op_args())
+
+
+@torch.library.register_fake("lstm_ext::paper_train")
+def _paper_train_fake(Wh, Wo, Mh, Mo, x, x_index, lengths, targets, target_mask, *config_and_flags):
+    return_outputs = config_and_flags[-1]
+    n, T, O = targets.shape
+    y_all = Wh.new_empty(n, T, O) if return_outputs else Wh.new_empty(0)
+    return Wh.new_empty(n), Wh.new_empty(n), Wh.new_empty(n), Wh.new_empty(n, O), y_all
