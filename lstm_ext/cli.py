@@ -1,5 +1,6 @@
 """The command line: ``lstm-ext`` (or ``python -m lstm_ext``).
 
+    lstm-ext reproduce <experiment|all>   the 1997 paper's experiments, our results beside its tables
     lstm-ext demo      train LSTM1997 and LSTM2000 briefly on a long-lag task; print what they learned
     lstm-ext info      the build: torch version, CUDA, CPU kernel flags
 """
@@ -59,6 +60,42 @@ def demo(args) -> int:
     return 0
 
 
+def reproduce(args) -> int:
+    from pathlib import Path
+
+    from lstm_ext.experiments import report, runner, select_rows
+
+    if args.device != "cpu":
+        print("lstm-ext reproduce: the paper nets train on the CPU (one core per trial); --device cuda is not "
+              "implemented yet", file=sys.stderr)
+        return 2
+    try:
+        rows = select_rows(args.experiment, args.T)
+    except ValueError as e:
+        print(f"lstm-ext reproduce: {e}", file=sys.stderr)
+        return 2
+    if args.update:
+        rows = [r.with_(update=args.update) for r in rows]
+    out = Path(args.out)
+    command = args.command_line
+    start = time.perf_counter()
+    records = runner.run_rows(rows, out, trials=args.trials, seed=args.seed, jobs=args.jobs, budget=args.budget,
+                              quick=args.quick, progress=not args.no_progress)  # fmt: skip
+    wall = time.perf_counter() - start
+    summary = runner.summary_record(rows, records, command=command, wall_s=wall, quick=args.quick)
+    files = report.write_outputs(summary, rows, records, out)
+    for row in summary["rows"]:
+        for ln in row["lines"]:
+            seq = ln["sequences"]
+            seq_s = "-" if seq is None else f"{seq['mean']:,.0f}"
+            paper = ln["paper"].get("mean_sequences")
+            print(f"{row['row']:>16} {ln['label']:<28} success {ln['success_pct']:5.1f}% "
+                  f"(paper {ln['paper'].get('success_pct', '-')}%), sequences {seq_s} "
+                  f"(paper {paper if paper is None else f'{paper:,}'}): {ln['verdict']}")  # fmt: skip
+    print(f"wall {wall:.1f} s; wrote {files['json']}, {files['markdown']} and {len(files['plots'])} plot(s)")
+    return 0
+
+
 def info(args) -> int:
     import lstm_ext
 
@@ -80,9 +117,24 @@ def main(argv=None) -> int:
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
+    p = sub.add_parser("reproduce", help="the 1997 paper's experiments beside its tables")
+    p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, or all")
+    p.add_argument("--T", type=int, default=None, help="only the rows of this sequence length (3a-3c, adding, multiplication)")
+    p.add_argument("--trials", type=int, default=None, help="trials per row (default: the paper's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--out", default="reproduction", help="directory for the checkpoint, JSON, report and plots")
+    p.add_argument("--jobs", type=int, default=None, help="trials run in parallel (default: one per CPU core)")
+    p.add_argument("--budget", type=int, default=None, help="training sequences before a trial counts as failed")
+    p.add_argument("--update", choices=["sequence", "step"], default=None,
+                   help="when weights change in Exps 1, 2a, 2b (default: after every step)")
+    p.add_argument("--quick", action="store_true", help="smoke run: one trial per row, tiny budgets")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=reproduce)
     p = sub.add_parser("info", help="how lstm_ext was built")
     p.set_defaults(func=info)
     args = parser.parse_args(argv)
+    args.command_line = "lstm-ext " + " ".join(sys.argv[1:] if argv is None else argv)
     return args.func(args)
 
 

@@ -1,0 +1,183 @@
+"""Our figures beside the paper's: per-row summaries, the Markdown report and the learning curves."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .rows import Row
+
+FIDELITY = "success rate at least the paper's and mean sequences to success within 2x of the paper's"
+
+
+def _stats(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {"mean": float(np.mean(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+
+
+def _one_line(row: Row, recs: list[dict], paper: dict, sequences_of=lambda r: r["sequences"], extra=None) -> dict:
+    ok = [r for r in recs if r["success"]]
+    line = {
+        "trials": len(recs),
+        "paper_trials": row.trials,
+        "success_pct": 100.0 * len(ok) / len(recs) if recs else None,
+        "sequences": _stats([sequences_of(r) for r in ok]),
+        "wall_s": float(sum(r["wall_s"] for r in recs)),
+        "ns_per_step": float(np.mean([r["ns_per_step"] for r in recs])) if recs else None,
+        "paper": paper,
+    }
+    for key in ("test_wrong", "fraction_wrong", "test_mse", "test_mae", "st1_sequences"):
+        vals = [r[key] for r in ok if key in r]
+        if vals:
+            line[key] = float(np.mean(vals))
+    if extra:
+        line |= extra
+    line["verdict"] = verdict(line)
+    return line
+
+
+def verdict(line: dict) -> str:
+    """'meets' the fidelity target, or 'misses (...)' with the reason, or 'no paper figure'."""
+    p = line["paper"]
+    if "mean_sequences" not in p or line["success_pct"] is None:
+        return "no paper figure"
+    reasons = []
+    if line["success_pct"] < p.get("success_pct", 100):
+        reasons.append(f"success {line['success_pct']:.0f}% < {p.get('success_pct', 100)}%")
+    if line["sequences"] is None:
+        reasons.append("no successful trial")
+    elif line["sequences"]["mean"] > 2 * p["mean_sequences"]:
+        reasons.append(f"{line['sequences']['mean'] / p['mean_sequences']:.1f}x the paper's sequences")
+    return "meets" if not reasons else "misses (" + "; ".join(reasons) + ")"
+
+
+def summarize_row(row: Row, recs: list[dict]) -> dict:
+    """One record per table line (Exp 5's row gives one line per n_seq threshold)."""
+    base = {"row": row.key, "experiment": row.experiment, "table": row.table, "label": row.label,
+            "weights": row.spec.num_weights, "lr": row.lr, "update": row.update, "choices": list(row.choices)}  # fmt: skip
+    if row.rule.kind == "nseq":
+        lines = []
+        for n_seq in row.rule.n_seq:
+            paper = row.paper.get("n_seq", {}).get(n_seq, {}) | {"success_pct": 100}
+            sub = []
+            for r in recs:
+                cp = r.get("n_seq", {}).get(str(n_seq))
+                sub.append({**r, "success": cp is not None, **(cp or {})})
+            line = _one_line(row, sub, paper)
+            lines.append(base | {"label": f"T = {row.key.split('-T')[1]}, n_seq = {n_seq}"} | line)
+        return base | {"lines": lines}
+    return base | {"lines": [base | _one_line(row, recs, row.paper)]}
+
+
+def _fmt(v, digits=0):
+    if v is None:
+        return "–"
+    if isinstance(v, float) and digits:
+        return f"{v:.{digits}f}"
+    return f"{v:,.0f}"
+
+
+def markdown(summary: dict) -> str:
+    """The report: one table per paper table, our figure first and the paper's in parentheses."""
+    out = ["# HS97 reproduction: our runs beside the paper's tables", ""]
+    out.append(f"- command: `{summary['command']}`")
+    out.append(f"- hardware: {summary['hardware']}")
+    out.append(f"- wall time: {summary['wall_s']:.0f} s; date: {summary['date']}")
+    if summary["quick"]:
+        out.append("- **--quick smoke run**: tiny budgets, one trial per row; not comparable with the paper.")
+    out.append(f"- fidelity target per row: {FIDELITY}.")
+    out.append("")
+    out.append("Each cell: ours (paper). Sequences: training sequences until success, mean over successful "
+               "trials [min–max].")  # fmt: skip
+    tables: dict[str, list[dict]] = {}
+    for row in summary["rows"]:
+        for line in row["lines"]:
+            tables.setdefault(row["table"], []).append(line)
+    for table, lines in tables.items():
+        out += ["", f"## {table}", ""]
+        out.append("| row | # weights | trials | success % | sequences to success | test | verdict |")
+        out.append("|---|---|---|---|---|---|---|")
+        for ln in lines:
+            p = ln["paper"]
+            seq = ln["sequences"]
+            seq_s = "–" if seq is None else f"{seq['mean']:,.0f} [{seq['min']:,.0f}–{seq['max']:,.0f}]"
+            seq_s += f" ({_fmt(p.get('mean_sequences'))})"
+            test = []
+            if "st1_sequences" in ln or "st1_sequences" in p:
+                test.append(f"ST1 after {_fmt(ln.get('st1_sequences'))} ({_fmt(p.get('st1_sequences'))})")
+            if "test_wrong" in ln or "test_wrong" in p:
+                test.append(f"wrong {_fmt(ln.get('test_wrong'), 1)} ({_fmt(p.get('test_wrong'))}) of 2560")
+            if "fraction_wrong" in ln or "fraction_wrong" in p:
+                test.append(f"fraction wrong {_fmt(ln.get('fraction_wrong'), 5)} ({_fmt(p.get('fraction_wrong'), 5)})")
+            if "mse" in p:
+                test.append(f"MSE {_fmt(ln.get('test_mse'), 4)}, MAE {_fmt(ln.get('test_mae'), 4)} (\"MSE\" {p['mse']})")
+            elif "mean_abs_error" in p:
+                test.append(f"mean abs {_fmt(ln.get('test_mae'), 4)} ({p['mean_abs_error']})")
+            out.append(
+                f"| {ln['label']} | {ln['weights']:,} ({_fmt(p.get('weights'))}) | {ln['trials']} ({ln['paper_trials']}) "
+                f"| {_fmt(ln['success_pct'])} ({_fmt(p.get('success_pct'))}) | {seq_s} | {'; '.join(test) or '–'} "
+                f"| {ln['verdict']} |"
+            )
+        choices = []
+        for row in summary["rows"]:
+            if row["table"] == table:
+                choices += [c for c in row["choices"] if c not in choices]
+        if choices:
+            out += [""] + [f"- {c}" for c in choices]
+    out += ["", "## Speed", "", "| row | trials | wall s (sum over trials) | ns per sequence step |", "|---|---|---|---|"]
+    for row in summary["rows"]:
+        for ln in row["lines"][:1]:
+            out.append(f"| {row['row']} | {ln['trials']} | {ln['wall_s']:.1f} | {_fmt(ln['ns_per_step'])} |")
+    return "\n".join(out) + "\n"
+
+
+def plot_curves(rows: list[Row], records: list[dict], out: Path) -> list[Path]:
+    """One PNG per experiment: mean squared error at the end of the training sequences against
+    training sequences, one line per trial, one panel per row."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    by_exp: dict[str, list[Row]] = {}
+    for row in rows:
+        by_exp.setdefault(row.experiment, []).append(row)
+    for exp, exp_rows in by_exp.items():
+        cols = min(3, len(exp_rows))
+        nrows = (len(exp_rows) + cols - 1) // cols
+        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.2 * nrows), squeeze=False)
+        for ax, row in zip(axes.flat, exp_rows):
+            for rec in (r for r in records if r["row"] == row.key):
+                pts = np.asarray(rec["curve"], dtype=float)
+                if len(pts):
+                    ax.plot(pts[:, 0], np.maximum(pts[:, 1], 1e-8), lw=0.8, alpha=0.8)
+            if "mean_sequences" in row.paper:
+                ax.axvline(row.paper["mean_sequences"], color="k", ls="--", lw=0.8, label="paper: mean success")
+                ax.legend(fontsize=7)
+            ax.set_xscale("symlog", linthresh=1000)
+            ax.set_yscale("log")
+            ax.set_title(f"{row.table}: {row.label}", fontsize=8)
+            ax.set_xlabel("training sequences", fontsize=7)
+            ax.set_ylabel("MSE at the sequence end", fontsize=7)
+            ax.tick_params(labelsize=6)
+        for ax in list(axes.flat)[len(exp_rows) :]:
+            ax.axis("off")
+        fig.tight_layout()
+        path = out / f"curves_{exp}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def write_outputs(summary: dict, rows: list[Row], records: list[dict], out: Path) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "report.md").write_text(markdown(summary))
+    pngs = plot_curves(rows, records, out)
+    return {"json": out / "results.json", "markdown": out / "report.md", "plots": pngs}

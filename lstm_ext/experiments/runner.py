@@ -1,0 +1,174 @@
+"""Run table rows: trials in parallel worker processes, a checkpoint line after every finished trial,
+then the records, the report beside the paper's tables, and the learning curves.
+
+The checkpoint is ``<out>/trials.jsonl``: one JSON line per finished trial, appended and fsync'ed.
+A run that is interrupted (even by ``kill -9``) and started again with the same ``--out`` reads it,
+skips the finished trials and runs the rest; a torn last line is ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from .protocol import run_trial
+from .rows import Row
+
+QUICK_BUDGET = 2000  # training sequences per trial in --quick smoke runs
+QUICK_TEST = 256
+
+
+def hardware() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+
+
+def load_checkpoint(path: Path) -> dict:
+    """{(row, trial, seed, budget): record} of the finished trials in ``path``."""
+    done = {}
+    if not path.exists():
+        return done
+    with open(path) as f:
+        for line in f:
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line torn by an interruption
+            done[(rec["row"], rec["trial"], rec["seed"], rec["budget"])] = rec
+    return done
+
+
+def _append(path: Path, record: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _expected_cost(row: Row, budget: int) -> float:
+    """Sequence steps a trial is expected to take (for the progress bar's ETA)."""
+    sequences = min(row.paper.get("mean_sequences", budget), budget)
+    return max(sequences * row.mean_length, 1.0)
+
+
+def _worker(task):
+    row, trial, seed, budget = task
+    torch.set_num_threads(1)
+    return run_trial(row, trial, seed=seed, budget=budget)
+
+
+def run_rows(
+    rows: list[Row],
+    out: Path,
+    trials: int | None = None,
+    seed: int = 0,
+    jobs: int | None = None,
+    budget: int | None = None,
+    quick: bool = False,
+    progress: bool = True,
+) -> list[dict]:
+    """Run every trial of ``rows`` that ``out`` has not finished yet; return all their records."""
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = out / "trials.jsonl"
+    if quick:
+        rows = [r.with_(final_test=min(r.final_test, QUICK_TEST), rule=_quick_rule(r)) for r in rows]
+        budget = QUICK_BUDGET if budget is None else budget
+    plan = []
+    for row in rows:
+        b = row.budget if budget is None else budget
+        for t in range(trials if trials is not None else (1 if quick else row.trials)):
+            plan.append((row, t, seed, b))
+    done = load_checkpoint(ckpt)
+    todo = [task for task in plan if (task[0].key, task[1], task[2], task[3]) not in done]
+    cost = {id(task): _expected_cost(task[0], task[3]) for task in todo}
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
+    if done and todo:
+        print(f"resuming: {len(plan) - len(todo)} of {len(plan)} trials already finished in {ckpt}")
+    bar = _progress_bar(sum(cost.values()), len(todo), progress)
+    # longest first, so the tail of the run is not one long trial on one core
+    todo.sort(key=lambda task: -cost[id(task)])
+    def finished(task, rec):
+        _append(ckpt, rec)
+        done[(rec["row"], rec["trial"], rec["seed"], rec["budget"])] = rec
+        bar.update(cost[id(task)], rec)
+
+    if jobs == 1:
+        for task in todo:
+            finished(task, _worker(task))
+    elif todo:
+        with mp.get_context("spawn").Pool(jobs) as pool:
+            for task, rec in _unordered(pool, todo):
+                finished(task, rec)
+    bar.close()
+    return [done[(t[0].key, t[1], t[2], t[3])] for t in plan]
+
+
+def _unordered(pool, todo):
+    """(task, record) as trials finish, in any order."""
+    results = pool.imap_unordered(_indexed_worker, list(enumerate(todo)))
+    for i, rec in results:
+        yield todo[i], rec
+
+
+def _indexed_worker(item):
+    i, task = item
+    return i, _worker(task)
+
+
+def _quick_rule(row: Row):
+    from dataclasses import replace
+
+    r = row.rule
+    return replace(r, test_size=min(r.test_size, QUICK_TEST))
+
+
+class _progress_bar:
+    """A tqdm bar over expected sequence steps (so its ETA weighs long trials right)."""
+
+    def __init__(self, total_cost: float, n_trials: int, enabled: bool):
+        self.n = 0
+        self.n_trials = n_trials
+        self.bar = None
+        if enabled and n_trials:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total_cost, unit="step", unit_scale=True, desc=f"trials 0/{n_trials}",
+                            bar_format="{desc} |{bar}| {percentage:3.0f}% [{elapsed}<{remaining}]")  # fmt: skip
+
+    def update(self, cost: float, rec: dict):
+        self.n += 1
+        if self.bar is not None:
+            self.bar.set_description(f"trials {self.n}/{self.n_trials} (last: {rec['row']} #{rec['trial']})")
+            self.bar.update(cost)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def summary_record(rows: list[Row], records: list[dict], *, command: str, wall_s: float, quick: bool) -> dict:
+    """The run as one JSON document: per row, our figures beside the paper's."""
+    from .report import summarize_row
+
+    return {
+        "command": command,
+        "hardware": hardware(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "wall_s": wall_s,
+        "quick": quick,
+        "rows": [summarize_row(row, [r for r in records if r["row"] == row.key]) for row in rows],
+    }
