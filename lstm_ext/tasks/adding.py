@@ -78,7 +78,9 @@ _DOC_COMMON = """
 """
 
 
-def adding(n: int, rng: np.random.Generator, T: int = 100, *, first_pair_value: float | None = 0.0) -> Batch:  # noqa: N803
+def adding(
+    n: int, rng: np.random.Generator, T: int = 100, *, first_pair_value: float | None = 0.0  # noqa: N803
+) -> Batch:
     """Experiment 4, the adding problem (section 5): 2 inputs, 1 output.
 
     * Values (``x[..., 0]``): uniform in [-1, 1].

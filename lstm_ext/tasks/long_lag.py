@@ -104,9 +104,11 @@ def very_long_lag(
       the reading that matches the printed ``q + 14``: one distractor is always appended after the prefix
       before the 9/10 loop (``k >= 1``), at the cost of a shortest length of ``q + 5`` and a minimal lag
       of ``q + 2``.
-    * Distractor subscripts. The paper prints ``1 <= i <= q``; only ``a_1 .. a_p`` exist (``q > p`` in
-      most rows of Table 3, where q/p is "occurrences per distractor"), so the default draws from all
-      ``p`` distractors. ``distractor_bound=m`` (``1 <= m <= p``) draws from ``a_1 .. a_m`` only;
+    * Distractor subscripts. The paper prints ``1 <= i <= q``, but only ``a_1 .. a_p`` exist and four
+      rows of Table 3 have ``q > p`` (its q/p column counts occurrences per distractor), so the printed
+      bound cannot be meant literally; the default draws uniformly from all ``p`` distractors. Every
+      (q, p) of Table 3 has ``q >= p``, where the two readings coincide; they differ only for
+      ``q < p``. ``distractor_bound=m`` (``1 <= m <= p``) draws from ``a_1 .. a_m`` only, so
       ``distractor_bound=q`` (possible when ``q <= p``) is the literal printed bound.
 
     Extras: ``extra["label"]`` (0 = x, 1 = y), ``extra["final_step"]`` (the step whose input is ``e``
