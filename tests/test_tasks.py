@@ -525,7 +525,7 @@ def test_3c_target_noise_large_sample():
 
 
 def test_3_long_T_and_N1():
-    b = noisy_two_sequence(500, rng(14), T=1000, N=1, variant="a")
+    b = noisy_two_sequence(2000, rng(14), T=1000, N=1, variant="a")
     check_range_with_ends(b.lengths, 1000, 1100)
     label = b.extra["label"]
     np.testing.assert_array_equal(b.x[:, 0, 0], np.where(label == 0, 1.0, -1.0))
@@ -581,7 +581,7 @@ def _marker_checks(b, T, n):
 
 @pytest.mark.parametrize("T", [100, 500])
 def test_4_adding(T):
-    n = 4000 if T == 100 else 1000
+    n = 4000 if T == 100 else 6000  # T=500: enough draws that i2 = 0 and i2 = T/2-2 both occur
     b = adding(n, rng(15), T=T)
     values, x1, x2, first_marked, free, p_first = _marker_checks(b, T, n)
     assert free.min() >= -1 and free.max() <= 1
