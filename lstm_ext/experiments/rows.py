@@ -371,7 +371,7 @@ def select_rows(experiment: str, T: int | None = None) -> list[Row]:
     rows = [r for r in all_rows() if name == "all" or r.experiment == name]
     if T is None:
         return rows
-    kept = [r for r in rows if f"-T{T}" in r.key]
+    kept = [r for r in rows if f"-T{T}-" in r.key + "-"]
     if kept:
         return kept
     if name == "adding":

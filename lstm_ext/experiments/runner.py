@@ -20,7 +20,7 @@ import torch
 from .protocol import run_trial
 from .rows import Row
 
-QUICK_BUDGET = 2000  # training sequences per trial in --quick smoke runs
+QUICK_BUDGET = 10_000  # training sequences per trial in --quick smoke runs
 QUICK_TEST = 256
 
 
@@ -96,8 +96,8 @@ def run_rows(
     todo = [task for task in plan if (task[0].key, task[1], task[2], task[3]) not in done]
     cost = {id(task): _expected_cost(task[0], task[3]) for task in todo}
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
-    if done and todo:
-        print(f"resuming: {len(plan) - len(todo)} of {len(plan)} trials already finished in {ckpt}")
+    if len(todo) < len(plan):
+        print(f"resuming: {len(plan) - len(todo)} of {len(plan)} trials already finished in {ckpt}", flush=True)
     bar = _progress_bar(sum(cost.values()), len(todo), progress)
     # longest first, so the tail of the run is not one long trial on one core
     todo.sort(key=lambda task: -cost[id(task)])

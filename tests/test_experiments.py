@@ -1,0 +1,128 @@
+"""The HS97 reproduction: table rows, stopping rules, the checkpointed runner and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from lstm_ext.experiments import all_rows, run_trial, select_rows
+from lstm_ext.experiments.protocol import _runs
+from lstm_ext.experiments.report import verdict
+
+CLI = [sys.executable, "-m", "lstm_ext"]
+
+
+def test_every_row_has_the_papers_weight_count_and_trial_count():
+    rows = all_rows()
+    counts = {r.key: r.spec.num_weights for r in rows}
+    assert counts["1-4x1-lr0.1"] == 264 and counts["1-3x2-lr0.1"] == 276
+    assert counts["2a-p100"] == counts["2b-p100"] == 10_504
+    assert [counts[f"2c-q{q}-p{p}"] for q, p in [(50, 50), (100, 100), (200, 200), (500, 500), (1000, 1000)]] == [
+        364, 664, 1264, 3064, 6064]  # fmt: skip
+    assert all(counts[k] == 102 for k in counts if k.startswith("3"))
+    assert counts["4-T100"] == counts["5-T100"] == 93
+    assert counts["6a"] == 156 and counts["6b"] == 308
+    for r in rows:
+        if "weights" in r.paper:
+            assert r.spec.num_weights == r.paper["weights"], r.key
+    trials = {r.experiment: r.trials for r in rows}
+    assert trials == {"reber": 30, "2a": 18, "2b": 18, "2c": 20, "3a": 10, "3b": 10, "3c": 10, "adding": 10,
+                      "multiplication": 10, "6a": 20, "6b": 10}  # fmt: skip
+    assert len(rows) == 5 + 2 + 9 + 6 + 2 + 3 + 1 + 2
+
+
+def test_select_rows():
+    assert [r.key for r in select_rows("adding", 100)] == ["4-T100"]
+    assert [r.key for r in select_rows("4")] == ["4-T100", "4-T500", "4-T1000"]
+    assert select_rows("adding", 200)[0].key == "4-T200"  # a length the paper did not run
+    with pytest.raises(ValueError, match="unknown experiment"):
+        select_rows("7")
+    with pytest.raises(ValueError, match="no row with T"):
+        select_rows("6a", 100)
+
+
+def test_runs_of_correct_sequences():
+    ok = np.array([1, 1, 0, 1, 1, 1, 0, 1], dtype=bool)
+    assert _runs(ok, 5).tolist() == [6, 7, 0, 1, 2, 3, 0, 1]
+    assert _runs(np.ones(3, dtype=bool), 0).tolist() == [1, 2, 3]
+
+
+def test_verdict():
+    line = {"paper": {"mean_sequences": 1000, "success_pct": 100}, "success_pct": 100.0,
+            "sequences": {"mean": 1900.0, "min": 1, "max": 2}}  # fmt: skip
+    assert verdict(line) == "meets"
+    line["sequences"]["mean"] = 2100.0
+    assert verdict(line).startswith("misses (2.1x")
+    line["success_pct"] = 90.0
+    assert "success 90% < 100%" in verdict(line)
+
+
+def test_streak_stop_is_exact_and_deterministic():
+    """A trial stops at the sequence where the rule first holds, and the tested net is that net."""
+    row = select_rows("adding", 100)[0].with_(rule=select_rows("adding", 100)[0].rule.__class__(
+        "streak", threshold=0.5, window=10, on="last"), final_test=64)  # fmt: skip
+    a = run_trial(row, 0, seed=3, budget=5000)
+    b = run_trial(row, 0, seed=3, budget=5000)
+    assert a["success"] and a["sequences"] >= 10
+    assert a["sequences"] % 256 != 0  # stopped inside a chunk, not at its end
+    for key in ("sequences", "steps", "test_wrong", "test_mse", "curve"):
+        assert a[key] == b[key]
+
+
+def test_reber_trial_learns_the_grammar():
+    row = select_rows("reber")[4]  # 3 blocks x 2, lr 0.5: the paper's fastest row (8,440 sequences)
+    rec = run_trial(row, 0, seed=0, budget=60_000)
+    assert rec["success"], rec["sequences"]
+
+
+def test_quick_reproduction_of_every_experiment(tmp_path):
+    """The CI smoke run: every row, one trial, a tiny budget; JSON, Markdown and plots are written."""
+    start = time.perf_counter()
+    proc = subprocess.run([*CLI, "reproduce", "all", "--quick", "--out", str(tmp_path), "--no-progress"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert time.perf_counter() - start < 120
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["quick"] and len(summary["rows"]) == len(all_rows())
+    report = (tmp_path / "report.md").read_text()
+    for table in ("Table 1", "Table 2", "Table 3", "Table 4", "Table 5", "Table 6", "Table 7", "Table 8", "Table 9"):
+        assert f"## {table}" in report
+    assert len(list(tmp_path.glob("curves_*.png"))) == 11
+    assert len((tmp_path / "trials.jsonl").read_text().splitlines()) == len(all_rows())
+
+
+def test_kill_9_loses_no_finished_trial(tmp_path):
+    args = [*CLI, "reproduce", "6a", "--trials", "6", "--jobs", "1", "--budget", "20000", "--out", str(tmp_path),
+            "--no-progress"]  # fmt: skip
+    ckpt = tmp_path / "trials.jsonl"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not ckpt.exists() or len(ckpt.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = ckpt.read_text().splitlines()
+    assert 2 <= len(finished) < 6, "the run must be interrupted in the middle"
+    before = {(r["trial"]): r for r in map(json.loads, finished)}
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"resuming: {len(finished)} of 6 trials already finished" in proc.stdout
+    after = [json.loads(line) for line in ckpt.read_text().splitlines()]
+    assert sorted(r["trial"] for r in after) == list(range(6))  # each trial exactly once
+    for r in after:
+        if r["trial"] in before:
+            assert r == before[r["trial"]]  # not run again
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "resuming: 6 of 6" in again.stdout and len(ckpt.read_text().splitlines()) == 6
+
+
+def test_cli_rejects_bad_arguments(tmp_path):
+    p = subprocess.run([*CLI, "reproduce", "nope", "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "unknown experiment" in p.stderr
+    p = subprocess.run([*CLI, "reproduce", "6a", "--T", "100", "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
+    assert p.returncode == 2 and "no row with T = 100" in p.stderr
