@@ -76,6 +76,8 @@ def reproduce(args) -> int:
         return 2
     if args.update:
         rows = [r.with_(update=args.update) for r in rows]
+    if args.gradient != "truncated":
+        rows = [r.with_(gradient=args.gradient, key=r.key + "-full") for r in rows]
     out = Path(args.out)
     command = args.command_line
     start = time.perf_counter()
@@ -128,6 +130,9 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=int, default=None, help="training sequences before a trial counts as failed")
     p.add_argument("--update", choices=["sequence", "step"], default=None,
                    help="when weights change in Exps 1, 2a, 2b (default: after every step)")
+    p.add_argument("--gradient", choices=["truncated", "full"], default="truncated",
+                   help="the 1997 truncated gradient (in the fused training op), or the full gradient (BPTT "
+                        "through autograd, one sequence per call: much slower)")
     p.add_argument("--quick", action="store_true", help="smoke run: one trial per row, tiny budgets")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)

@@ -180,7 +180,8 @@ def test_full_gradient_option_matches_autograd():
     Wh, Wo, Mh, Mo = net.Wh, net.Wo, net.Mh, net.Mo
     for i in range(2):
         Wh, Wo, _, _ = ref_sgd_step(spec, Wh, Wo, Mh, Mo, take(batch, i), 0.3, truncate=False)
-    net.train_full_gradient(batch, 0.3)
+    stats = net.train_full_gradient(batch, 0.3)
+    assert stats.loss.shape == (2,) and (stats.loss > 0).all()
     torch.testing.assert_close(net.Wh, Wh)
     torch.testing.assert_close(net.Wo, Wo)
     truncated = new_net(spec)

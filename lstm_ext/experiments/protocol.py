@@ -92,6 +92,34 @@ def final_test(net: PaperNet, row: Row, rng: np.random.Generator, size: int) -> 
     return {"test_size": size, "test_wrong": wrong, "test_mse": sq / n, "test_mae": ab / n}
 
 
+class _CellGrower:
+    """HS97's sequential construction (Exp 2): the cells' connections to the outputs start absent and
+    are added once the mean error of a chunk is no longer 1 % below the previous chunk's."""
+
+    def __init__(self, net: PaperNet, row: Row, generator: torch.Generator):
+        self.net, self.row, self.generator = net, row, generator
+        self.cells = slice(0, row.spec.n_cells)
+        self.mask = net.Mo[:, self.cells].clone()
+        net.Mo[:, self.cells] = 0
+        net.Wo[:, self.cells] = 0
+        self.previous = None
+        self.done = False
+
+    def after_chunk(self, mean_loss: float, seen: int) -> bool:
+        if self.done:
+            return False
+        stalled = self.previous is not None and mean_loss > 0.99 * self.previous
+        self.previous = mean_loss
+        if not stalled:
+            return False
+        net = self.net
+        w = (torch.rand(self.mask.shape, generator=self.generator, dtype=torch.float64) * 2 - 1) * self.row.init_range
+        net.Mo[:, self.cells] = self.mask
+        net.Wo[:, self.cells] = (w * self.mask).to(net.dtype)
+        self.done = True
+        return True
+
+
 def _runs(ok: np.ndarray, before: int) -> np.ndarray:
     """Consecutive correct sequences ending at each one (``before``: the run before this chunk)."""
     i = np.arange(len(ok))
@@ -113,7 +141,8 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
     )
     budget = row.budget if budget is None else budget
     rule = row.rule
-    record = {"row": row.key, "trial": trial, "seed": seed, "budget": budget, "weights": net.num_weights}
+    record = {"row": row.key, "trial": trial, "seed": seed, "budget": budget, "weights": net.num_weights,
+              "update": row.update, "gradient": row.gradient}
     curve = _Curve()
     seen = 0
     steps = 0
@@ -121,6 +150,8 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
     def train(batch):
         nonlocal steps
         steps += int(batch.lengths.sum())
+        if row.gradient == "full":
+            return net.train_full_gradient(batch, row.lr)
         return net.train(batch, row.lr, update=row.update)
 
     if rule.kind == "reber":
@@ -141,6 +172,7 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
         record |= {"success": success is not None, "sequences": success if success is not None else seen}
 
     elif rule.kind in ("streak", "nseq"):
+        grow = _CellGrower(net, row, init_gen) if row.grow_cell else None
         window = rule.window
         tail_ok = np.zeros(0, dtype=bool)
         tail_sq = np.zeros(0)
@@ -157,6 +189,8 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
             ok = _ok(err, rule)
             sq = _squared_error(stats, batch)
             curve.add(seen + n, sq, ok)
+            if grow is not None and grow.after_chunk(float(stats.loss.double().mean()), seen + n):
+                record["cells_added_after"] = seen + n
             hit = None
             if rule.kind == "streak":
                 run = _runs(ok, streak)

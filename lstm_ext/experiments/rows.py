@@ -62,6 +62,8 @@ class Row:
     input_gate_bias: object = "r"
     output_gate_bias: object = "r"
     update: str = "sequence"  # weight changes once per sequence, or after every step with error
+    gradient: str = "truncated"  # the 1997 learning rule, or "full" (BPTT; HS97 Sec. 6)
+    grow_cell: bool = False  # Exps 2a/2b: the cells join the net only when the error stops falling
     budget: int = 5_000_000  # training sequences before a trial counts as failed
     final_test: int = 2560  # fresh sequences tested after success (0: none)
     mean_length: float = 100.0  # for the ETA
@@ -123,8 +125,9 @@ def _long_lag_rows() -> list[Row]:
     rows = []
     spec2 = PaperNetSpec(101, 101, 1, 1, connectivity="B", bias="none", output_gate=False, squash="sigmoid_identity")
     sequential = (
-        "The paper adds the cell and its input gate only when the error stops falling (sequential "
-        "construction); we start with them."
+        "Sequential construction (HS97's remedy for the abuse problem): the net starts without the cell's "
+        "connections to the outputs; they are added (uniform in [-0.2, 0.2]) after the first chunk of 256 "
+        "training sequences whose mean error is not 1 % below the previous chunk's."
     )
     for exp, gen, on, after in [
         ("2a", tasks.two_sequence_local, "all", 5_040),
@@ -144,6 +147,7 @@ def _long_lag_rows() -> list[Row]:
                 trials=18,
                 paper={"weights": 10_504, "success_pct": 100, "mean_sequences": after},
                 update="step",
+                grow_cell=True,
                 final_test=0,
                 mean_length=101,
                 choices=(

@@ -282,25 +282,38 @@ class PaperNet:
         ``truncate``: the 1997 learning rule -- r_{t-1} enters the net inputs as a constant."""
         return forward_ref(self.spec, self.Wh if Wh is None else Wh, self.Wo if Wo is None else Wo, batch, truncate)
 
-    def train_full_gradient(self, batch, lr: float) -> torch.Tensor:
+    def train_full_gradient(self, batch, lr: float) -> Stats:
         """On-line training with the full (untruncated) gradient, one weight change per sequence.
 
-        HS97 Sec. 6 reports that a few such runs made no significant difference. This runs through
-        autograd, one sequence per call: much slower than ``train``. Returns the per-sequence losses."""
-        losses = []
-        for i in range(len(batch.lengths)):
+        HS97 Sec. 6 reports that a few such runs made no significant difference. Back-propagation
+        through time on the fused recurrence op (``forward_fused``; ``forward_ref`` for nets without
+        output gates, Exps 2a/2b, whose "B" connectivity has no recurrent weights: there both
+        gradients are the same), one sequence per call: slower than ``train``. Returns the same
+        per-sequence statistics, from the forward pass each change was computed on."""
+        n = len(batch.lengths)
+        O = self.spec.outputs
+        loss_all, err_max, err_last = (torch.zeros(n, dtype=self.dtype) for _ in range(3))
+        y_last = torch.zeros(n, O, dtype=self.dtype)
+        forward = forward_fused if self.spec.output_gate else forward_ref
+        for i in range(n):
             one = _take(batch, [i])
             Wh = self.Wh.clone().requires_grad_(True)
             Wo = self.Wo.clone().requires_grad_(True)
-            _, _, _, targets, mask = self._tensors(one)
-            y = forward_ref(self.spec, Wh, Wo, one, truncate=False)
+            _, _, lengths, targets, mask = self._tensors(one)
+            y = forward(self.spec, Wh, Wo, one, truncate=False)
             loss = 0.5 * (mask[..., None] * (targets - y) ** 2).sum()
             loss.backward()
             with torch.no_grad():
                 self.Wh = (self.Wh - lr * Wh.grad * self.Mh).contiguous()
                 self.Wo = (self.Wo - lr * Wo.grad * self.Mo).contiguous()
-            losses.append(loss.detach())
-        return torch.stack(losses) if losses else torch.zeros(0, dtype=self.dtype)
+                err = ((targets - y).abs() * (mask[..., None] > 0))[0]  # (T, O)
+                steps = torch.nonzero(mask[0] > 0).flatten()
+                loss_all[i] = loss
+                err_max[i] = err.max() if err.numel() else 0
+                err_last[i] = err[steps[-1]].max() if len(steps) else 0
+                if int(lengths[0]) > 0:
+                    y_last[i] = y[0, int(lengths[0]) - 1]
+        return Stats(loss_all, err_max, err_last, y_last, None)
 
 
 def _take(batch, idx: Sequence[int]):
@@ -326,6 +339,28 @@ def _dense_inputs(spec: PaperNetSpec, batch, dtype) -> torch.Tensor:
     valid = idx >= 0
     x[valid] = torch.nn.functional.one_hot(idx[valid], spec.inputs).to(dtype)
     return x
+
+
+def forward_fused(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, truncate: bool = True) -> torch.Tensor:
+    """``forward_ref`` on the fused recurrence op (``lstm_ext.ops.recurrence``, feedback "all"): outputs
+    (n, T, O), differentiable in Wh and Wo. Needs output gates (every net but Exps 2a/2b's)."""
+    from ..config import CellConfig
+    from ..ops import recurrence
+
+    if not spec.output_gate:
+        raise ValueError("forward_fused needs a net with output gates; use forward_ref")
+    x = _dense_inputs(spec, batch, Wh.dtype)  # (n, T, I)
+    lengths = torch.as_tensor(batch.lengths).long()
+    n, T, I = x.shape
+    cfg = CellConfig(forget_gate=spec.forget_gate, block_size=spec.block_size, feedback="all", squash=spec.squash,
+                     truncate=truncate)  # fmt: skip
+    A = (x @ Wh[:, :I].T + Wh[:, -1]).transpose(0, 1)  # (T, n, H)
+    U = Wh[:, I : I + spec.rec_size]
+    y_c, _, _ = recurrence(A.contiguous(), U, x.new_zeros(n, spec.rec_size), x.new_zeros(n, spec.n_cells), cfg, lengths)
+    src = torch.cat([y_c.transpose(0, 1), x, x.new_ones(n, T, 1)], dim=2)
+    y = torch.sigmoid(src @ Wo.T)
+    valid = (torch.arange(T)[None, :] < lengths[:, None])[..., None]
+    return torch.where(valid, y, torch.zeros_like(y))
 
 
 def forward_ref(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, truncate: bool = True) -> torch.Tensor:
