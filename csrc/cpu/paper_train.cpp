@@ -1,40 +1,136 @@
 // On-line training of the paper networks (see paper_train.h for the network and the learning rule).
 //
-// The nets are tiny (2-16 hidden rows), so everything is a short loop over one step's vectors; weights
-// are kept transposed (source-major) so that each source column updates a contiguous run of rows.
-// One-hot inputs touch one input column per step: net inputs, sensitivities and weight changes visit
-// only the active columns, so a step of Exp 2c costs the same for 50 and 1000 distractor symbols.
+// The nets are tiny (2-8 cells), and a step is a chain of dependent operations, so the kernel is laid
+// out for short latency rather than for throughput:
+//  - the hidden rows are kept per cell: row group g (input gate, cell input, output gate, forget gate)
+//    holds one lane per cell, a block's gate row repeated for each of its S cells. One step is then a
+//    handful of whole-register operations (no gathers); the copies of a gate row get the same change.
+//  - weights are kept transposed (source-major): each source column updates a run of lanes.
+//  - one-hot inputs touch one input column per step: net inputs, sensitivities and weight changes
+//    visit only the active columns, so a step of Exp 2c costs the same for 50 and 1000 symbols.
+//  - every squash is a scaled tanh, f(a) = mul * tanh(pre * a) + add; for float a rational tanh.
+//  - the lane arithmetic is written with vector types (GCC/Clang vector extensions): the compiler's
+//    auto-vectoriser leaves these short fixed loops scalar.
 #include "paper_train.h"
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
 #include <vector>
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"  // 64-byte double vectors in inline helpers only
+#endif
 
 namespace lstm_ext::cpu {
 
 namespace {
 
-constexpr int kLanes = 8;  // rows and cells are padded to whole AVX registers of float
+// 64-byte aligned storage: every lane vector starts a cache line (no split loads).
+template <typename T>
+struct Aligned {
+  using value_type = T;
+  Aligned() = default;
+  template <typename U>
+  Aligned(const Aligned<U>&) {}
+  T* allocate(size_t n) {
+    void* p = std::aligned_alloc(64, (n * sizeof(T) + 63) / 64 * 64);
+    if (p == nullptr) throw std::bad_alloc();
+    return static_cast<T*>(p);
+  }
+  void deallocate(T* p, size_t) { std::free(p); }
+  template <typename U>
+  bool operator==(const Aligned<U>&) const {
+    return true;
+  }
+};
+template <typename T>
+using Vec = std::vector<T, Aligned<T>>;
+
+constexpr int kLanes = 8;  // cells are padded to whole AVX registers of float
+
 inline int padded(int n) { return (n + kLanes - 1) / kLanes * kLanes; }
 
-// Every squash of the paper nets is a scaled logistic: f(a) = mul * sigmoid(pre * a) + add
-// (gates: sigmoid; paper g = 4 sigmoid - 2 = 2 tanh(x/2), h = 2 sigmoid - 1; tanh(x) = 2 sigmoid(2x) - 1),
-// except the identity h of Exps 2a/2b. Its derivative in terms of its value v:
-//   f' = pre * (v - add) * (mul - (v - add)) / mul.
-struct Logistic {
-  float pre, mul, add;
+// Whole-register lane arithmetic on n = a multiple of 8 lanes (GCC/Clang vector extensions: the
+// auto-vectoriser leaves these short fixed loops scalar).
+typedef float V8f __attribute__((vector_size(32)));
+typedef double V8d __attribute__((vector_size(64)));
+template <typename T>
+struct V8Of;
+template <>
+struct V8Of<float> {
+  using type = V8f;
 };
-inline Logistic squash_g_logistic(Squash q) {
-  if (q == Squash::Paper) return {1.f, 4.f, -2.f};
-  if (q == Squash::Tanh) return {2.f, 2.f, -1.f};
-  return {1.f, 1.f, 0.f};
+template <>
+struct V8Of<double> {
+  using type = V8d;
+};
+template <typename T>
+using V8 = typename V8Of<T>::type;
+template <typename T>
+inline V8<T> load8(const T* p) {
+  V8<T> v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
 }
-inline Logistic squash_h_logistic(Squash q) {
-  if (q == Squash::Paper) return {1.f, 2.f, -1.f};
-  return {2.f, 2.f, -1.f};  // tanh (the identity h is handled apart)
+template <typename T>
+inline void store8(T* p, V8<T> v) {
+  std::memcpy(p, &v, sizeof v);
+}
+// y += a * x
+template <typename T>
+inline void axpy(T* y, const T* x, T a, int n) {
+  for (int l = 0; l < n; l += 8) store8(y + l, load8(y + l) + a * load8(x + l));
+}
+// y *= x
+template <typename T>
+inline void scale_by(T* y, const T* x, int n) {
+  for (int l = 0; l < n; l += 8) store8(y + l, load8(y + l) * load8(x + l));
 }
 
-template <typename T>
+// tanh on a register of lanes: for float a [13/6] rational approximation (|error| < 4e-7 on the clamped
+// range; beyond it tanh is 1 to float precision), which has a short dependency chain; double uses the
+// C library's.
+inline V8f tanh8(V8f x) {
+  const float c = 7.90531110763549805f;
+  x = x < -c ? -c : (x > c ? c : x);
+  const V8f x2 = x * x;
+  V8f p = -2.76076847742355e-16f * x2 + 2.00018790482477e-13f;
+  p = p * x2 + -8.60467152213735e-11f;
+  p = p * x2 + 5.12229709037114e-08f;
+  p = p * x2 + 1.48572235717979e-05f;
+  p = p * x2 + 6.37261928875436e-04f;
+  p = p * x2 + 4.89352455891786e-03f;
+  V8f q = 1.19825839466702e-06f * x2 + 1.18534705686654e-04f;
+  q = q * x2 + 2.26843463243900e-03f;
+  q = q * x2 + 4.89352518554385e-03f;
+  return p * x / q;
+}
+inline V8d tanh8(V8d x) {
+  for (int l = 0; l < 8; ++l) x[l] = std::tanh(x[l]);
+  return x;
+}
+
+// A squash as a scaled tanh: f(a) = mul * tanh(pre * a) + add, with f' = pre * mul * (1 - u^2),
+// u = (f - add) / mul. sigmoid(a) = 0.5 tanh(a / 2) + 0.5; the paper's g = 2 tanh(a / 2), h = tanh(a / 2).
+struct Squasher {
+  double pre, mul, add;
+};
+constexpr Squasher kSigmoid{0.5, 0.5, 0.5};
+inline Squasher squash_g_of(Squash q) {
+  if (q == Squash::Paper) return {0.5, 2.0, 0.0};
+  if (q == Squash::Tanh) return {1.0, 1.0, 0.0};
+  return kSigmoid;
+}
+inline Squasher squash_h_of(Squash q) {
+  if (q == Squash::Paper) return {0.5, 1.0, 0.0};
+  return {1.0, 1.0, 0.0};  // tanh (the identity h is handled apart)
+}
+
+// CP > 0: the padded cell count known at compile time (the lane loops unroll); 0: at run time.
+template <typename T, int CP>
 class PaperTrainer {
  public:
   explicit PaperTrainer(const PaperTrainArgs<T>& p)
@@ -48,62 +144,62 @@ class PaperTrainer {
         K_(d_.cols()),
         O_(d_.outputs),
         Ko_(d_.out_cols()),
-        Hp_(padded(H_)),
-        Cp_(padded(C_)),
+        Cp_(CP > 0 ? CP : padded(C_)),
         Op_(padded(O_)),
-        h_identity_(d_.squash == Squash::SigmoidIdentity),
-        WhT_(size_t(K_ + 1) * Hp_, T(0)),
-        MhT_(size_t(K_ + 1) * Hp_, T(0)),
-        dWhT_(size_t(K_ + 1) * Hp_, T(0)),
-        WoT_(size_t(Ko_) * Op_, T(0)),
-        MoT_(size_t(Ko_) * Op_, T(0)),
-        dWoT_(size_t(Ko_) * Op_, T(0)),
-        Sz_(size_t(K_ + 1) * Cp_, T(0)),
-        Si_(size_t(K_ + 1) * Cp_, T(0)),
-        Sf_(d_.forget_gate ? size_t(K_ + 1) * Cp_ : 0, T(0)),
-        src_(K_ + 1, T(0)),
-        active_(K_),
-        pre_(Hp_, T(0)),
-        mul_(Hp_, T(0)),
-        add_(Hp_, T(0)),
-        act_(Hp_, T(0)),
-        cell_block_(Cp_, 0),
-        iota_c_(Cp_, T(0)),
-        phi_c_(Cp_, T(1)),
-        omega_c_(Cp_, T(1)),
-        s_(Cp_, T(0)),
-        s_new_(Cp_, T(0)),
-        h_(Cp_, T(0)),
-        yc_(Cp_, T(0)),
-        kz_(Cp_, T(0)),
-        ki_(Cp_, T(0)),
-        kf_(Cp_, T(0)),
-        ds_(Cp_, T(0)),
-        dyc_(Cp_, T(0)),
-        dom_(nb_, T(0)),
-        yo_(Op_, T(0)),
-        e_(Op_, T(0)) {
-    for (int r = 0; r < H_; ++r)
+        gO_(d_.output_gate ? 2 : -1),
+        gF_(d_.forget_gate ? (d_.output_gate ? 3 : 2) : -1),
+        ng_(2 + int(d_.output_gate) + int(d_.forget_gate)),
+        Hp_(ng_ * Cp_),
+        h_identity_(d_.squash == Squash::SigmoidIdentity) {
+    WhT_.assign(size_t(K_ + 1) * Hp_, T(0));
+    MhT_.assign(size_t(K_ + 1) * Hp_, T(0));
+    dWhT_.assign(size_t(K_ + 1) * Hp_, T(0));
+    WoT_.assign(size_t(Ko_) * Op_, T(0));
+    MoT_.assign(size_t(Ko_) * Op_, T(0));
+    dWoT_.assign(size_t(Ko_) * Op_, T(0));
+    Sz_.assign(size_t(K_ + 1) * Cp_, T(0));
+    Si_.assign(size_t(K_ + 1) * Cp_, T(0));
+    Sf_.assign(d_.forget_gate ? size_t(K_ + 1) * Cp_ : 0, T(0));
+    src_.assign(K_ + 1, T(0));
+    active_.assign(K_ + 1, 0);
+    for (auto* v : {&act_, &pre_, &mul_, &add_}) v->assign(Hp_, T(0));
+    for (auto* v : {&real_, &s_, &s_new_, &h_, &yc_, &kz_, &ki_, &kf_, &ds_, &dyc_, &dom_, &tmp_}) v->assign(Cp_, T(0));
+    yo_.assign(Op_, T(0));
+    e_.assign(Op_, T(0));
+    for (int c = 0; c < C_; ++c) real_[c] = T(1);
+
+    // internal row (group, lane c) <-> public row of Wh
+    row_of_.assign(Hp_, -1);
+    for (int c = 0; c < C_; ++c) {
+      const int b = c / S_;
+      row_of_[0 * Cp_ + c] = b;  // input gates are the first n_b rows
+      row_of_[1 * Cp_ + c] = d_.z_row() + c;
+      if (gO_ >= 0) row_of_[gO_ * Cp_ + c] = d_.omega_row() + b;
+      if (gF_ >= 0) row_of_[gF_ * Cp_ + c] = d_.phi_row() + b;
+    }
+    for (int r = 0; r < Hp_; ++r) {
+      if (row_of_[r] < 0) continue;
       for (int k = 0; k < K_; ++k) {
-        WhT_[size_t(k) * Hp_ + r] = p.Wh[size_t(r) * K_ + k];
-        MhT_[size_t(k) * Hp_ + r] = p.Mh[size_t(r) * K_ + k];
+        WhT_[size_t(k) * Hp_ + r] = p.Wh[size_t(row_of_[r]) * K_ + k];
+        MhT_[size_t(k) * Hp_ + r] = p.Mh[size_t(row_of_[r]) * K_ + k];
       }
+    }
     for (int o = 0; o < O_; ++o)
       for (int k = 0; k < Ko_; ++k) {
         WoT_[size_t(k) * Op_ + o] = p.Wo[size_t(o) * Ko_ + k];
         MoT_[size_t(k) * Op_ + o] = p.Mo[size_t(o) * Ko_ + k];
       }
-    // activation of each hidden row: gates sigmoid, cell inputs g
-    const Logistic g = squash_g_logistic(d_.squash);
-    for (int r = 0; r < Hp_; ++r) {
-      const bool z = r >= d_.z_row() && r < d_.z_row() + C_;
-      pre_[r] = z ? g.pre : 1;
-      mul_[r] = z ? g.mul : 1;
-      add_[r] = z ? g.add : 0;
+    // the squash of each row group
+    g_ = squash_g_of(d_.squash);
+    hq_ = squash_h_of(d_.squash);
+    for (int g = 0; g < ng_; ++g) {
+      const Squasher f = g == 1 ? g_ : kSigmoid;
+      for (int c = 0; c < Cp_; ++c) {
+        pre_[g * Cp_ + c] = T(f.pre);
+        mul_[g * Cp_ + c] = T(f.mul);
+        add_[g * Cp_ + c] = T(f.add);
+      }
     }
-    g_ = g;
-    hq_ = squash_h_logistic(d_.squash);
-    for (int c = 0; c < Cp_; ++c) cell_block_[c] = c < C_ ? c / S_ : 0;
     // source columns visited every step: inputs (all of them, or the one-hot column), r_{t-1}, bias
     n_fixed_ = 0;
     if (p.x_index == nullptr)
@@ -116,13 +212,21 @@ class PaperTrainer {
   void run() {
     for (int64_t i = 0; i < p_.n; ++i) sequence(i);
     if (!p_.learn) return;
-    for (int r = 0; r < H_; ++r)
-      for (int k = 0; k < K_; ++k) p_.Wh[size_t(r) * K_ + k] = WhT_[size_t(k) * Hp_ + r];
+    for (int r = 0; r < Hp_; ++r) {
+      const int c = r % Cp_;
+      if (row_of_[r] < 0 || (r / Cp_ != 1 && c % S_ != 0)) continue;  // a gate row: from its block's first cell
+      for (int k = 0; k < K_; ++k) p_.Wh[size_t(row_of_[r]) * K_ + k] = WhT_[size_t(k) * Hp_ + r];
+    }
     for (int o = 0; o < O_; ++o)
       for (int k = 0; k < Ko_; ++k) p_.Wo[size_t(o) * Ko_ + k] = WoT_[size_t(k) * Op_ + o];
   }
 
  private:
+  int Cp() const {
+    if constexpr (CP > 0) return CP;
+    return Cp_;
+  }
+
   void sequence(int64_t i) {
     const int64_t len = p_.lengths[i];
     const bool learn = p_.learn;
@@ -190,12 +294,8 @@ class PaperTrainer {
       const int64_t* xi = p_.x_index + i * p_.steps;
       if (t > 0 && xi[t - 1] >= 0) src_[xi[t - 1]] = T(0);  // clear the previous step's one-hot column
       const int64_t m = xi[t];
-      if (m >= 0) {
-        src_[m] = T(1);
-        active_[0] = int(m);
-        return n_fixed_;
-      }
-      active_[0] = K_;  // no input this step: the zero column
+      if (m >= 0) src_[m] = T(1);
+      active_[0] = m >= 0 ? int(m) : K_;  // no input this step: the zero column
       return n_fixed_;
     }
     std::copy(p_.x + (i * p_.steps + t) * I_, p_.x + (i * p_.steps + t + 1) * I_, src_.begin());
@@ -205,108 +305,99 @@ class PaperTrainer {
   T source(int j) const { return src_[active_[j]]; }
 
   void forward_hidden(int n_active) {
-    const int Hp = Hp_;
-    T* __restrict a = act_.data();
-    const int* __restrict cols = active_.data();
-    const T* __restrict src = src_.data();
-    const T* __restrict W = WhT_.data();
+    const int Cp = this->Cp(), Hp = ng_ * Cp;
+    T* a = act_.data();
+    const int* cols = active_.data();
+    const T* src = src_.data();
+    const T* W = WhT_.data();
     for (int r0 = 0; r0 < Hp; r0 += kLanes) {  // net inputs, one register of rows at a time
-      T acc[kLanes] = {};
-      for (int j = 0; j < n_active; ++j) {
-        const T v = src[cols[j]];
-        const T* __restrict w = W + size_t(cols[j]) * Hp + r0;
-        for (int l = 0; l < kLanes; ++l) acc[l] += w[l] * v;
+      V8<T> acc0 = load8(W + size_t(cols[0]) * Hp + r0) * src[cols[0]];
+      V8<T> acc1 = {};  // two partial sums: a shorter chain of dependent adds
+      int j = 1;
+      for (; j + 2 <= n_active; j += 2) {
+        acc0 += load8(W + size_t(cols[j]) * Hp + r0) * src[cols[j]];
+        acc1 += load8(W + size_t(cols[j + 1]) * Hp + r0) * src[cols[j + 1]];
       }
-      for (int l = 0; l < kLanes; ++l) a[r0 + l] = acc[l];
+      if (j < n_active) acc0 += load8(W + size_t(cols[j]) * Hp + r0) * src[cols[j]];
+      const V8<T> x = acc0 + acc1;
+      store8(a + r0, load8(mul_.data() + r0) * tanh8(load8(pre_.data() + r0) * x) + load8(add_.data() + r0));
     }
-    const T* __restrict pre = pre_.data();
-    const T* __restrict mul = mul_.data();
-    const T* __restrict add = add_.data();
-    for (int r = 0; r < Hp; ++r) a[r] = mul[r] / (T(1) + exp_(-pre[r] * a[r])) + add[r];
-
-    const int zr = d_.z_row(), fr = d_.phi_row(), orow = d_.omega_row(), Cp = Cp_;
-    const int* __restrict blk = cell_block_.data();
-    T* __restrict iota_c = iota_c_.data();
-    T* __restrict phi_c = phi_c_.data();
-    T* __restrict omega_c = omega_c_.data();
-    for (int c = 0; c < Cp; ++c) iota_c[c] = a[blk[c]];
-    if (d_.forget_gate)
-      for (int c = 0; c < Cp; ++c) phi_c[c] = a[fr + blk[c]];
-    if (d_.output_gate)
-      for (int c = 0; c < Cp; ++c) omega_c[c] = a[orow + blk[c]];
-    const T* __restrict g = a + zr;  // C entries (past them: other rows; only lanes < C are used)
-    const T* __restrict s = s_.data();
-    T* __restrict s_new = s_new_.data();
-    T* __restrict h = h_.data();
-    T* __restrict yc = yc_.data();
-    for (int c = 0; c < C_; ++c) s_new[c] = phi_c[c] * s[c] + iota_c[c] * g[c];
-    if (h_identity_) {
-      for (int c = 0; c < C_; ++c) h[c] = s_new[c];
-    } else {
-      const T hp = hq_.pre, hm = hq_.mul, ha = hq_.add;
-      for (int c = 0; c < Cp; ++c) h[c] = hm / (T(1) + exp_(-hp * s_new[c])) + ha;
+    const T hp = T(hq_.pre), hm = T(hq_.mul);
+    for (int c = 0; c < Cp; c += kLanes) {
+      const V8<T> iota = load8(a + c) * load8(real_.data() + c);  // padded lanes: a closed input gate
+      store8(a + c, iota);
+      const V8<T> g = load8(a + Cp + c);
+      const V8<T> s = load8(s_.data() + c);
+      const V8<T> s_new = (gF_ >= 0 ? load8(a + gF_ * Cp + c) * s : s) + iota * g;
+      const V8<T> h = h_identity_ ? s_new : hm * tanh8(hp * s_new);
+      store8(s_new_.data() + c, s_new);
+      store8(h_.data() + c, h);
+      store8(yc_.data() + c, gO_ >= 0 ? load8(a + gO_ * Cp + c) * h : h);
     }
-    for (int c = 0; c < Cp; ++c) yc[c] = c < C_ ? omega_c[c] * h[c] : T(0);
   }
 
   // RTRL sensitivities of s_c(t) on the weights into cell c and into its block's input (and forget) gate:
   //   S(t) = y_phi(t) * S(t-1) + k(t) * src(t)   (the 1997 cell: y_phi = 1, the CEC)
   void carry_sensitivities(int n_active) {
-    const int Cp = Cp_;
-    const T* __restrict g = act_.data() + d_.z_row();
-    const T* __restrict iota_c = iota_c_.data();
-    const T* __restrict phi_c = phi_c_.data();
+    const int Cp = this->Cp();
+    const T* __restrict iota = act_.data();
+    const T* __restrict g = act_.data() + Cp;
     const T* __restrict s = s_.data();
     T* __restrict kz = kz_.data();
     T* __restrict ki = ki_.data();
     T* __restrict kf = kf_.data();
-    const T gp = g_.pre, gm = g_.mul, ga = g_.add;
-    for (int c = 0; c < C_; ++c) {
-      const T u = g[c] - ga;
-      kz[c] = iota_c[c] * gp * u * (gm - u) / gm;
-      ki[c] = g[c] * iota_c[c] * (T(1) - iota_c[c]);
-      kf[c] = s[c] * phi_c[c] * (T(1) - phi_c[c]);
+    const T gpm = T(g_.pre * g_.mul), ga = T(g_.add), inv_gm = T(1.0 / g_.mul);
+    for (int c = 0; c < Cp; c += kLanes) {
+      const V8<T> io = load8(iota + c), gv = load8(g + c);
+      const V8<T> u = (gv - ga) * inv_gm;
+      store8(kz + c, io * gpm * (T(1) - u * u));
+      store8(ki + c, gv * io * (T(1) - io));
     }
-    if (d_.forget_gate) {
+    if (gF_ >= 0) {
+      const T* phi = act_.data() + gF_ * Cp;
+      for (int c = 0; c < Cp; c += kLanes) {
+        const V8<T> f = load8(phi + c);
+        store8(kf + c, load8(s + c) * f * (T(1) - f));
+      }
       for (int k = 0; k < K_; ++k) {
-        T* __restrict sz = &Sz_[size_t(k) * Cp];
-        T* __restrict si = &Si_[size_t(k) * Cp];
-        T* __restrict sf = &Sf_[size_t(k) * Cp];
-        for (int c = 0; c < Cp; ++c) {
-          sz[c] *= phi_c[c];
-          si[c] *= phi_c[c];
-          sf[c] *= phi_c[c];
-        }
+        scale_by(&Sz_[size_t(k) * Cp], phi, Cp);
+        scale_by(&Si_[size_t(k) * Cp], phi, Cp);
+        scale_by(&Sf_[size_t(k) * Cp], phi, Cp);
       }
     }
+    T* Sz = Sz_.data();
+    T* Si = Si_.data();
+    T* Sf = Sf_.data();
     for (int j = 0; j < n_active; ++j) {
       const T v = source(j);
-      const size_t k = size_t(active_[j]);
-      T* __restrict sz = &Sz_[k * Cp];
-      T* __restrict si = &Si_[k * Cp];
-      for (int c = 0; c < Cp; ++c) {
-        sz[c] += kz[c] * v;
-        si[c] += ki[c] * v;
-      }
-      if (d_.forget_gate) {
-        T* __restrict sf = &Sf_[k * Cp];
-        for (int c = 0; c < Cp; ++c) sf[c] += kf[c] * v;
-      }
+      const size_t k = size_t(active_[j]) * Cp;
+      axpy(Sz + k, kz, v, Cp);
+      axpy(Si + k, ki, v, Cp);
+      if (gF_ >= 0) axpy(Sf + k, kf, v, Cp);
     }
   }
 
   void forward_output(int n_active) {
     const int Op = Op_;
-    T* __restrict yo = yo_.data();
-    std::fill(yo, yo + Op, T(0));
-    auto add_column = [&](int col, T v) {
-      const T* __restrict w = &WoT_[size_t(col) * Op];
-      for (int k = 0; k < Op; ++k) yo[k] += w[k] * v;
-    };
-    for (int c = 0; c < C_; ++c) add_column(c, yc_[c]);
-    for (int j = 0; j < n_active && active_[j] < I_; ++j) add_column(C_ + active_[j], source(j));
-    add_column(Ko_ - 1, T(1));
-    for (int k = 0; k < Op; ++k) yo[k] = T(1) / (T(1) + exp_(-yo[k]));
+    T* yo = yo_.data();
+    const T* Wo = WoT_.data();
+    for (int k = 0; k < Op; k += kLanes) {
+      V8<T> acc = load8(Wo + size_t(Ko_ - 1) * Op + k);  // bias
+      for (int c = 0; c < C_; ++c) acc += load8(Wo + size_t(c) * Op + k) * yc_[c];
+      for (int j = 0; j < n_active && active_[j] < I_; ++j)
+        acc += load8(Wo + size_t(C_ + active_[j]) * Op + k) * source(j);
+      store8(yo + k, T(0.5) * tanh8(T(0.5) * acc) + T(0.5));
+    }
+  }
+
+  // v (Cp lanes), in place: each lane the sum over its block's lanes (a block's gate row gets its
+  // cells' sum). Padded lanes hold 0 and stay 0.
+  void block_sum(T* v) const {
+    for (int b = 0; b < nb_; ++b) {
+      T acc = 0;
+      for (int c = b * S_; c < (b + 1) * S_; ++c) acc += v[c];
+      for (int c = b * S_; c < (b + 1) * S_; ++c) v[c] = acc;
+    }
   }
 
   // The error e_ (output deltas) of this step: weight changes of the output units, the output gates
@@ -316,81 +407,91 @@ class PaperTrainer {
     const T scale = now ? p_.lr : T(1);
     T* dWo = now ? WoT_.data() : dWoT_.data();
     T* dWh = now ? WhT_.data() : dWhT_.data();
-    const int Op = Op_, Hp = Hp_, Cp = Cp_;
-    const T* __restrict e = e_.data();
+    const int Op = Op_, Cp = this->Cp(), Hp = ng_ * Cp;
+    const T* e = e_.data();
     // error on the cell outputs (with the output weights of before this step's change)
     for (int c = 0; c < C_; ++c) {
-      const T* __restrict w = &WoT_[size_t(c) * Op];
-      T acc = 0;
-      for (int k = 0; k < Op; ++k) acc += w[k] * e[k];
-      dyc_[c] = acc;
+      V8<T> acc = {};
+      for (int k = 0; k < Op; k += kLanes) acc += load8(&WoT_[size_t(c) * Op + k]) * load8(e + k);
+      T sum = 0;
+      for (int l = 0; l < kLanes; ++l) sum += acc[l];
+      dyc_[c] = sum;
     }
     auto output_column = [&](int col, T v) {
-      T* __restrict dw = dWo + size_t(col) * Op;
-      const T* __restrict m = &MoT_[size_t(col) * Op];
+      T* dw = dWo + size_t(col) * Op;
+      const T* m = &MoT_[size_t(col) * Op];
       const T sv = scale * v;
-      for (int k = 0; k < Op; ++k) dw[k] += m[k] * sv * e[k];
+      for (int k = 0; k < Op; k += kLanes) store8(dw + k, load8(dw + k) + load8(m + k) * load8(e + k) * sv);
     };
     for (int c = 0; c < C_; ++c) output_column(c, yc_[c]);
     for (int j = 0; j < n_active && active_[j] < I_; ++j) output_column(C_ + active_[j], source(j));
     output_column(Ko_ - 1, T(1));
 
-    std::fill(dom_.begin(), dom_.end(), T(0));
-    for (int c = 0; c < C_; ++c) {
-      const T hv = h_[c];
-      const T hgrad = h_identity_ ? T(1) : hq_.pre * (hv - hq_.add) * (hq_.mul - (hv - hq_.add)) / hq_.mul;
-      ds_[c] = dyc_[c] * omega_c_[c] * hgrad * scale;
-      dom_[cell_block_[c]] += dyc_[c] * hv;
+    // error on the cell states (the only path back in time: the CEC, carried by the sensitivities)
+    const T* dyc = dyc_.data();
+    const T* h = h_.data();
+    T* ds = ds_.data();
+    const T* omega = gO_ >= 0 ? act_.data() + gO_ * Cp : nullptr;
+    const T hpm = T(hq_.pre * hq_.mul), inv_hm = T(1.0 / hq_.mul);
+    for (int c = 0; c < Cp; c += kLanes) {
+      const V8<T> u = load8(h + c) * inv_hm;
+      V8<T> d = load8(dyc + c) * scale;
+      if (!h_identity_) d *= hpm * (T(1) - u * u);
+      if (omega) d *= load8(omega + c);
+      store8(ds + c, d);
     }
-    // cells, input gates, forget gates: through the sensitivities (every source column)
-    const int zr = d_.z_row(), fr = d_.phi_row();
-    const T* __restrict ds = ds_.data();
+    const bool per_block = S_ > 1;
+    T* tmp = tmp_.data();
     for (int k = 0; k < K_; ++k) {
-      T* __restrict dw = dWh + size_t(k) * Hp;
-      const T* __restrict m = &MhT_[size_t(k) * Hp];
-      const T* __restrict sz = &Sz_[size_t(k) * Cp];
-      const T* __restrict si = &Si_[size_t(k) * Cp];
-      for (int c = 0; c < C_; ++c) dw[zr + c] += m[zr + c] * ds[c] * sz[c];
-      for (int b = 0; b < nb_; ++b) {
-        T acc = 0;
-        for (int c = b * S_; c < (b + 1) * S_; ++c) acc += ds[c] * si[c];
-        dw[b] += m[b] * acc;
+      T* dw = dWh + size_t(k) * Hp;
+      const T* m = &MhT_[size_t(k) * Hp];
+      const T* sz = &Sz_[size_t(k) * Cp];
+      const T* si = &Si_[size_t(k) * Cp];
+      for (int c = 0; c < Cp; c += kLanes) {  // cell inputs
+        store8(dw + Cp + c, load8(dw + Cp + c) + load8(m + Cp + c) * load8(ds + c) * load8(sz + c));
+        store8(tmp + c, load8(ds + c) * load8(si + c));
       }
-      if (d_.forget_gate) {
-        const T* __restrict sf = &Sf_[size_t(k) * Cp];
-        for (int b = 0; b < nb_; ++b) {
-          T acc = 0;
-          for (int c = b * S_; c < (b + 1) * S_; ++c) acc += ds[c] * sf[c];
-          dw[fr + b] += m[fr + b] * acc;
-        }
+      if (per_block) block_sum(tmp);
+      for (int c = 0; c < Cp; c += kLanes)  // input gates
+        store8(dw + c, load8(dw + c) + load8(m + c) * load8(tmp + c));
+      if (gF_ >= 0) {
+        const T* sf = &Sf_[size_t(k) * Cp];
+        for (int c = 0; c < Cp; c += kLanes) store8(tmp + c, load8(ds + c) * load8(sf + c));
+        if (per_block) block_sum(tmp);
+        T* dwf = dw + gF_ * Cp;
+        const T* mf = m + gF_ * Cp;
+        for (int c = 0; c < Cp; c += kLanes) store8(dwf + c, load8(dwf + c) + load8(mf + c) * load8(tmp + c));
       }
     }
     // output gates: one step back, onto this step's sources
-    if (d_.output_gate) {
-      const int orow = d_.omega_row();
-      for (int b = 0; b < nb_; ++b) {
-        const T yo = act_[orow + b];
-        dom_[b] *= yo * (T(1) - yo) * scale;
+    if (gO_ >= 0) {
+      T* dom = dom_.data();
+      for (int c = 0; c < Cp; c += kLanes) store8(dom + c, load8(dyc + c) * load8(h + c));
+      if (per_block) block_sum(dom);
+      for (int c = 0; c < Cp; c += kLanes) {
+        const V8<T> o = load8(omega + c);
+        store8(dom + c, load8(dom + c) * o * (T(1) - o) * scale);
       }
       for (int j = 0; j < n_active; ++j) {
         const T v = source(j);
-        T* __restrict dw = dWh + size_t(active_[j]) * Hp;
-        const T* __restrict m = &MhT_[size_t(active_[j]) * Hp];
-        for (int b = 0; b < nb_; ++b) dw[orow + b] += m[orow + b] * dom_[b] * v;
+        T* dw = dWh + size_t(active_[j]) * Hp + gO_ * Cp;
+        const T* m = &MhT_[size_t(active_[j]) * Hp + gO_ * Cp];
+        for (int c = 0; c < Cp; c += kLanes) store8(dw + c, load8(dw + c) + load8(m + c) * load8(dom + c) * v);
       }
     }
   }
 
   // r_t = [y_iota, (y_phi), (y_omega), y_c] into the recurrent columns; s_t becomes the state.
   void store_recurrent_source() {
+    const int Cp = this->Cp();
     T* r = &src_[I_];
     const T* a = act_.data();
     int j = 0;
-    for (int b = 0; b < nb_; ++b) r[j++] = a[b];
-    if (d_.forget_gate)
-      for (int b = 0; b < nb_; ++b) r[j++] = a[d_.phi_row() + b];
-    if (d_.output_gate)
-      for (int b = 0; b < nb_; ++b) r[j++] = a[d_.omega_row() + b];
+    for (int b = 0; b < nb_; ++b) r[j++] = a[b * S_];
+    if (gF_ >= 0)
+      for (int b = 0; b < nb_; ++b) r[j++] = a[gF_ * Cp + b * S_];
+    if (gO_ >= 0)
+      for (int b = 0; b < nb_; ++b) r[j++] = a[gO_ * Cp + b * S_];
     for (int c = 0; c < C_; ++c) r[j++] = yc_[c];
     std::swap(s_, s_new_);
   }
@@ -398,29 +499,31 @@ class PaperTrainer {
   const PaperTrainArgs<T>& p_;
   const PaperNetDims d_;
   const int I_, C_, S_, nb_, H_, K_, O_, Ko_;
-  const int Hp_, Cp_, Op_;  // padded to whole vector registers
+  const int Cp_, Op_;       // padded to whole vector registers
+  const int gO_, gF_, ng_;  // row groups: 0 input gate, 1 cell input, gO_ output gate, gF_ forget gate
+  const int Hp_;            // ng_ * Cp_ internal rows
   const bool h_identity_;
-  Logistic g_{}, hq_{};
+  Squasher g_{}, hq_{};
   int n_fixed_ = 0;
   // Source-major copies; column K is an all-zero column, the one-hot slot of a step without input.
-  std::vector<T> WhT_, MhT_, dWhT_;  // (K + 1, Hp)
-  std::vector<T> WoT_, MoT_, dWoT_;  // (Ko, Op)
-  std::vector<T> Sz_, Si_, Sf_;      // (K + 1, Cp) sensitivities of s_c
-  std::vector<T> src_;               // (K + 1) x_t, r_{t-1}, 1, 0
-  std::vector<int> active_;          // source columns that can be non-zero this step
-  std::vector<T> pre_, mul_, add_;   // (Hp) activation of each hidden row
-  std::vector<T> act_;               // (Hp) net inputs, then activations
-  std::vector<int> cell_block_;      // (Cp) block of each cell
-  std::vector<T> iota_c_, phi_c_, omega_c_, s_, s_new_, h_, yc_, kz_, ki_, kf_, ds_, dyc_;  // (Cp)
-  std::vector<T> dom_;                                                                        // (n_b)
-  std::vector<T> yo_, e_;                                                                     // (Op)
+  Vec<T> WhT_, MhT_, dWhT_;  // (K + 1, Hp)
+  Vec<T> WoT_, MoT_, dWoT_;  // (Ko, Op)
+  Vec<T> Sz_, Si_, Sf_;      // (K + 1, Cp) sensitivities of s_c
+  Vec<T> src_;               // (K + 1) x_t, r_{t-1}, 1, 0
+  Vec<int> active_;          // source columns that can be non-zero this step
+  Vec<int> row_of_;          // (Hp) the public row of Wh of each internal row (-1: padding)
+  Vec<T> act_, pre_, mul_, add_;  // (Hp) net inputs, then activations; the squash of each row
+  Vec<T> real_, s_, s_new_, h_, yc_, kz_, ki_, kf_, ds_, dyc_, dom_, tmp_;  // (Cp)
+  Vec<T> yo_, e_;                                                           // (Op)
 };
 
 }  // namespace
 
 template <typename T>
 void paper_train(const PaperTrainArgs<T>& p) {
-  PaperTrainer<T>(p).run();
+  // the paper nets have at most 8 cells: their lane count is fixed at compile time
+  if (padded(p.d.n_cells()) == kLanes) return PaperTrainer<T, kLanes>(p).run();
+  PaperTrainer<T, 0>(p).run();
 }
 
 template void paper_train<float>(const PaperTrainArgs<float>&);
