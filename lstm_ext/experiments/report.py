@@ -86,7 +86,9 @@ def markdown(summary: dict) -> str:
     out = ["# HS97 reproduction: our runs beside the paper's tables", ""]
     out.append(f"- command: `{summary['command']}`")
     out.append(f"- hardware: {summary['hardware']}")
-    out.append(f"- wall time: {summary['wall_s']:.0f} s; date: {summary['date']}")
+    out.append(f"- time: {summary.get('trial_s', summary['wall_s']):.0f} s of trials (the sum over trials, which ran "
+               f"in parallel, one per core; resumed runs count their earlier trials too); this invocation "
+               f"{summary['wall_s']:.0f} s wall; date: {summary['date']}")  # fmt: skip
     if summary["quick"]:
         out.append("- **--quick smoke run**: tiny budgets, one trial per row; not comparable with the paper.")
     out.append(f"- fidelity target per row: {FIDELITY}.")
@@ -159,7 +161,7 @@ def plot_curves(rows: list[Row], records: list[dict], out: Path) -> list[Path]:
             if "mean_sequences" in row.paper:
                 ax.axvline(row.paper["mean_sequences"], color="k", ls="--", lw=0.8, label="paper: mean success")
                 ax.legend(fontsize=7)
-            ax.set_xscale("symlog", linthresh=1000)
+            ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_title(f"{row.table}: {row.label}", fontsize=8)
             ax.set_xlabel("training sequences", fontsize=7)

@@ -112,8 +112,8 @@ def _reber_rows() -> list[Row]:
                 reber_sets=True,
                 choices=(
                     UPDATE_CHOICE,
-                    "Train and test sets are checked every 100 training sequences; a trial fails after 100,000 "
-                    "(the paper gives no limit).",
+                    "Train and test sets are checked every 100 training sequences; by default a trial fails after "
+                    "100,000 (the paper gives no limit; --budget changes it).",
                     "3 random train/test pairs x 10 initialisations: trial k uses pair k // 10.",
                 ),
             )
@@ -233,7 +233,7 @@ def _two_sequence_rows() -> list[Row]:
                        "success_pct": 100},
                 budget=3_000_000,
                 mean_length=T * 1.05,
-                choices=(check, "A trial fails after 3,000,000 training sequences (the paper gives no limit)."),
+                choices=(check, "By default a trial fails after 3,000,000 training sequences (the paper gives no limit)."),
                 **common,
             )
         )
@@ -251,7 +251,7 @@ def _two_sequence_rows() -> list[Row]:
                        "success_pct": 100},
                 budget=3_000_000,
                 mean_length=T * 1.05,
-                choices=(check, "A trial fails after 3,000,000 training sequences (the paper gives no limit)."),
+                choices=(check, "By default a trial fails after 3,000,000 training sequences (the paper gives no limit)."),
                 **common,
             )
         )
@@ -278,7 +278,7 @@ def adding_row(T: int, paper: dict | None = None) -> Row:
         choices=(
             "ST3: the mean squared training error over the last 2000 sequences < 0.01 and all of them "
             "correct (|error| < 0.04); 'success after' is the sequence at which both first hold.",
-            "A trial fails after 5,000,000 training sequences (the paper gives no limit).",
+            "By default a trial fails after 5,000,000 training sequences (the paper gives no limit).",
         ),
     )
 

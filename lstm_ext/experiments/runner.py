@@ -169,6 +169,7 @@ def summary_record(rows: list[Row], records: list[dict], *, command: str, wall_s
         "hardware": hardware(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "wall_s": wall_s,
+        "trial_s": float(sum(r["wall_s"] for r in records)),
         "quick": quick,
         "rows": [summarize_row(row, [r for r in records if r["row"] == row.key]) for row in rows],
     }
