@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     p.add_argument("--trials", type=int, default=None, help="trials per row (default: the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    p.add_argument("--out", default="reproduction", help="directory for the checkpoint, JSON, report and plots")
+    p.add_argument("--out", default="runs/reproduce", help="directory for the checkpoint, JSON, report and plots")
     p.add_argument("--jobs", type=int, default=None, help="trials run in parallel (default: one per CPU core)")
     p.add_argument("--budget", type=int, default=None, help="training sequences before a trial counts as failed")
     p.add_argument("--update", choices=["sequence", "step"], default=None,
