@@ -20,7 +20,7 @@ import platform
 import sys
 from collections import defaultdict
 
-PEERS = ("nn.LSTM", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997")
+PEERS = ("nn.LSTM", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997", "flashrnn")
 PEER_TITLES = {
     "nn.LSTM": "nn.LSTM",
     "LSTM2000": "LSTM2000 (fused)",
@@ -29,18 +29,20 @@ PEER_TITLES = {
     "LSTM1997": "LSTM1997 (fused)",
     "ref1997": "reference 1997",
     "jit1997": "jit.script 1997",
+    "flashrnn": "FlashRNN",
 }
 # (ours, peer) pairs reported as speed-ups; the last is across cells (for orientation only).
 RATIOS = (
     ("LSTM2000", "nn.LSTM"),
     ("LSTM2000", "ref2000"),
     ("LSTM2000", "jit2000"),
+    ("LSTM2000", "flashrnn"),
     ("LSTM1997", "ref1997"),
     ("LSTM1997", "jit1997"),
     ("LSTM1997", "nn.LSTM"),
 )
 SHORT = {"LSTM2000": "2000", "LSTM1997": "1997", "nn.LSTM": "nn", "ref2000": "ref", "ref1997": "ref",
-         "jit2000": "jit", "jit1997": "jit"}
+         "jit2000": "jit", "jit1997": "jit", "flashrnn": "flash"}
 # The targets: (id, ours, peer, (B, H, D, T), required speed-up), float32, CPU, forward+backward.
 TARGETS = (
     ("T1", "LSTM2000", "nn.LSTM", (32, 128, 32, 100), 1.0, "LSTM2000 time <= 1.0x nn.LSTM time"),

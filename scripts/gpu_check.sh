@@ -74,6 +74,9 @@ if want build; then
   fi
   (cd "$OUT" && "$PY" -c "import lstm_ext, lstm_ext._build_info as b; print('lstm_ext', lstm_ext.__file__, 'WITH_CUDA', b.WITH_CUDA, 'archs', b.CUDA_ARCHS)") \
     >>"$OUT/build.log" 2>&1
+  # FlashRNN, the benchmark peer, and einops, which it needs: carried as wheels (no network there)
+  "$PY" -m pip install --no-deps --no-index "$ROOT"/bench/wheels/*.whl >>"$OUT/build.log" 2>&1 ||
+    note "WARN  the FlashRNN wheels did not install: its benchmark cases will skip (see build.log)"
   tail -n 1 "$OUT/build.log" | tee -a "$SUMMARY"
 fi
 
