@@ -42,11 +42,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
     at::Tensor& Wh, at::Tensor& Wo, const at::Tensor& Mh, const at::Tensor& Mo, const std::optional<at::Tensor>& x,
     const std::optional<at::Tensor>& x_index, const at::Tensor& lengths, const at::Tensor& targets,
     const at::Tensor& target_mask, int64_t n_blocks, int64_t block_size, bool forget_gate, bool output_gate,
-    c10::string_view squash, double lr, bool learn, bool update_each_step, bool return_outputs) {
+    c10::string_view squash, double lr, bool learn, bool update_each_step, bool return_outputs, bool truncate) {
   check_mutable_weight(Wh, "Wh");
   check_mutable_weight(Wo, "Wo");
   TORCH_CHECK(n_blocks >= 1 && block_size >= 1, "lstm_ext.paper_train: n_blocks and block_size must be >= 1, got ",
               n_blocks, " and ", block_size);
+  TORCH_CHECK(truncate || !update_each_step || !learn,
+              "lstm_ext.paper_train: the full gradient (truncate=False) changes weights once per sequence; "
+              "update_each_step needs the truncated gradient");
   TORCH_CHECK(x.has_value() != x_index.has_value(),
               "lstm_ext.paper_train: give exactly one of x (real-valued inputs) and x_index (one-hot inputs)");
   cpu::PaperNetDims d{};
@@ -122,6 +125,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
     p.lr = scalar_t(lr);
     p.learn = learn;
     p.update_each_step = update_each_step;
+    p.truncate = truncate;
     p.loss = loss.data_ptr<scalar_t>();
     p.err_max = err_max.data_ptr<scalar_t>();
     p.err_last = err_last.data_ptr<scalar_t>();
@@ -136,7 +140,7 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
   m.def(
       "paper_train(Tensor(a!) Wh, Tensor(b!) Wo, Tensor Mh, Tensor Mo, Tensor? x, Tensor? x_index, Tensor lengths, "
       "Tensor targets, Tensor target_mask, int n_blocks, int block_size, bool forget_gate, bool output_gate, "
-      "str squash, float lr, bool learn, bool update_each_step, bool return_outputs) "
+      "str squash, float lr, bool learn, bool update_each_step, bool return_outputs, bool truncate=True) "
       "-> (Tensor loss, Tensor err_max, Tensor err_last, Tensor y_last, Tensor y_all)");
 }
 

@@ -131,8 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--update", choices=["sequence", "step"], default=None,
                    help="when weights change in Exps 1, 2a, 2b (default: after every step)")
     p.add_argument("--gradient", choices=["truncated", "full"], default="truncated",
-                   help="the 1997 truncated gradient (in the fused training op), or the full gradient (BPTT "
-                        "through autograd, one sequence per call: much slower)")
+                   help="the 1997 truncated gradient (RTRL), or the full gradient (back-propagation through "
+                        "time, one weight change per sequence); both run in the fused training op")
     p.add_argument("--quick", action="store_true", help="smoke run: one trial per row, tiny budgets")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)

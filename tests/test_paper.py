@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from lstm_ext.paper import PaperNet, PaperNetSpec, forward_ref
+from lstm_ext.paper import PaperNet, PaperNetSpec, forward_fused, forward_ref
 
 SPECS = {
     "adding": PaperNetSpec(2, 1, 2, 2, bias="all"),
@@ -70,7 +70,9 @@ def new_net(spec, dtype=torch.float64, seed=1, init_range=0.5):
 @pytest.mark.parametrize("onehot", [False, True])
 @pytest.mark.parametrize("final_only", [False, True])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_train_matches_reference_gradient_descent(name, onehot, final_only, dtype):
+@pytest.mark.parametrize("gradient", ["truncated", "full"])
+def test_train_matches_reference_gradient_descent(name, onehot, final_only, dtype, gradient):
+    """truncated: the op's RTRL against autograd with r_{t-1} detached; full: its BPTT against autograd."""
     spec = SPECS[name]
     net = new_net(spec, dtype)
     batch = make_batch(spec, 3, 7, onehot=onehot, final_only=final_only)
@@ -79,9 +81,9 @@ def test_train_matches_reference_gradient_descent(name, onehot, final_only, dtyp
     lr = 0.7
     losses = []
     for i in range(3):  # sequence after sequence, each on the weights the previous one left
-        Wh, Wo, loss, _ = ref_sgd_step(spec, Wh, Wo, Mh, Mo, take(batch, i), lr)
+        Wh, Wo, loss, _ = ref_sgd_step(spec, Wh, Wo, Mh, Mo, take(batch, i), lr, truncate=gradient == "truncated")
         losses.append(loss)
-    stats = net.train(batch, lr)
+    stats = net.train(batch, lr, gradient=gradient)
     tol = TOL[dtype]
     torch.testing.assert_close(net.Wh.double(), Wh, rtol=tol, atol=tol)
     torch.testing.assert_close(net.Wo.double(), Wo, rtol=tol, atol=tol)
@@ -125,7 +127,7 @@ def rtrl_numpy(spec, Wh, Wo, Mh, Mo, x, target, mask, lr):
     the output gates and the output units. Only the 1997 cell with its output gate, S = 1.
     """
     Wh, Wo = Wh.copy(), Wo.copy()
-    nb, C, I = spec.n_blocks, spec.n_cells, spec.inputs
+    nb, C = spec.n_blocks, spec.n_cells
     sig = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     r = np.zeros(spec.rec_size)
     s = np.zeros(C)
@@ -173,20 +175,30 @@ def test_update_each_step_matches_the_papers_rtrl():
     assert not torch.allclose(other.Wh, net.Wh)
 
 
-def test_full_gradient_option_matches_autograd():
+def test_full_and_truncated_gradients_differ_and_fused_forward_matches():
+    """The two rules give different weights on a net with recurrent weights; forward_fused (the fused
+    recurrence op) is the same net as forward_ref, outputs and full gradients."""
     spec = SPECS["reber3x2"]
-    net = new_net(spec)
     batch = make_batch(spec, 2, 6, onehot=True, final_only=False)
-    Wh, Wo, Mh, Mo = net.Wh, net.Wo, net.Mh, net.Mo
-    for i in range(2):
-        Wh, Wo, _, _ = ref_sgd_step(spec, Wh, Wo, Mh, Mo, take(batch, i), 0.3, truncate=False)
-    stats = net.train_full_gradient(batch, 0.3)
-    assert stats.loss.shape == (2,) and (stats.loss > 0).all()
-    torch.testing.assert_close(net.Wh, Wh)
-    torch.testing.assert_close(net.Wo, Wo)
-    truncated = new_net(spec)
+    full, truncated = new_net(spec), new_net(spec)
+    full.train(batch, 0.3, gradient="full")
     truncated.train(batch, 0.3)
-    assert not torch.allclose(truncated.Wh, net.Wh)
+    assert not torch.allclose(truncated.Wh, full.Wh)
+    for trunc in (True, False):
+        grads = []
+        for forward in (forward_fused, forward_ref):
+            Wh = full.Wh.clone().requires_grad_(True)
+            y = forward(spec, Wh, full.Wo, batch, truncate=trunc)
+            (y**2).sum().backward()
+            grads.append((y.detach(), Wh.grad))
+        torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
+
+
+def test_full_gradient_needs_per_sequence_updates():
+    spec = SPECS["adding"]
+    with pytest.raises(ValueError, match="once per sequence"):
+        new_net(spec).train(make_batch(spec, 1, 3, onehot=False, final_only=True), 0.1, update="step", gradient="full")
 
 
 def test_zero_length_sequences_change_nothing():

@@ -166,6 +166,22 @@ class PaperTrainer {
     for (auto* v : {&real_, &s_, &s_new_, &h_, &yc_, &kz_, &ki_, &kf_, &ds_, &dyc_, &dom_, &tmp_}) v->assign(Cp_, T(0));
     yo_.assign(Op_, T(0));
     e_.assign(Op_, T(0));
+    if (p.learn && !p.truncate) {  // the tape of one sequence, for back-propagation through time
+      const size_t steps = size_t(std::max<int64_t>(p.steps, 1));
+      tape_r_.assign(steps * d_.rec_size(), T(0));
+      tape_act_.assign(steps * Hp_, T(0));
+      tape_s_prev_.assign(steps * Cp_, T(0));
+      tape_h_.assign(steps * Cp_, T(0));
+      tape_e_.assign(steps * Op_, T(0));
+      tape_has_e_.assign(steps, 0);
+      dr_.assign(d_.rec_size(), T(0));
+      dr_prev_.assign(d_.rec_size(), T(0));
+      ds_carry_.assign(Cp_, T(0));
+      da_.assign(Hp_, T(0));
+      count_.assign(Hp_, T(0));
+      for (int g = 0; g < ng_; ++g)  // a gate row counts once per block in the recurrent back-projection
+        for (int c = 0; c < C_; ++c) count_[g * Cp_ + c] = (g == 1 || c % S_ == 0) ? T(1) : T(0);
+    }
     for (int c = 0; c < C_; ++c) real_[c] = T(1);
 
     // internal row (group, lane c) <-> public row of Wh
@@ -244,10 +260,14 @@ class PaperTrainer {
     }
     T loss = 0, err_max = 0, err_last = 0;
     bool any_error = false;
+    const bool full = learn && !p_.truncate;
     for (int64_t t = 0; t < len; ++t) {
       const int n_active = load_inputs(i, t);
       forward_hidden(n_active);
-      if (learn) carry_sensitivities(n_active);
+      if (full)
+        record_step(i, t);
+      else if (learn)
+        carry_sensitivities(n_active);
       const T w = p_.target_mask[i * p_.steps + t];
       const bool need_out = w != T(0) || p_.y_all != nullptr || t == len - 1;
       if (need_out) forward_output(n_active);
@@ -262,7 +282,11 @@ class PaperTrainer {
         }
         err_max = std::max(err_max, err_step);
         err_last = err_step;
-        if (learn) {
+        if (full) {
+          std::copy(e_.begin(), e_.end(), tape_e_.begin() + t * Op_);
+          tape_has_e_[t] = 1;
+          any_error = true;
+        } else if (learn) {
           backprop_error(n_active);
           any_error = true;
         }
@@ -274,6 +298,7 @@ class PaperTrainer {
     if (p_.y_all != nullptr)
       std::fill(p_.y_all + (i * p_.steps + std::max<int64_t>(len, 0)) * O_, p_.y_all + (i + 1) * p_.steps * O_, T(0));
     if (len <= 0) std::fill(p_.y_last + i * O_, p_.y_last + (i + 1) * O_, T(0));
+    if (full && any_error) backward_through_time(i, len);
     if (learn && !p_.update_each_step && any_error) {
       const T lr = p_.lr;
       T* __restrict w = WhT_.data();
@@ -481,6 +506,114 @@ class PaperTrainer {
     }
   }
 
+  // The full gradient: what the backward pass needs of step t (before s_t becomes the state).
+  void record_step(int64_t i, int64_t t) {
+    const int Cp = this->Cp(), Hp = ng_ * Cp, R = d_.rec_size();
+    std::copy(src_.begin() + I_, src_.begin() + I_ + R, tape_r_.begin() + t * R);
+    std::copy(act_.begin(), act_.begin() + Hp, tape_act_.begin() + t * Hp);
+    std::copy(s_.begin(), s_.begin() + Cp, tape_s_prev_.begin() + t * Cp);
+    std::copy(h_.begin(), h_.begin() + Cp, tape_h_.begin() + t * Cp);
+    tape_has_e_[t] = 0;
+    (void)i;
+  }
+
+  // Back-propagation through time over one sequence (the full gradient) into dWhT_ / dWoT_, masked.
+  void backward_through_time(int64_t i, int64_t len) {
+    const int Cp = this->Cp(), Hp = ng_ * Cp, Op = Op_, R = d_.rec_size();
+    const int n_gates = d_.n_gates();
+    const int r_phi = nb_, r_omega = nb_ * (1 + int(d_.forget_gate));
+    std::fill(dr_.begin(), dr_.end(), T(0));
+    std::fill(ds_carry_.begin(), ds_carry_.end(), T(0));
+    T* dyc = dyc_.data();
+    T* tmp = tmp_.data();
+    T* da = da_.data();
+    for (int64_t t = len - 1; t >= 0; --t) {
+      const T* act = &tape_act_[t * Hp];
+      const T* iota = act;
+      const T* g = act + Cp;
+      const T* h = &tape_h_[t * Cp];
+      const T* s_prev = &tape_s_prev_[t * Cp];
+      const T* r_prev = &tape_r_[t * R];
+      const T* e = &tape_e_[t * Op];
+      const int64_t col = p_.x_index != nullptr ? p_.x_index[i * p_.steps + t] : -1;
+      const T* x = p_.x != nullptr ? p_.x + (i * p_.steps + t) * I_ : nullptr;
+      // the cell outputs: from this step's outputs and, through the recurrent weights, from step t+1
+      std::fill(dyc, dyc + Cp, T(0));
+      for (int c = 0; c < C_; ++c) dyc[c] = dr_[n_gates + c];
+      if (tape_has_e_[t]) {
+        for (int c = 0; c < C_; ++c) {
+          T acc = 0;
+          for (int k = 0; k < O_; ++k) acc += WoT_[size_t(c) * Op + k] * e[k];
+          dyc[c] += acc;
+        }
+        for (int c = 0; c < C_; ++c) {
+          const T yct = (gO_ >= 0 ? act[gO_ * Cp + c] : T(1)) * h[c];
+          axpy(&dWoT_[size_t(c) * Op], e, yct, Op);
+        }
+        if (x != nullptr)
+          for (int m = 0; m < I_; ++m) axpy(&dWoT_[size_t(C_ + m) * Op], e, x[m], Op);
+        else if (col >= 0)
+          axpy(&dWoT_[size_t(C_ + col) * Op], e, T(1), Op);
+        axpy(&dWoT_[size_t(Ko_ - 1) * Op], e, T(1), Op);
+      }
+      // the cell: output gate, state (with the CEC's carry from t+1), input gate, cell input, forget gate
+      const T* omega = gO_ >= 0 ? act + gO_ * Cp : nullptr;
+      const T* phi = gF_ >= 0 ? act + gF_ * Cp : nullptr;
+      T* da_i = da;
+      T* da_z = da + Cp;
+      T* da_o = gO_ >= 0 ? da + gO_ * Cp : nullptr;
+      T* da_f = gF_ >= 0 ? da + gF_ * Cp : nullptr;
+      const T hpm = T(hq_.pre * hq_.mul), inv_hm = T(1.0 / hq_.mul);
+      const T gpm = T(g_.pre * g_.mul), ga = T(g_.add), inv_gm = T(1.0 / g_.mul);
+      if (da_o != nullptr) {
+        for (int c = 0; c < Cp; ++c) tmp[c] = dyc[c] * h[c];
+        block_sum(tmp);
+        for (int c = 0; c < C_; ++c) tmp[c] += dr_[r_omega + c / S_];
+        for (int c = 0; c < Cp; ++c) da_o[c] = tmp[c] * omega[c] * (T(1) - omega[c]);
+      }
+      for (int c = 0; c < Cp; ++c) {
+        const T u = h[c] * inv_hm;
+        const T hgrad = h_identity_ ? T(1) : hpm * (T(1) - u * u);
+        ds_[c] = dyc[c] * (omega ? omega[c] : T(1)) * hgrad + ds_carry_[c];
+      }
+      for (int c = 0; c < Cp; ++c) tmp[c] = ds_[c] * g[c];
+      block_sum(tmp);
+      for (int c = 0; c < C_; ++c) tmp[c] += dr_[c / S_];
+      for (int c = 0; c < Cp; ++c) da_i[c] = tmp[c] * iota[c] * (T(1) - iota[c]);
+      for (int c = 0; c < Cp; ++c) {
+        const T u = (g[c] - ga) * inv_gm;
+        da_z[c] = ds_[c] * iota[c] * gpm * (T(1) - u * u);
+      }
+      if (da_f != nullptr) {
+        for (int c = 0; c < Cp; ++c) tmp[c] = ds_[c] * s_prev[c];
+        block_sum(tmp);
+        for (int c = 0; c < C_; ++c) tmp[c] += dr_[r_phi + c / S_];
+        for (int c = 0; c < Cp; ++c) da_f[c] = tmp[c] * phi[c] * (T(1) - phi[c]);
+        for (int c = 0; c < Cp; ++c) ds_carry_[c] = ds_[c] * phi[c];
+      } else {
+        std::copy(ds_.begin(), ds_.end(), ds_carry_.begin());
+      }
+      // weight gradients onto this step's sources: x_t, r_{t-1}, bias
+      if (x != nullptr)
+        for (int m = 0; m < I_; ++m) axpy(&dWhT_[size_t(m) * Hp], da, x[m], Hp);
+      else if (col >= 0)
+        axpy(&dWhT_[size_t(col) * Hp], da, T(1), Hp);
+      for (int j = 0; j < R; ++j) axpy(&dWhT_[size_t(I_ + j) * Hp], da, r_prev[j], Hp);
+      axpy(&dWhT_[size_t(K_ - 1) * Hp], da, T(1), Hp);
+      // the gradient on r_{t-1}, through the recurrent weights (each public row once)
+      for (int j = 0; j < R; ++j) {
+        const T* w = &WhT_[size_t(I_ + j) * Hp];
+        T acc = 0;
+        for (int r = 0; r < Hp; ++r) acc += w[r] * da[r] * count_[r];
+        dr_prev_[j] = acc;
+      }
+      std::swap(dr_, dr_prev_);
+    }
+    // masked weights stay as they are
+    for (size_t j = 0; j < dWhT_.size(); ++j) dWhT_[j] *= MhT_[j];
+    for (size_t j = 0; j < dWoT_.size(); ++j) dWoT_[j] *= MoT_[j];
+  }
+
   // r_t = [y_iota, (y_phi), (y_omega), y_c] into the recurrent columns; s_t becomes the state.
   void store_recurrent_source() {
     const int Cp = this->Cp();
@@ -515,6 +648,10 @@ class PaperTrainer {
   Vec<T> act_, pre_, mul_, add_;  // (Hp) net inputs, then activations; the squash of each row
   Vec<T> real_, s_, s_new_, h_, yc_, kz_, ki_, kf_, ds_, dyc_, dom_, tmp_;  // (Cp)
   Vec<T> yo_, e_;                                                           // (Op)
+  // the full gradient: one sequence's tape and the backward pass's carries
+  Vec<T> tape_r_, tape_act_, tape_s_prev_, tape_h_, tape_e_;  // (T, R | Hp | Cp | Cp | Op)
+  Vec<char> tape_has_e_;                                      // (T)
+  Vec<T> dr_, dr_prev_, ds_carry_, da_, count_;               // (R), (R), (Cp), (Hp), (Hp)
 };
 
 }  // namespace

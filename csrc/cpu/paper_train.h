@@ -18,6 +18,8 @@
 // step that carries error (update_each_step) or once at the end of every sequence. With error only at
 // the sequence end the two are the same; with per-sequence updates this is exactly back-propagation
 // through time with the recurrent inputs r_{t-1} treated as constants (CellConfig(truncate=True)).
+// truncate = false computes the full gradient instead (HS97 Sec. 6): back-propagation through time over
+// each sequence, through every recurrent connection, one weight change per sequence.
 #pragma once
 
 #include <cstdint>
@@ -63,6 +65,7 @@ struct PaperTrainArgs {
   T lr;
   bool learn;                // false: forward only (evaluation); weights untouched
   bool update_each_step;
+  bool truncate = true;      // false: the full gradient (back-propagation through time; per-sequence updates)
   T* loss;                   // (n) out: 1/2 sum of weighted squared errors
   T* err_max;                // (n) out: max |target - y| over outputs and target steps
   T* err_last;               // (n) out: max |target - y| over outputs at the last target step

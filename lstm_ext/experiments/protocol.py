@@ -105,7 +105,7 @@ class _CellGrower:
         self.previous = None
         self.done = False
 
-    def after_chunk(self, mean_loss: float, seen: int) -> bool:
+    def after_chunk(self, mean_loss: float) -> bool:
         if self.done:
             return False
         stalled = self.previous is not None and mean_loss > 0.99 * self.previous
@@ -150,8 +150,8 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
     def train(batch):
         nonlocal steps
         steps += int(batch.lengths.sum())
-        if row.gradient == "full":
-            return net.train_full_gradient(batch, row.lr)
+        if row.gradient == "full":  # back-propagation through time: one weight change per sequence
+            return net.train(batch, row.lr, update="sequence", gradient="full")
         return net.train(batch, row.lr, update=row.update)
 
     if rule.kind == "reber":
@@ -189,8 +189,6 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
             ok = _ok(err, rule)
             sq = _squared_error(stats, batch)
             curve.add(seen + n, sq, ok)
-            if grow is not None and grow.after_chunk(float(stats.loss.double().mean()), seen + n):
-                record["cells_added_after"] = seen + n
             hit = None
             if rule.kind == "streak":
                 run = _runs(ok, streak)
@@ -214,6 +212,8 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
                 hit = int(met[0]) if len(met) else None
             if hit is None:
                 seen += n
+                if grow is not None and grow.after_chunk(float(stats.loss.double().mean())):
+                    record["cells_added_after"] = seen
                 tail_ok = np.concatenate([tail_ok, ok])[-window:]
                 tail_sq = np.concatenate([tail_sq, sq])[-window:]
                 continue

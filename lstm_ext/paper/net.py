@@ -45,6 +45,7 @@ BIAS_CODES = {
     "go": (True, False, True),
 }
 UPDATES = ("sequence", "step")
+GRADIENTS = ("truncated", "full")
 
 
 @dataclass(frozen=True)
@@ -242,22 +243,30 @@ class PaperNet:
         mask = torch.as_tensor(batch.target_mask).to(dt)
         return x, x_index, lengths, targets, mask
 
-    def _call(self, batch, lr: float, learn: bool, update: str, return_outputs: bool) -> Stats:
+    def _call(self, batch, lr: float, learn: bool, update: str, return_outputs: bool, gradient: str = "truncated"):
         if update not in UPDATES:
             raise ValueError(f"update must be one of {UPDATES}, got {update!r}")
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {GRADIENTS}, got {gradient!r}")
+        if gradient == "full" and update == "step":
+            raise ValueError("the full gradient changes weights once per sequence: use update='sequence'")
         s = self.spec
         x, x_index, lengths, targets, mask = self._tensors(batch)
         loss, err_max, err_last, y_last, y_all = torch.ops.lstm_ext.paper_train(
             self.Wh, self.Wo, self.Mh, self.Mo, x, x_index, lengths, targets, mask,
             s.n_blocks, s.block_size, s.forget_gate, s.output_gate, s.squash,
-            float(lr), learn, update == "step", return_outputs,
+            float(lr), learn, update == "step", return_outputs, gradient == "truncated",
         )  # fmt: skip
         return Stats(loss, err_max, err_last, y_last, y_all if return_outputs else None)
 
-    def train(self, batch, lr: float, update: str = "sequence", return_outputs: bool = False) -> Stats:
+    def train(self, batch, lr: float, update: str = "sequence", return_outputs: bool = False,
+              gradient: str = "truncated") -> Stats:  # fmt: skip
         """Train on-line on the sequences of ``batch``, in order: one weight change per sequence
-        (``update="sequence"``) or after every step that carries error (``"step"``). In place."""
-        return self._call(batch, lr, True, update, return_outputs)
+        (``update="sequence"``) or after every step that carries error (``"step"``). In place.
+
+        ``gradient="truncated"``: the 1997 learning rule (RTRL sensitivities); ``"full"``: back-propagation
+        through time over each sequence (HS97 Sec. 6), one weight change per sequence."""
+        return self._call(batch, lr, True, update, return_outputs, gradient)
 
     def evaluate(self, batch, return_outputs: bool = False) -> Stats:
         """Run the sequences of ``batch`` without learning."""
@@ -281,39 +290,6 @@ class PaperNet:
 
         ``truncate``: the 1997 learning rule -- r_{t-1} enters the net inputs as a constant."""
         return forward_ref(self.spec, self.Wh if Wh is None else Wh, self.Wo if Wo is None else Wo, batch, truncate)
-
-    def train_full_gradient(self, batch, lr: float) -> Stats:
-        """On-line training with the full (untruncated) gradient, one weight change per sequence.
-
-        HS97 Sec. 6 reports that a few such runs made no significant difference. Back-propagation
-        through time on the fused recurrence op (``forward_fused``; ``forward_ref`` for nets without
-        output gates, Exps 2a/2b, whose "B" connectivity has no recurrent weights: there both
-        gradients are the same), one sequence per call: slower than ``train``. Returns the same
-        per-sequence statistics, from the forward pass each change was computed on."""
-        n = len(batch.lengths)
-        O = self.spec.outputs
-        loss_all, err_max, err_last = (torch.zeros(n, dtype=self.dtype) for _ in range(3))
-        y_last = torch.zeros(n, O, dtype=self.dtype)
-        forward = forward_fused if self.spec.output_gate else forward_ref
-        for i in range(n):
-            one = _take(batch, [i])
-            Wh = self.Wh.clone().requires_grad_(True)
-            Wo = self.Wo.clone().requires_grad_(True)
-            _, _, lengths, targets, mask = self._tensors(one)
-            y = forward(self.spec, Wh, Wo, one, truncate=False)
-            loss = 0.5 * (mask[..., None] * (targets - y) ** 2).sum()
-            loss.backward()
-            with torch.no_grad():
-                self.Wh = (self.Wh - lr * Wh.grad * self.Mh).contiguous()
-                self.Wo = (self.Wo - lr * Wo.grad * self.Mo).contiguous()
-                err = ((targets - y).abs() * (mask[..., None] > 0))[0]  # (T, O)
-                steps = torch.nonzero(mask[0] > 0).flatten()
-                loss_all[i] = loss
-                err_max[i] = err.max() if err.numel() else 0
-                err_last[i] = err[steps[-1]].max() if len(steps) else 0
-                if int(lengths[0]) > 0:
-                    y_last[i] = y[0, int(lengths[0]) - 1]
-        return Stats(loss_all, err_max, err_last, y_last, None)
 
 
 def _take(batch, idx: Sequence[int]):
