@@ -77,7 +77,9 @@ def reproduce(args) -> int:
     if args.update:
         rows = [r.with_(update=args.update) for r in rows]
     if args.gradient != "truncated":
-        rows = [r.with_(gradient=args.gradient, key=r.key + "-full") for r in rows]
+        # its own key (checkpoints of both can share an --out), the same seeds: trial k of a row meets the
+        # same initial weights and sequences under either gradient
+        rows = [r.with_(gradient=args.gradient, key=r.key + "-full", seed_key=r.key) for r in rows]
     out = Path(args.out)
     command = args.command_line
     start = time.perf_counter()

@@ -9,9 +9,10 @@ import time
 
 import numpy as np
 import pytest
+import torch
 
 from lstm_ext.experiments import all_rows, run_trial, select_rows
-from lstm_ext.experiments.protocol import _runs
+from lstm_ext.experiments.protocol import _rngs, _runs
 from lstm_ext.experiments.report import verdict
 
 CLI = [sys.executable, "-m", "lstm_ext"]
@@ -50,6 +51,16 @@ def test_runs_of_correct_sequences():
     ok = np.array([1, 1, 0, 1, 1, 1, 0, 1], dtype=bool)
     assert _runs(ok, 5).tolist() == [6, 7, 0, 1, 2, 3, 0, 1]
     assert _runs(np.ones(3, dtype=bool), 0).tolist() == [1, 2, 3]
+
+
+def test_variants_of_a_row_share_their_trials_seeds():
+    """--gradient full renames a row but keeps its seeds: trial k starts from the same weights and data."""
+    row = select_rows("adding", 100)[0]
+    full = row.with_(gradient="full", key=row.key + "-full", seed_key=row.key)
+    a, b = _rngs(0, row, 3), _rngs(0, full, 3)
+    assert np.array_equal(a[0].random(5), b[0].random(5))
+    assert torch.equal(torch.rand(4, generator=a[1]), torch.rand(4, generator=b[1]))
+    assert not np.array_equal(_rngs(0, row, 4)[0].random(5), _rngs(0, full, 3)[0].random(5))
 
 
 def test_verdict():

@@ -22,7 +22,7 @@ CURVE_POINTS = 200
 
 
 def _rngs(seed: int, row: Row, trial: int):
-    ss = np.random.SeedSequence([seed, trial, *map(ord, row.key)])
+    ss = np.random.SeedSequence([seed, trial, *map(ord, row.seeds_from)])
     data_seed, init_seed, set_seed = ss.spawn(3)
     init_gen = torch.Generator().manual_seed(int(init_seed.generate_state(1, dtype=np.uint64)[0] >> 1))
     return np.random.default_rng(data_seed), init_gen, set_seed

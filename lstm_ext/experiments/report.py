@@ -68,7 +68,7 @@ def summarize_row(row: Row, recs: list[dict]) -> dict:
                 cp = r.get("n_seq", {}).get(str(n_seq))
                 sub.append({**r, "success": cp is not None, **(cp or {})})
             line = _one_line(row, sub, paper)
-            lines.append(base | {"label": f"T = {row.key.split('-T')[1]}, n_seq = {n_seq}"} | line)
+            lines.append(base | {"label": f"{row.label.split(',')[0]}, n_seq = {n_seq}"} | line)
         return base | {"lines": lines}
     return base | {"lines": [base | _one_line(row, recs, row.paper)]}
 

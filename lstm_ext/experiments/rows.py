@@ -69,6 +69,11 @@ class Row:
     mean_length: float = 100.0  # for the ETA
     choices: tuple[str, ...] = field(default_factory=tuple)
     reber_sets: bool = False  # Exp 1: fixed training and test sets per (trial // 10)
+    seed_key: str = ""  # the key the trials' seeds derive from (default: key); variants of a row share it
+
+    @property
+    def seeds_from(self) -> str:
+        return self.seed_key or self.key
 
     def with_(self, **kw) -> "Row":
         return replace(self, **kw)
