@@ -38,7 +38,7 @@ def hardware() -> str:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """{(row, trial, seed, budget): record} of the finished trials in ``path``."""
+    """{(row, trial, seed, budget, update): record} of the finished trials in ``path``."""
     done = {}
     if not path.exists():
         return done
@@ -48,8 +48,12 @@ def load_checkpoint(path: Path) -> dict:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by an interruption
-            done[(rec["row"], rec["trial"], rec["seed"], rec["budget"])] = rec
+            done[_key(rec)] = rec
     return done
+
+
+def _key(rec: dict) -> tuple:
+    return rec["row"], rec["trial"], rec["seed"], rec["budget"], rec.get("update", "sequence")
 
 
 def _append(path: Path, record: dict) -> None:
@@ -93,7 +97,7 @@ def run_rows(
         for t in range(trials if trials is not None else (1 if quick else row.trials)):
             plan.append((row, t, seed, b))
     done = load_checkpoint(ckpt)
-    todo = [task for task in plan if (task[0].key, task[1], task[2], task[3]) not in done]
+    todo = [task for task in plan if (task[0].key, task[1], task[2], task[3], task[0].update) not in done]
     cost = {id(task): _expected_cost(task[0], task[3]) for task in todo}
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
     if len(todo) < len(plan):
@@ -103,7 +107,7 @@ def run_rows(
     todo.sort(key=lambda task: -cost[id(task)])
     def finished(task, rec):
         _append(ckpt, rec)
-        done[(rec["row"], rec["trial"], rec["seed"], rec["budget"])] = rec
+        done[_key(rec)] = rec
         bar.update(cost[id(task)], rec)
 
     if jobs == 1:
@@ -114,7 +118,7 @@ def run_rows(
             for task, rec in _unordered(pool, todo):
                 finished(task, rec)
     bar.close()
-    return [done[(t[0].key, t[1], t[2], t[3])] for t in plan]
+    return [done[(t[0].key, t[1], t[2], t[3], t[0].update)] for t in plan]
 
 
 def _unordered(pool, todo):
