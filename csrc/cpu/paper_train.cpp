@@ -140,7 +140,6 @@ class PaperTrainer {
         C_(d_.n_cells()),
         S_(d_.block_size),
         nb_(d_.n_blocks),
-        H_(d_.hidden_rows()),
         K_(d_.cols()),
         O_(d_.outputs),
         Ko_(d_.out_cols()),
@@ -265,7 +264,7 @@ class PaperTrainer {
       const int n_active = load_inputs(i, t);
       forward_hidden(n_active);
       if (full)
-        record_step(i, t);
+        record_step(t);
       else if (learn)
         carry_sensitivities(n_active);
       const T w = p_.target_mask[i * p_.steps + t];
@@ -507,14 +506,13 @@ class PaperTrainer {
   }
 
   // The full gradient: what the backward pass needs of step t (before s_t becomes the state).
-  void record_step(int64_t i, int64_t t) {
+  void record_step(int64_t t) {
     const int Cp = this->Cp(), Hp = ng_ * Cp, R = d_.rec_size();
     std::copy(src_.begin() + I_, src_.begin() + I_ + R, tape_r_.begin() + t * R);
     std::copy(act_.begin(), act_.begin() + Hp, tape_act_.begin() + t * Hp);
     std::copy(s_.begin(), s_.begin() + Cp, tape_s_prev_.begin() + t * Cp);
     std::copy(h_.begin(), h_.begin() + Cp, tape_h_.begin() + t * Cp);
     tape_has_e_[t] = 0;
-    (void)i;
   }
 
   // Back-propagation through time over one sequence (the full gradient) into dWhT_ / dWoT_, masked.
@@ -631,7 +629,7 @@ class PaperTrainer {
 
   const PaperTrainArgs<T>& p_;
   const PaperNetDims d_;
-  const int I_, C_, S_, nb_, H_, K_, O_, Ko_;
+  const int I_, C_, S_, nb_, K_, O_, Ko_;
   const int Cp_, Op_;       // padded to whole vector registers
   const int gO_, gF_, ng_;  // row groups: 0 input gate, 1 cell input, gO_ output gate, gF_ forget gate
   const int Hp_;            // ng_ * Cp_ internal rows
