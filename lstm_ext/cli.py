@@ -1,6 +1,7 @@
 """The command line: ``lstm-ext`` (or ``python -m lstm_ext``).
 
     lstm-ext reproduce <experiment|all>   the 1997 paper's experiments, our results beside its tables
+    lstm-ext diagnose  measured probes of why rows of the reproduction miss the paper
     lstm-ext demo      train LSTM1997 and LSTM2000 briefly on a long-lag task; print what they learned
     lstm-ext info      the build: torch version, CUDA, CPU kernel flags
 """
@@ -100,6 +101,22 @@ def reproduce(args) -> int:
     return 0
 
 
+def diagnose(args) -> int:
+    import json
+    from pathlib import Path
+
+    from lstm_ext.experiments import diagnose as probes
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    results = probes.run(args.probe or probes.PROBES, seed=args.seed)
+    (out / "diagnosis.json").write_text(json.dumps(results, indent=1) + "\n")
+    (out / "diagnosis.md").write_text(probes.markdown(results, args.command_line) + "\n")
+    print(f"wall {time.perf_counter() - start:.1f} s; wrote {out / 'diagnosis.json'} and {out / 'diagnosis.md'}")
+    return 0
+
+
 def info(args) -> int:
     import lstm_ext
 
@@ -138,6 +155,11 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="smoke run: one trial per row, tiny budgets")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)
+    p = sub.add_parser("diagnose", help="measured probes of why rows of the reproduction miss the paper")
+    p.add_argument("--probe", action="append", choices=["adding", "2c"], help="run only this probe (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/diagnose", help="directory for diagnosis.json and diagnosis.md")
+    p.set_defaults(func=diagnose)
     p = sub.add_parser("info", help="how lstm_ext was built")
     p.set_defaults(func=info)
     args = parser.parse_args(argv)

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lstm_ext.experiments import all_rows, run_trial, select_rows
-from lstm_ext.experiments.protocol import _rngs, _runs
+from lstm_ext.experiments.protocol import _rngs, _runs, protocol_version
+from lstm_ext.experiments.runner import _key, _task_key, load_checkpoint
 from lstm_ext.experiments.report import verdict
 
 CLI = [sys.executable, "-m", "lstm_ext"]
@@ -53,6 +54,20 @@ def test_runs_of_correct_sequences():
     assert _runs(np.ones(3, dtype=bool), 0).tolist() == [1, 2, 3]
 
 
+def test_checks_are_spread_over_long_trials():
+    rule = select_rows("3a")[0].rule
+    assert [rule.check_interval(seen) for seen in (0, 19_999, 20_000, 35_050, 452_000)] == [100, 100, 200, 300, 4_500]
+
+
+def test_checkpoints_of_an_older_protocol_are_not_reused(tmp_path):
+    row = select_rows("3a")[0]
+    old = {"row": row.key, "trial": 0, "seed": 0, "budget": row.budget, "update": row.update}  # no "protocol"
+    (tmp_path / "trials.jsonl").write_text(json.dumps(old) + "\n")
+    done = load_checkpoint(tmp_path / "trials.jsonl")
+    assert _task_key((row, 0, 0, row.budget)) not in done
+    assert _task_key((row, 0, 0, row.budget)) in {_key(old | {"protocol": protocol_version(row)})}
+
+
 def test_variants_of_a_row_share_their_trials_seeds():
     """--gradient full renames a row but keeps its seeds: trial k starts from the same weights and data."""
     row = select_rows("adding", 100)[0]
@@ -71,6 +86,8 @@ def test_verdict():
     assert verdict(line).startswith("misses (2.1x")
     line["success_pct"] = 90.0
     assert "success 90% < 100%" in verdict(line)
+    assert "undecided" not in verdict(line | {"budget": 2000})
+    assert "undecided: the budget of 1,999 sequences" in verdict(line | {"budget": 1999})
 
 
 def test_streak_stop_is_exact_and_deterministic():

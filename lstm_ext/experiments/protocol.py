@@ -18,6 +18,13 @@ from ..paper import PaperNet
 from .rows import Row
 
 CHUNK = 256  # training sequences per op call (between rule checks)
+# Bumped for a rule kind whenever its checks change what a trial reports, so that checkpoints written
+# under the old protocol are not reused (reber and testset: 2 = checks spread to 1 % of a long trial).
+PROTOCOL_VERSION = {"reber": 2, "testset": 2}
+
+
+def protocol_version(row: Row) -> int:
+    return PROTOCOL_VERSION.get(row.rule.kind, 1)
 CURVE_POINTS = 200
 
 
@@ -142,7 +149,7 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
     budget = row.budget if budget is None else budget
     rule = row.rule
     record = {"row": row.key, "trial": trial, "seed": seed, "budget": budget, "weights": net.num_weights,
-              "update": row.update, "gradient": row.gradient}
+              "update": row.update, "gradient": row.gradient, "protocol": protocol_version(row)}
     curve = _Curve()
     seen = 0
     steps = 0
@@ -160,7 +167,7 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
         both = [train_set, test_set]
         success = None
         while seen < budget:
-            n = min(rule.check_every, budget - seen)
+            n = min(rule.check_interval(seen), budget - seen)
             batch = train_set.take(data_rng.integers(0, train_set.n, size=n))
             stats = train(batch)
             seen += n
@@ -245,7 +252,7 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
         st1 = None
         success = None
         while seen < budget and success is None:
-            n = min(rule.check_every, budget - seen)
+            n = min(rule.check_interval(seen), budget - seen)
             batch = row.generate(n, data_rng)
             stats = train(batch)
             seen += n

@@ -29,6 +29,7 @@ def _one_line(row: Row, recs: list[dict], paper: dict, sequences_of=lambda r: r[
         "wall_s": float(sum(r["wall_s"] for r in recs)),
         "ns_per_step": float(np.mean([r["ns_per_step"] for r in recs])) if recs else None,
         "paper": paper,
+        "budget": max(r["budget"] for r in recs) if recs else None,
     }
     for key in ("test_wrong", "fraction_wrong", "test_mse", "test_mae", "st1_sequences"):
         vals = [r[key] for r in ok if key in r]
@@ -52,6 +53,10 @@ def verdict(line: dict) -> str:
         reasons.append("no successful trial")
     elif line["sequences"]["mean"] > 2 * p["mean_sequences"]:
         reasons.append(f"{line['sequences']['mean'] / p['mean_sequences']:.1f}x the paper's sequences")
+    budget = line.get("budget")
+    if reasons and budget is not None and line["success_pct"] < 100 and budget < 2 * p["mean_sequences"]:
+        reasons.append(f"undecided: the budget of {budget:,} sequences per trial is below 2x the paper's mean; "
+                       f"--budget {2 * p['mean_sequences']:,} or more decides")
     return "meets" if not reasons else "misses (" + "; ".join(reasons) + ")"
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .protocol import run_trial
+from .protocol import protocol_version, run_trial
 from .rows import Row
 
 QUICK_BUDGET = 10_000  # training sequences per trial in --quick smoke runs
@@ -38,7 +38,7 @@ def hardware() -> str:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """{(row, trial, seed, budget, update): record} of the finished trials in ``path``."""
+    """{(row, trial, seed, budget, update, protocol): record} of the finished trials in ``path``."""
     done = {}
     if not path.exists():
         return done
@@ -53,7 +53,12 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def _key(rec: dict) -> tuple:
-    return rec["row"], rec["trial"], rec["seed"], rec["budget"], rec.get("update", "sequence")
+    return rec["row"], rec["trial"], rec["seed"], rec["budget"], rec.get("update", "sequence"), rec.get("protocol", 1)
+
+
+def _task_key(task) -> tuple:
+    row, trial, seed, budget = task
+    return row.key, trial, seed, budget, row.update, protocol_version(row)
 
 
 def _append(path: Path, record: dict) -> None:
@@ -97,7 +102,7 @@ def run_rows(
         for t in range(trials if trials is not None else (1 if quick else row.trials)):
             plan.append((row, t, seed, b))
     done = load_checkpoint(ckpt)
-    todo = [task for task in plan if (task[0].key, task[1], task[2], task[3], task[0].update) not in done]
+    todo = [task for task in plan if _task_key(task) not in done]
     cost = {id(task): _expected_cost(task[0], task[3]) for task in todo}
     jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
     if len(todo) < len(plan):
@@ -118,7 +123,7 @@ def run_rows(
             for task, rec in _unordered(pool, todo):
                 finished(task, rec)
     bar.close()
-    return [done[(t[0].key, t[1], t[2], t[3], t[0].update)] for t in plan]
+    return [done[_task_key(t)] for t in plan]
 
 
 def _unordered(pool, todo):

@@ -339,8 +339,11 @@ def forward_fused(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch,
     return torch.where(valid, y, torch.zeros_like(y))
 
 
-def forward_ref(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, truncate: bool = True) -> torch.Tensor:
-    """The paper net in plain PyTorch, one step at a time: outputs (n, T, O), 0 past each length."""
+def forward_ref(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, truncate: bool = True,
+                return_states: bool = False):  # fmt: skip
+    """The paper net in plain PyTorch, one step at a time: outputs (n, T, O), 0 past each length.
+
+    ``return_states``: also the cell states (n, T, C) after each step (held past each length)."""
     x = _dense_inputs(spec, batch, Wh.dtype)  # (n, T, I)
     lengths = torch.as_tensor(batch.lengths).long()
     n, T, _ = x.shape
@@ -349,7 +352,7 @@ def forward_ref(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, t
     s = x.new_zeros(n, spec.n_cells)
     ones = x.new_ones(n, 1)
     per_cell = lambda gate: gate.repeat_interleave(S, dim=1)  # noqa: E731  (n, n_b) -> (n, C)
-    outs = []
+    outs, states = [], []
     for t in range(T):
         src = torch.cat([x[:, t], r.detach() if truncate else r, ones], dim=1)
         a = src @ Wh.T
@@ -366,4 +369,8 @@ def forward_ref(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, t
         r_new = torch.cat([v for v in (y_iota, y_phi, y_omega, yc) if v is not None], dim=1)
         r = torch.where(active, r_new, r)
         s = torch.where(active, s_new, s)
-    return torch.stack(outs, dim=1) if outs else x.new_zeros(n, 0, spec.outputs)
+        states.append(s)
+    y = torch.stack(outs, dim=1) if outs else x.new_zeros(n, 0, spec.outputs)
+    if return_states:
+        return y, torch.stack(states, dim=1) if states else x.new_zeros(n, 0, spec.n_cells)
+    return y

@@ -1,0 +1,176 @@
+"""Why rows miss the paper: small measured probes, run by ``lstm-ext diagnose``.
+
+Each probe trains one row's net exactly as a trial does (the row's seeds, init, learning rule) and
+measures what stops it, writing numbers, not opinions:
+
+* ``adding``: Exp 4 (T = 100) learns the task on the paper's schedule, then stalls with a few sequences
+  wrong; the probe bins the test errors by target and shows they are the sums near +-2.
+* ``2c``: Exp 2c (q = p = 100) does not learn with the paper's connectivity F. The probe trains the same
+  row with the gates' feedback removed (``connectivity="cells"``, not the paper's weight count) on the
+  same seeds, and measures the cell states (float64 reference forward): their drift by the sequence end,
+  how much h' lets through there, and how far apart the two classes are in s.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+from ..paper import PaperNet
+from ..paper.net import forward_ref
+from .protocol import _rngs
+from .rows import Row, select_rows
+
+PROBES = ("adding", "2c")
+
+
+def _new_net(row: Row, trial: int, seed: int) -> tuple[PaperNet, np.random.Generator]:
+    data_rng, init_gen, _ = _rngs(seed, row, trial)
+    net = PaperNet(row.spec, dtype=torch.float32).init_(
+        init_gen, row.init_range, input_gate_bias=row.input_gate_bias, output_gate_bias=row.output_gate_bias
+    )
+    return net, data_rng
+
+
+def _end_errors(net: PaperNet, batch) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, outputs - targets) of output 0 at each sequence's end."""
+    stats = net.evaluate(batch)
+    t = batch.targets[np.arange(batch.n), batch.lengths - 1, 0].astype(np.float64)
+    return t, stats.y_last[:, 0].double().numpy() - t
+
+
+def adding_extremes(seed: int = 0, sequences: int = 200_000, test: int = 20_000, every: int = 50_000) -> dict:
+    """Exp 4, T = 100, trial 0: wrong test sequences over training, and by target at the end."""
+    torch.set_num_threads(1)
+    row = select_rows("adding", 100)[0]
+    net, data_rng = _new_net(row, 0, seed)
+    test_batch = row.generate(test, np.random.default_rng([seed, 4, 100]))
+    threshold = row.rule.threshold
+    progress = []
+    start = time.perf_counter()
+    for seen in range(every, sequences + 1, every):
+        for _ in range(every // 1000):
+            net.train(row.generate(1000, data_rng), row.lr)
+        t, d = _end_errors(net, test_batch)
+        wrong = np.abs(d) >= threshold
+        progress.append({"sequences": seen, "wrong": int(wrong.sum()), "mse": float((d**2).mean()),
+                         "extreme_wrong": int((wrong & (np.abs(t - 0.5) > 0.45)).sum())})  # fmt: skip
+    edges = [0.0, 0.02, 0.04, 0.06, 0.1, 0.3, 0.7, 0.9, 0.94, 0.96, 0.98, 1.0001]
+    bins = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (t >= lo) & (t < hi)
+        bins.append({"lo": lo, "hi": min(hi, 1.0), "n": int(m.sum()), "wrong": int((np.abs(d[m]) >= threshold).sum()),
+                     "mean_error": float(d[m].mean()) if m.any() else None,
+                     "max_abs_error": float(np.abs(d[m]).max()) if m.any() else None})  # fmt: skip
+    p_wrong = progress[-1]["wrong"] / test
+    return {"row": row.key, "seed": seed, "trial": 0, "test_size": test, "threshold": threshold,
+            "progress": progress, "bins": bins, "p_streak_2000": (1 - p_wrong) ** 2000,
+            "paper_mean_sequences": row.paper["mean_sequences"],
+            "wall_s": time.perf_counter() - start}  # fmt: skip
+
+
+def _cell_probe(net: PaperNet, batch) -> dict:
+    """Cell states of ``batch``: mean |s| at each sequence's end, the factor h'(s)/h'(0) by which the error
+    entering a cell there is scaled, and how far apart the two classes are in s after step 2 (the x/y)."""
+    _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), batch, return_states=True)  # (n, T, C)
+    end = states[np.arange(batch.n), batch.lengths - 1]  # (n, C)
+    label = torch.as_tensor(batch.extra["label"])
+    s2 = states[:, 1]
+    return {"abs_s_end": float(end.abs().mean()), "h_factor": float((1 - torch.tanh(end / 2) ** 2).mean()),
+            "separation": float((s2[label == 0].mean(0) - s2[label == 1].mean(0)).abs().max())}  # fmt: skip
+
+
+def long_lag_gate_feedback(seed: int = 0, sequences: int = 150_000, trials: int = 2, every: int = 25_000) -> dict:
+    """Exp 2c, q = p = 100: the paper's connectivity F against the same net without the gates' feedback."""
+    torch.set_num_threads(1)
+    row = next(r for r in select_rows("2c") if r.key == "2c-q100-p100")
+    variants = {"F": row, "cells": row.with_(spec=dataclasses.replace(row.spec, connectivity="cells"))}
+    probe = row.generate(256, np.random.default_rng([seed, 2, 100]))
+    out = {"row": row.key, "seed": seed, "threshold": row.rule.threshold, "lr": row.lr, "variants": {}}
+    start = time.perf_counter()
+    for name, r in variants.items():
+        runs = []
+        for trial in range(trials):
+            net, data_rng = _new_net(r, trial, seed)  # the same data and initial weights in both variants
+            first = _cell_probe(net, probe)
+            points = []
+            for seen in range(every, sequences + 1, every):
+                ok = []
+                for _ in range(every // 1000):
+                    b = r.generate(1000, data_rng)
+                    stats = net.train(b, r.lr)
+                    ok.append(stats.err_last.double().numpy() < r.rule.threshold)
+                points.append({"sequences": seen, "correct": float(np.concatenate(ok)[-5000:].mean())})
+            runs.append({"trial": trial, "weights": net.num_weights, "points": points, "start": first,
+                         "end": _cell_probe(net, probe)})  # fmt: skip
+        out["variants"][name] = runs
+    out["wall_s"] = time.perf_counter() - start
+    return out
+
+
+def markdown(results: dict, command: str) -> str:
+    lines = ["# Why rows miss: measured probes", "", f"- command: `{command}`", ""]
+    a = results.get("adding")
+    if a:
+        lines += [
+            "## Table 7 (adding, T = 100): the extreme sums",
+            "",
+            f"Trial {a['trial']} of row {a['row']} (seed {a['seed']}), tested on {a['test_size']:,} fresh sequences "
+            f"(wrong: |error| >= {a['threshold']}). The paper's mean is {a['paper_mean_sequences']:,} sequences.",
+            "",
+            "| training sequences | wrong | of them with target < 0.05 or > 0.95 | MSE |",
+            "|---:|---:|---:|---:|",
+        ]
+        lines += [f"| {p['sequences']:,} | {p['wrong']:,} | {p['extreme_wrong']:,} | {p['mse']:.1e} |" for p in a["progress"]]
+        lines += ["", "At the end, by target:", "", "| target | sequences | wrong | mean error | max abs error |",
+                  "|---|---:|---:|---:|---:|"]  # fmt: skip
+        for b in a["bins"]:
+            if b["n"]:
+                lines.append(f"| [{b['lo']:.2f}, {b['hi']:.2f}) | {b['n']:,} | {b['wrong']} | {b['mean_error']:+.4f} "
+                             f"| {b['max_abs_error']:.4f} |")  # fmt: skip
+        lines += ["", "- The net learns the task on about the paper's schedule; then the only test sequences still wrong "
+                  "are those with targets near 0 or 1 (sums near +-2), where the output stays short of the target "
+                  "(the mean error points toward 0.5). ST3 needs 2000 right in a row: at the last rate that happens "
+                  f"with probability {a['p_streak_2000']:.1e} per window, so a trial ends late, by chance.", ""]  # fmt: skip
+    c = results.get("2c")
+    if c:
+        lines += [
+            "## Table 3 (2c, q = p = 100): the gates' feedback",
+            "",
+            f"Row {c['row']} (seed {c['seed']}, lr {c['lr']}), the same initial weights and sequences in both "
+            "variants: F is the paper's net (gates and cells see all gates and cells); 'cells' drops the weights "
+            "from the gates (not the paper's weight count). Fraction of the last 5,000 training sequences right "
+            f"(both outputs within {c['threshold']}):",
+            "",
+        ]
+        variants = list(c["variants"])
+        seqs = [p["sequences"] for p in c["variants"][variants[0]][0]["points"]]
+        head = ["variant", "trial", "# weights", "mean abs s at the end (start)", "h'(s)/h'(0) there (start)",
+                *[f"right at {s:,}" for s in seqs], "x/y apart in s after step 2 (start -> end)"]  # fmt: skip
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for name in variants:
+            for run in c["variants"][name]:
+                st, en = run["start"], run["end"]
+                lines.append(f"| {name} | {run['trial']} | {run['weights']:,} | {st['abs_s_end']:.2f} | {st['h_factor']:.3f} | "
+                             + " | ".join(f"{p['correct']:.2f}" for p in run["points"])
+                             + f" | {st['separation']:.3f} -> {en['separation']:.3f} |")  # fmt: skip
+        lines += ["", "- With F the gates' activations (about 0.5 from the first step, never centred) enter every "
+                  "cell's net input like a bias, so the untrained cell states drift far from 0 by the sequence end "
+                  "(the start columns), where h saturates and h'(s) scales the error entering the cell down to a few "
+                  "per cent. The cells then learn to keep x and y apart in s only slowly, and almost no sequence "
+                  "comes out right. Without the gates' feedback the states start nearer 0 and the same row learns on "
+                  "the same seeds. We have not found the detail of HS97 that avoids the drift; its weight count "
+                  "(6p + 64) says the gates do feed the cells.", ""]  # fmt: skip
+    return "\n".join(lines)
+
+
+def run(probes=PROBES, seed: int = 0) -> dict:
+    results = {}
+    if "adding" in probes:
+        results["adding"] = adding_extremes(seed)
+    if "2c" in probes:
+        results["2c"] = long_lag_gate_feedback(seed)
+    return results

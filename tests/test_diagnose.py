@@ -1,0 +1,40 @@
+"""lstm-ext diagnose: the probes behind the reproduction's explanations of its misses."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from lstm_ext.experiments import diagnose
+
+
+def test_adding_probe_bins_every_test_sequence():
+    a = diagnose.adding_extremes(sequences=2_000, test=500, every=1_000)
+    assert [p["sequences"] for p in a["progress"]] == [1_000, 2_000]
+    assert sum(b["n"] for b in a["bins"]) == 500
+    assert sum(b["wrong"] for b in a["bins"]) == a["progress"][-1]["wrong"]
+    assert a["progress"][-1]["extreme_wrong"] <= a["progress"][-1]["wrong"]
+    assert np.isclose(a["p_streak_2000"], (1 - a["progress"][-1]["wrong"] / 500) ** 2000)
+
+
+def test_long_lag_probe_compares_the_papers_net_with_one_without_gate_feedback():
+    c = diagnose.long_lag_gate_feedback(sequences=2_000, trials=1, every=1_000)
+    f, cells = c["variants"]["F"][0], c["variants"]["cells"][0]
+    assert f["weights"] == 664 and cells["weights"] == 640  # the paper's 6p + 64, and 24 gate weights fewer
+    for run in (f, cells):
+        assert len(run["points"]) == 2 and all(0 <= p["correct"] <= 1 for p in run["points"])
+        for probe in (run["start"], run["end"]):
+            assert probe["abs_s_end"] >= 0 and 0 < probe["h_factor"] <= 1 and probe["separation"] >= 0
+    md = diagnose.markdown({"2c": c}, "lstm-ext diagnose --probe 2c")
+    assert "| F | 0 | 664 |" in md and "| cells | 0 | 640 |" in md
+
+
+def test_cli_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "d"
+    subprocess.run([sys.executable, "-m", "lstm_ext", "diagnose", "--probe", "adding", "--out", str(out)],
+                   cwd=tmp_path, check=True, capture_output=True)  # fmt: skip
+    results = json.loads((out / "diagnosis.json").read_text())
+    assert list(results) == ["adding"]
+    md = (out / "diagnosis.md").read_text()
+    assert "## Table 7 (adding, T = 100)" in md and "## Table 3" not in md
