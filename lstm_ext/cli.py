@@ -75,6 +75,14 @@ def reproduce(args) -> int:
     except ValueError as e:
         print(f"lstm-ext reproduce: {e}", file=sys.stderr)
         return 2
+    if args.budget is not None and args.budget_factor is not None:
+        print("lstm-ext reproduce: give --budget or --budget-factor, not both", file=sys.stderr)
+        return 2
+    if args.budget_factor is not None:
+        if args.budget_factor <= 0:
+            print(f"lstm-ext reproduce: --budget-factor must be > 0, got {args.budget_factor}", file=sys.stderr)
+            return 2
+        rows = [r.with_budget_factor(args.budget_factor) for r in rows]
     if args.update:
         rows = [r.with_(update=args.update) for r in rows]
     if args.gradient != "truncated":
@@ -147,6 +155,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="runs/reproduce", help="directory for the checkpoint, JSON, report and plots")
     p.add_argument("--jobs", type=int, default=None, help="trials run in parallel (default: one per CPU core)")
     p.add_argument("--budget", type=int, default=None, help="training sequences before a trial counts as failed")
+    p.add_argument("--budget-factor", type=float, default=None,
+                   help="instead of --budget: each row's budget is this many times the paper's mean sequences "
+                        "(2 bounds the whole run; a trial needing more counts as failed)")
     p.add_argument("--update", choices=["sequence", "step"], default=None,
                    help="when weights change in Exps 1, 2a, 2b (default: after every step)")
     p.add_argument("--gradient", choices=["truncated", "full"], default="truncated",

@@ -54,6 +54,16 @@ def test_runs_of_correct_sequences():
     assert _runs(np.ones(3, dtype=bool), 0).tolist() == [1, 2, 3]
 
 
+def test_budget_factor_caps_each_row_at_a_multiple_of_the_papers_mean():
+    rows = {r.key: r for r in all_rows()}
+    assert rows["4-T100"].with_budget_factor(2).budget == 148_000
+    assert rows["5-T100"].paper_sequences == 1_273_000  # Exp 5 runs to its last threshold, n_seq = 13
+    assert rows["5-T100"].with_budget_factor(2).budget == 2_546_000
+    assert rows["4-T1000"].with_budget_factor(100).budget == rows["4-T1000"].budget  # never above the default
+    with pytest.raises(ValueError, match="budget factor"):
+        rows["4-T100"].with_budget_factor(0)
+
+
 def test_checks_are_spread_over_long_trials():
     rule = select_rows("3a")[0].rule
     assert [rule.check_interval(seen) for seen in (0, 19_999, 20_000, 35_050, 452_000)] == [100, 100, 200, 300, 4_500]
@@ -155,3 +165,9 @@ def test_cli_rejects_bad_arguments(tmp_path):
     assert p.returncode == 2 and "unknown experiment" in p.stderr
     p = subprocess.run([*CLI, "reproduce", "6a", "--T", "100", "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and "no row with T = 100" in p.stderr
+    p = subprocess.run([*CLI, "reproduce", "6a", "--budget", "10", "--budget-factor", "2", "--out", str(tmp_path)],
+                       capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 2 and "not both" in p.stderr
+    p = subprocess.run([*CLI, "reproduce", "6a", "--budget-factor", "0", "--out", str(tmp_path)], capture_output=True,
+                       text=True, cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 2 and "--budget-factor must be > 0" in p.stderr

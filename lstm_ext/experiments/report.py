@@ -135,10 +135,12 @@ def markdown(summary: dict) -> str:
                 choices += [c for c in row["choices"] if c not in choices]
         if choices:
             out += [""] + [f"- {c}" for c in choices]
-    out += ["", "## Speed", "", "| row | trials | wall s (sum over trials) | ns per sequence step |", "|---|---|---|---|"]
+    out += ["", "## Speed", "", "| row | trials | budget (sequences per trial) | wall s (sum over trials) | ns per sequence step |",
+            "|---|---|---|---|---|"]  # fmt: skip
     for row in summary["rows"]:
         for ln in row["lines"][:1]:
-            out.append(f"| {row['row']} | {ln['trials']} | {ln['wall_s']:.1f} | {_fmt(ln['ns_per_step'])} |")
+            out.append(f"| {row['row']} | {ln['trials']} | {_fmt(ln.get('budget'))} | {ln['wall_s']:.1f} "
+                       f"| {_fmt(ln['ns_per_step'])} |")  # fmt: skip
     return "\n".join(out) + "\n"
 
 

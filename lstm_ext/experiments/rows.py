@@ -8,6 +8,8 @@ command line (``--update``, ``--budget``, ``--check-every``).
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
@@ -85,6 +87,21 @@ class Row:
 
     def with_(self, **kw) -> "Row":
         return replace(self, **kw)
+
+    @property
+    def paper_sequences(self) -> int | None:
+        """The paper's mean training sequences for a whole trial of this row (Exp 5: to its last n_seq)."""
+        if self.rule.kind == "nseq" and "n_seq" in self.paper:
+            return self.paper["n_seq"][min(self.rule.n_seq)]["mean_sequences"]
+        return self.paper.get("mean_sequences")
+
+    def with_budget_factor(self, factor: float) -> "Row":
+        """This row with its budget cut to ``factor`` x the paper's mean sequences (unchanged without one)."""
+        if factor <= 0:
+            raise ValueError(f"budget factor must be > 0, got {factor}")
+        if self.paper_sequences is None:
+            return self
+        return self.with_(budget=min(self.budget, math.ceil(factor * self.paper_sequences)))
 
 
 UPDATE_CHOICE = (

@@ -70,7 +70,7 @@ def _append(path: Path, record: dict) -> None:
 
 def _expected_cost(row: Row, budget: int) -> float:
     """Sequence steps a trial is expected to take (for the progress bar's ETA)."""
-    sequences = min(row.paper.get("mean_sequences", budget), budget)
+    sequences = min(row.paper_sequences or budget, budget)
     return max(sequences * row.mean_length, 1.0)
 
 
