@@ -18,6 +18,7 @@ from ..paper import PaperNet
 from .rows import Row
 
 CHUNK = 256  # training sequences per op call (between rule checks)
+CURVE_POINTS = 200
 # Bumped for a rule kind whenever its checks change what a trial reports, so that checkpoints written
 # under the old protocol are not reused (reber and testset: 2 = checks spread to 1 % of a long trial).
 PROTOCOL_VERSION = {"reber": 2, "testset": 2}
@@ -25,7 +26,6 @@ PROTOCOL_VERSION = {"reber": 2, "testset": 2}
 
 def protocol_version(row: Row) -> int:
     return PROTOCOL_VERSION.get(row.rule.kind, 1)
-CURVE_POINTS = 200
 
 
 def _rngs(seed: int, row: Row, trial: int):

@@ -3,13 +3,12 @@ stopping rule, the published trial count and the paper's figures.
 
 All facts come from ``../shared/paper-experiments.md`` (HS97 Sec. 5, Tables 1-11). Where the paper is
 silent or ambiguous, the choice made is written on the row (``choices``) and is switchable from the
-command line (``--update``, ``--budget``, ``--check-every``).
+command line (``--update``, ``--gradient``, ``--budget``, ``--budget-factor``).
 """
 
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Callable
@@ -46,6 +45,7 @@ class Rule:
     test_size: int = 256
     check_every: int = 100
     check_fraction: float = 0.01  # reber/testset: checks at least this fraction of the sequences seen apart
+    count_from_streak_start: bool = False
 
     def check_interval(self, seen: int) -> int:
         """Training sequences until the next check: ``check_every``, or ``check_fraction`` of the ``seen``
@@ -53,7 +53,6 @@ class Rule:
         much as training on its test sequences, so on long trials (T = 1000: 2.5x the training) it is
         spread out; the sequences-to-success it reports are then exact to 1 %."""
         return max(self.check_every, int(seen * self.check_fraction) // self.check_every * self.check_every)
-    count_from_streak_start: bool = False
 
 
 @dataclass(frozen=True)
