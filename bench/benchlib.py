@@ -248,6 +248,29 @@ class Options:
     threads: int = 0  # torch.set_num_threads (0 = torch's default)
 
 
+def calibrate(fn, setup, opts: Options, warmup: int) -> int:
+    """Untimed warm-up calls, then one untimed calibration call: the number of timed rounds for about
+    ``opts.target_s`` of measurement, within the round bounds."""
+    for _ in range(warmup):
+        setup()
+        fn()
+    setup()
+    t0 = time.perf_counter()
+    fn()
+    one = time.perf_counter() - t0
+    min_rounds = opts.slow_min_rounds if one > 1.0 else opts.min_rounds
+    return max(min_rounds, min(opts.max_rounds, math.ceil(opts.target_s / max(one, 1e-9))))
+
+
+def run_limit(benchmark, name: str, fn, setup, opts: Options, **info):
+    """Time one of the machine's limits (bench/test_bench_limits.py) the way the peers are timed."""
+    rounds = calibrate(fn, setup, opts, warmup=opts.warmup)
+    benchmark.group = f"cpu limits: {name}"
+    benchmark.extra_info.update(limit=name, threads=torch.get_num_threads(),
+                                loadavg_1min=os.getloadavg()[0] if hasattr(os, "getloadavg") else None, **info)  # fmt: skip
+    benchmark.pedantic(fn, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
+
+
 def run(benchmark, case: Case, peer: str, opts: Options):
     if case.device == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
@@ -297,16 +320,7 @@ def run(benchmark, case: Case, peer: str, opts: Options):
 
     # Warm-up, not timed (also pays TorchScript's profiling runs and the first-call allocations); the calibration
     # call after it is not timed either.
-    for _ in range(opts.warmup + (1 if peer.startswith("jit") else 0)):
-        setup()
-        fn()
-    setup()
-    t0 = time.perf_counter()
-    fn()
-    one = time.perf_counter() - t0
-    min_rounds = opts.slow_min_rounds if one > 1.0 else opts.min_rounds
-    rounds = max(min_rounds, min(opts.max_rounds, math.ceil(opts.target_s / max(one, 1e-9))))
-
+    rounds = calibrate(fn, setup, opts, warmup=opts.warmup + (1 if peer.startswith("jit") else 0))
     cell = PEER_CELL[peer]
     benchmark.group = case.group(cell)
     benchmark.extra_info.update(

@@ -59,7 +59,7 @@ MODES = ("fwd+bwd", "fwd")
 def load(paths):
     """{case_key: {peer: stats}}, machine_info of the first file, and the files' dates."""
     results: dict = defaultdict(dict)
-    machine, dates, loads, threads = None, [], [], set()
+    machine, dates, loads, threads, limits = None, [], [], set(), {}
     for path in paths:
         with open(path) as f:
             data = json.load(f)
@@ -68,6 +68,9 @@ def load(paths):
             dates.append(data["datetime"])
         for b in data.get("benchmarks", []):
             e = b.get("extra_info") or {}
+            if "limit" in e:  # bench/test_bench_limits.py
+                limits[e["limit"]] = {"median": b["stats"]["median"], "min": b["stats"]["min"], "flop": e.get("flop")}
+                continue
             if "peer" not in e:
                 continue
             key = (e["device"], e["dtype"], e["mode"], int(e["B"]), int(e["H"]), int(e["D"]), int(e["T"]))
@@ -79,7 +82,7 @@ def load(paths):
             results[key][e["peer"]] = {"median": s["median"], "min": s["min"], "rounds": s["rounds"],
                                        "iqr": s.get("iqr", float("nan")), "load": e.get("loadavg_1min")}
     machine = dict(machine or {})
-    machine["_loads"], machine["_threads"] = loads, sorted(threads)
+    machine["_loads"], machine["_threads"], machine["_limits"] = loads, sorted(threads), limits
     return results, machine, dates
 
 
@@ -165,6 +168,41 @@ def target_table(results):
             f"| {fmt_time(t_peer)} | {fmt_ratio(r)} | {fmt_ratio(rmin)} | ≥ {need:g}× ({text}) | {verdict} |"
         )
     return rows, verdicts
+
+
+def layer_flop(cell: str, B: int, H: int, D: int, T: int) -> float:
+    """Floating-point operations of one layer's forward+backward: the forward's input and recurrent products
+    (2·T·B·G·(D+H), G = 4H or 3H gate rows) and, in the backward, twice as many (gradients on the inputs and
+    on the weights); the elementwise cell math is left out."""
+    G = (4 if cell == "2000" else 3) * H
+    return 3 * 2 * T * B * G * (D + H)
+
+
+def limit_lines(results, limits):
+    """What the machine allows the targets that miss: T2 against the autograd floor, T3 against the arithmetic
+    rate (bench/test_bench_limits.py, measured in the same run)."""
+    out = []
+    floor = limits.get("autograd_floor")
+    peers = results.get(("cpu", "float32", "fwd+bwd", 1, 8, 2, 100), {})
+    if floor and "nn.LSTM" in peers:
+        allowed = peers["nn.LSTM"]["median"] / 10
+        out.append(f"- T2 allows LSTM2000 {fmt_time(allowed)} for its whole forward+backward (a tenth of nn.LSTM's "
+                   f"{fmt_time(peers['nn.LSTM']['median'])}). The autograd floor, `a.sum().backward()` of a 4-element "
+                   f"tensor, takes {fmt_time(floor['median'])} here: that much of every module's fwd+bwd is the "
+                   "autograd engine and its Python before any work, and LSTM2000's forward (module call, input "
+                   "projection, recurrence) comes on top.")  # fmt: skip
+    mm = limits.get("matmul_rate")
+    peers = results.get(("cpu", "float32", "fwd+bwd", 32, 128, 32, 100), {})
+    if mm and mm.get("flop") and "ref1997" in peers and "LSTM1997" in peers:
+        flop = layer_flop("1997", 32, 128, 32, 100)
+        need = flop / (peers["ref1997"]["median"] / 10)
+        ours = flop / peers["LSTM1997"]["median"]
+        rate = mm["flop"] / mm["median"]
+        out.append(f"- T3: LSTM1997's forward+backward at B=32 H=128 D=32 T=100 is {flop / 1e9:.2f} GFLOP of products "
+                   f"(`layer_flop`). Ten times the reference loop's speed ({fmt_time(peers['ref1997']['median'])}) needs "
+                   f"{need / 1e9:.0f} GFLOP/s; LSTM1997 runs at {ours / 1e9:.0f} GFLOP/s, and one large float32 product "
+                   f"(`torch.mm`, 1024 x 1024) reaches {rate / 1e9:.0f} GFLOP/s on this machine.")  # fmt: skip
+    return out
 
 
 def case_tables(results):
@@ -320,6 +358,11 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
     rows, _ = target_table(results)
     lines += rows
     lines.append("")
+    limits = limit_lines(results, machine.get("_limits") or {})
+    if limits:
+        lines += ["What this machine allows the targets that miss (bench/test_bench_limits.py, same run):", ""]
+        lines += limits
+        lines.append("")
     lines.append("## All cases")
     lines.append("")
     lines.append("Median time per call; speed-ups of LSTM2000 (`2000 vs …`) and LSTM1997 (`1997 vs …`). "

@@ -87,18 +87,26 @@ CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::
 
 namespace {
 
-// The CPU kernels' threads: as many as torch's intra-op setting. Chunks run on plain threads for the
-// whole sequence (at::parallel_for is OpenMP inlined into the caller, which this extension does not
-// compile with, and a chunk is milliseconds of work, so starting a thread is cheap in comparison).
+// The CPU kernels' threads: as many as torch's intra-op setting, each running its chunk of batch rows for
+// the whole sequence. With an OpenMP torch they are torch's own pool (at::parallel_for; the extension is
+// built with -fopenmp and links the libgomp.so.1 torch has loaded): a second set of threads would compete
+// for the cores with the pool's workers, which spin for milliseconds after each of torch's parallel ops
+// (the input projection just before the forward) and made the B=32 H=128 forward 2x slower.
 cpu::Parallel torch_parallel() {
   cpu::Parallel par;
   par.threads = at::get_num_threads();
+#if AT_PARALLEL_OPENMP && defined(_OPENMP)
+  par.for_each = [](int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
+    at::parallel_for(0, n, grain, body);
+  };
+#else
   par.for_each = [](int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
     std::vector<std::thread> workers;
     for (int64_t b = grain; b < n; b += grain) workers.emplace_back(body, b, std::min(n, b + grain));
     body(0, std::min(n, grain));
     for (auto& w : workers) w.join();
   };
+#endif
   return par;
 }
 

@@ -1,0 +1,40 @@
+"""What this machine allows: the two limits the issue's targets T2 and T3 run into (CPU, measured in the same run).
+
+  autograd floor   ``a.sum().backward()`` on a 4-element float32 tensor: the least the backward of any autograd
+                   module costs here (the engine and torch.autograd's Python), before any work of its own.
+                   T2 asks for LSTM2000's whole forward+backward in a tenth of nn.LSTM's time.
+  matmul rate      ``torch.mm`` of two 1024 x 1024 float32 matrices on torch's threads: the arithmetic rate of
+                   the machine in the best case. T3 asks for 10x the reference loop's speed on a layer whose
+                   forward+backward is a fixed number of multiply-adds (bench/report.py prints the rate it needs).
+"""
+
+import pytest
+import torch
+
+import benchlib
+
+MM_N = 1024
+
+
+@pytest.mark.quick
+def test_autograd_floor(benchmark, bench_opts):
+    a = torch.randn(4, requires_grad=True)
+
+    def setup():
+        a.grad = None
+
+    def fn():
+        a.sum().backward()
+
+    benchlib.run_limit(benchmark, "autograd_floor", fn, setup, bench_opts)
+
+
+@pytest.mark.quick
+def test_matmul_rate(benchmark, bench_opts):
+    x, y = torch.randn(MM_N, MM_N), torch.randn(MM_N, MM_N)
+    out = torch.empty(MM_N, MM_N)
+
+    def fn():
+        torch.mm(x, y, out=out)
+
+    benchlib.run_limit(benchmark, "matmul_rate", fn, lambda: None, bench_opts, flop=2 * MM_N**3)

@@ -1,0 +1,27 @@
+"""bench/report.py: the arithmetic behind the report's limits section (the module needs no torch)."""
+
+import importlib.util
+from pathlib import Path
+
+spec = importlib.util.spec_from_file_location("bench_report", Path(__file__).resolve().parent.parent / "bench" / "report.py")
+report = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(report)
+
+
+def test_layer_flop_counts_forward_products_and_twice_that_backward():
+    # 1997 cell: G = 3H; forward 2*T*B*G*(D+H), backward twice that
+    assert report.layer_flop("1997", 32, 128, 32, 100) == 3 * 2 * 100 * 32 * 384 * 160
+    assert report.layer_flop("2000", 1, 8, 2, 100) == 3 * 2 * 100 * 1 * 32 * 10
+
+
+def test_limit_lines_compare_the_targets_with_the_measured_limits():
+    t = lambda s: {"median": s, "min": s}  # noqa: E731
+    results = {("cpu", "float32", "fwd+bwd", 1, 8, 2, 100): {"nn.LSTM": t(600e-6), "LSTM2000": t(300e-6)},
+               ("cpu", "float32", "fwd+bwd", 32, 128, 32, 100): {"ref1997": t(40e-3), "LSTM1997": t(16e-3)}}  # fmt: skip
+    limits = {"autograd_floor": {"median": 50e-6, "min": 50e-6, "flop": None},
+              "matmul_rate": {"median": 0.02, "min": 0.02, "flop": 2 * 1024**3}}  # fmt: skip
+    lines = report.limit_lines(results, limits)
+    assert "T2 allows LSTM2000 60 µs" in lines[0] and "takes 50 µs" in lines[0]
+    flop = report.layer_flop("1997", 32, 128, 32, 100)
+    assert f"needs {flop / 4e-3 / 1e9:.0f} GFLOP/s" in lines[1] and "reaches 107 GFLOP/s" in lines[1]
+    assert report.limit_lines(results, {}) == []  # an older JSON without the limit benchmarks: no section
