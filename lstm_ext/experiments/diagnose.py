@@ -21,18 +21,10 @@ import torch
 
 from ..paper import PaperNet
 from ..paper.net import forward_ref
-from .protocol import _rngs
-from .rows import Row, select_rows
+from .protocol import trial_net
+from .rows import select_rows
 
 PROBES = ("adding", "2c")
-
-
-def _new_net(row: Row, trial: int, seed: int) -> tuple[PaperNet, np.random.Generator]:
-    data_rng, init_gen, _ = _rngs(seed, row, trial)
-    net = PaperNet(row.spec, dtype=torch.float32).init_(
-        init_gen, row.init_range, input_gate_bias=row.input_gate_bias, output_gate_bias=row.output_gate_bias
-    )
-    return net, data_rng
 
 
 def _end_errors(net: PaperNet, batch) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +38,7 @@ def adding_extremes(seed: int = 0, sequences: int = 200_000, test: int = 20_000,
     """Exp 4, T = 100, trial 0: wrong test sequences over training, and by target at the end."""
     torch.set_num_threads(1)
     row = select_rows("adding", 100)[0]
-    net, data_rng = _new_net(row, 0, seed)
+    net, data_rng, _, _ = trial_net(row, 0, seed)
     test_batch = row.generate(test, np.random.default_rng([seed, 4, 100]))
     threshold = row.rule.threshold
     progress = []
@@ -94,7 +86,7 @@ def long_lag_gate_feedback(seed: int = 0, sequences: int = 150_000, trials: int 
     for name, r in variants.items():
         runs = []
         for trial in range(trials):
-            net, data_rng = _new_net(r, trial, seed)  # the same data and initial weights in both variants
+            net, data_rng, _, _ = trial_net(r, trial, seed)  # the same data and initial weights in both variants
             first = _cell_probe(net, probe)
             points = []
             for seen in range(every, sequences + 1, every):

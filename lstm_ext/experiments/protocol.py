@@ -138,14 +138,20 @@ def _ok(err: np.ndarray, rule) -> np.ndarray:
     return err < rule.threshold if rule.on != "clean" else err <= rule.threshold
 
 
-def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dtype=torch.float32) -> dict:
-    """Train one net of ``row`` (trial number ``trial``) and return its record."""
-    torch.set_num_threads(1)
-    start = time.perf_counter()
+def trial_net(row: Row, trial: int, seed: int = 0, dtype=torch.float32):
+    """Trial ``trial``'s initial net, and its generators: (net, data rng, init generator, test-set seed)."""
     data_rng, init_gen, set_seed = _rngs(seed, row, trial)
     net = PaperNet(row.spec, dtype=dtype).init_(
         init_gen, row.init_range, input_gate_bias=row.input_gate_bias, output_gate_bias=row.output_gate_bias
     )
+    return net, data_rng, init_gen, set_seed
+
+
+def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dtype=torch.float32) -> dict:
+    """Train one net of ``row`` (trial number ``trial``) and return its record."""
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    net, data_rng, init_gen, set_seed = trial_net(row, trial, seed, dtype)
     budget = row.budget if budget is None else budget
     rule = row.rule
     record = {"row": row.key, "trial": trial, "seed": seed, "budget": budget, "weights": net.num_weights,
