@@ -116,11 +116,23 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Te
                                                        bool forget_gate, int64_t block_size,
                                                        c10::string_view feedback, c10::string_view squash,
                                                        bool truncate) {
+  const bool needs_grad = at::GradMode::is_enabled() &&
+                          (A.requires_grad() || U.requires_grad() || r0.requires_grad() || s0.requires_grad());
+  if (!needs_grad) {  // no graph to record: the op below autograd, which keeps no workspace on the CPU
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("lstm_ext::recurrence", "")
+                         .typed<std::tuple<Tensor, Tensor, Tensor>(
+                             const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                             const std::optional<Tensor>&, bool, int64_t, c10::string_view, c10::string_view, bool)>();
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
+  }
   auto out = RecurrenceFunction::apply(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
   return {out[0], out[1], out[2]};
 }
 
-// Below autograd (inference mode, or after autograd has been traced away): the forward op alone.
+// Below autograd (inference mode, or after autograd has been traced away) on a device without a kernel of
+// its own for lstm_ext::recurrence (the CPU has one, recurrence_inference_cpu): the forward op alone.
 std::tuple<Tensor, Tensor, Tensor> recurrence_no_grad(const Tensor& A, const Tensor& U, const Tensor& r0,
                                                       const Tensor& s0, const std::optional<Tensor>& lengths,
                                                       bool forget_gate, int64_t block_size,

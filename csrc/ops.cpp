@@ -110,10 +110,11 @@ cpu::Parallel torch_parallel() {
   return par;
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu(
+// The forward on the CPU; with keep = false (inference) act and s_all are not kept and come back undefined.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward_cpu(
     const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
-    c10::string_view squash, bool truncate) {
+    c10::string_view squash, bool truncate, bool keep) {
   const CellDims d = check_forward_args(A_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback, squash,
                                         truncate);
   TORCH_CHECK(A_in.scalar_type() == at::kFloat || A_in.scalar_type() == at::kDouble,
@@ -121,8 +122,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrenc
   const at::Tensor A = A_in.contiguous(), U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous();
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
-  at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0),
-             act = at::empty_like(A), s_all = at::empty({T, B, C}, A.options());
+  at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0);
+  at::Tensor act = keep ? at::empty_like(A) : at::Tensor(), s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {
     cpu::ForwardArgs<scalar_t> p{d,
                                  T,
@@ -135,11 +136,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrenc
                                  y.mutable_data_ptr<scalar_t>(),
                                  r_T.mutable_data_ptr<scalar_t>(),
                                  s_T.mutable_data_ptr<scalar_t>(),
-                                 act.mutable_data_ptr<scalar_t>(),
-                                 s_all.mutable_data_ptr<scalar_t>()};
+                                 keep ? act.mutable_data_ptr<scalar_t>() : nullptr,
+                                 keep ? s_all.mutable_data_ptr<scalar_t>() : nullptr};
     cpu::recurrence_forward(p, torch_parallel());
   });
   return {y, r_T, s_T, act, s_all};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu(
+    const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate) {
+  return run_forward_cpu(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, true);
+}
+
+// lstm_ext::recurrence below autograd (no gradient needed): the forward without its workspace, so that
+// inference holds y and the final state only, as nn.LSTM does, not the (T, B, G) activations.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> recurrence_inference_cpu(
+    const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate) {
+  auto [y, r_T, s_T, act, s_all] =
+      run_forward_cpu(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, false);
+  return {y, r_T, s_T};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_cpu(
@@ -217,6 +236,7 @@ TORCH_LIBRARY(lstm_ext, m) {
 TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {
   m.impl("recurrence_forward", &recurrence_forward_cpu);
   m.impl("recurrence_backward", &recurrence_backward_cpu);
+  m.impl("recurrence", &recurrence_inference_cpu);
 }
 
 }  // namespace lstm_ext

@@ -197,18 +197,54 @@ def test_recurrence_saturated(cfg, scale, dtype):
     assert_parity(got, run_reference(inputs, cfg, lengths, upstream), dtype, T, B)
 
 
-@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
-def test_recurrence_without_autograd(mode):
-    """Below autograd (the CompositeExplicitAutograd kernel) the op gives the same bits as with autograd."""
-    cfg = CellConfig(True, 2, "all", "paper")
-    T, B, C = 4, 3, 4
-    inputs = make_inputs(cfg, T, B, C)
+WITHOUT_GRAD = ["no_grad", "inference_mode", "no_input_requires_grad"]
+
+
+def run_without_grad(mode, inputs, cfg, lengths):
+    if mode == "no_input_requires_grad":
+        return ops.recurrence(*inputs, cfg, lengths)
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        return ops.recurrence(*inputs, cfg, lengths)
+
+
+@pytest.mark.parametrize("mode", WITHOUT_GRAD)
+@pytest.mark.parametrize(
+    "cfg,T,B,C",
+    [(cfg, 5, 3, 4) for cfg in all_configs(block_sizes=(1, 2))] + [(cfg, 6, 32, 128) for cfg in BLAS_CONFIGS],
+    ids=lambda v: cfg_id(v) if isinstance(v, CellConfig) else str(v),
+)
+def test_recurrence_without_autograd(cfg, T, B, C, mode):
+    """Without a gradient to record, the op runs the forward that keeps no workspace (the CPU kernel of
+    lstm_ext::recurrence): the same bits as the forward autograd runs, in every configuration, with per-row
+    lengths, on the hand loops and on the BLAS path with its threaded row chunks."""
+    inputs = make_inputs(cfg, T, B, C, torch.float32)
     lengths = varied_lengths(B, T)
     with_grad = ops.recurrence(*[t.clone().requires_grad_() for t in inputs], cfg, lengths)
-    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
-        without = ops.recurrence(*inputs, cfg, lengths)
+    without = run_without_grad(mode, inputs, cfg, lengths)
     for a, b in zip(with_grad, without):
-        assert not b.requires_grad and torch.equal(a.detach(), b)
+        assert not b.requires_grad and b.grad_fn is None
+        assert torch.equal(a.detach(), b)
+
+
+def recurrence_allocated_bytes(inputs, cfg, requires_grad):
+    """Bytes the CPU allocator handed out, and did not take back, during one call of ops.recurrence."""
+    inputs = [t.clone().requires_grad_(requires_grad) for t in inputs]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as prof:
+        outs = ops.recurrence(*inputs, cfg)
+    del outs
+    return sum(e.cpu_memory_usage for e in prof.events() if e.name == "lstm_ext::recurrence")
+
+
+def test_recurrence_without_autograd_keeps_no_workspace():
+    """Inference holds y and the final state only, as nn.LSTM's does: not the (T, B, G) activations and
+    (T, B, C) states that the backward needs (5x y's size for the 2000 cell)."""
+    cfg = CellConfig()
+    T, B, C = 50, 4, 16
+    inputs = make_inputs(cfg, T, B, C, torch.float32)
+    outputs = (T * B * C + 2 * B * C) * 4  # y, r_T, s_T in float32
+    workspace = (T * B * 4 * C + T * B * C) * 4  # act, s_all
+    assert recurrence_allocated_bytes(inputs, cfg, requires_grad=False) == outputs
+    assert recurrence_allocated_bytes(inputs, cfg, requires_grad=True) >= outputs + workspace
 
 
 # ---- 2. recurrence_forward through its Python autograd -----------------------------------------------------

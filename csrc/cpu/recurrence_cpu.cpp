@@ -251,9 +251,12 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
   const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true);  // act += r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
+  // Inference (act == nullptr): one step's activations and states, reused by every step.
+  const bool keep = p.act != nullptr;
+  std::vector<T> act_step(keep ? 0 : size_t(M * G)), s_step(keep ? 0 : size_t(M * C));
   for (int64_t t = 0; t < p.steps; ++t) {
-    T* act = p.act + (t * B + b0) * G;
-    T* s = p.s_all + (t * B + b0) * C;
+    T* act = keep ? p.act + (t * B + b0) * G : act_step.data();
+    T* s = keep ? p.s_all + (t * B + b0) * C : s_step.data();
     T* y = p.y + (t * B + b0) * C;
     std::copy(p.A + (t * B + b0) * G, p.A + (t * B + b1) * G, act);
     recurrent_input(r_state, T(1), act);

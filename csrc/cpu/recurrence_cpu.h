@@ -22,8 +22,9 @@ struct ForwardArgs {
   T* y;                    // (T, B, C)  out: cell outputs (0 past a row's length)
   T* r_T;                  // (B, R)     out: recurrent source after the row's last step
   T* s_T;                  // (B, C)     out: cell state after the row's last step
-  T* act;                  // (T, B, G)  out: activations, kept for the backward (0 past a row's length)
-  T* s_all;                // (T, B, C)  out: cell states, kept for the backward
+  T* act;                  // (T, B, G)  out: activations, kept for the backward (0 past a row's length);
+                           //            nullptr: not kept (inference), the kernel uses a per-step buffer
+  T* s_all;                // (T, B, C)  out: cell states, kept for the backward; nullptr with act
 };
 
 template <typename T>
