@@ -169,6 +169,20 @@ def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", BLAS_CONFIGS, ids=cfg_id)
+def test_recurrence_matches_reference_on_two_threads(cfg, dtype):
+    """The other tests run on one thread; with two, the forward and the backward split the batch into row
+    chunks (here of unequal size, B = 33), each chunk on its own thread with single-threaded BLAS."""
+    T, B, C = 12, 33, 128
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        check_against_reference(ops.recurrence, cfg, T, B, C, dtype, varied_lengths(B, T))
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize(
     "B,C", [(64, 16), (63, 16), (65, 16), (33, 128)], ids=["at-threshold", "below", "above", "uneven-row-chunks"]
 )
