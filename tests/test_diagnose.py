@@ -38,3 +38,17 @@ def test_cli_writes_json_and_markdown(tmp_path):
     assert list(results) == ["adding"]
     md = (out / "diagnosis.md").read_text()
     assert "## Table 7 (adding, T = 100)" in md and "## Table 3" not in md
+
+
+def test_reber_probe_runs_both_rules_on_the_same_seeds():
+    r = diagnose.reber_recall(sequences=600, trials=2, every=300)
+    assert list(r["gradients"]) == ["truncated", "full"]
+    for runs in r["gradients"].values():
+        assert [run["trial"] for run in runs] == [0, 1]
+        for run in runs:
+            assert [p["sequences"] for p in run["points"]] == [300, 600]
+            for p in run["points"]:
+                assert 0 <= p["strings_right"] <= p["recall_right"] <= 1  # a right string is right at the recall step
+                assert p["abs_s_recall_max_cell"] >= 0 and 0 < p["h_factor_recall"] <= 1
+    md = diagnose.markdown({"reber": r}, "lstm-ext diagnose --probe reber")
+    assert "| truncated | 0 |" in md and "| full | 1 |" in md and "## Table 7" not in md
