@@ -92,9 +92,11 @@ class StepProduct {
       : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
     if (!(blas_available<T>() && use_blas(B * N * K))) {
       mode_ = Mode::Loop;
-      w_.resize(size_t(K * N));
+      Np_ = (N + kLanes - 1) / kLanes * kLanes;  // columns padded with zeros to whole blocks of lanes
+      w_.assign(size_t(K * Np_), T(0));
+      out_.assign(size_t(kLanes), T(0));
       for (int64_t k = 0; k < K; ++k)
-        for (int64_t n = 0; n < N; ++n) w_[size_t(k * N + n)] = trans_u ? U[n * K + k] : U[k * N + n];
+        for (int64_t n = 0; n < N; ++n) w_[size_t(k * Np_ + n)] = trans_u ? U[n * K + k] : U[k * N + n];
     } else if (std::is_same_v<T, float> && packed_available() && B > 0) {
       if constexpr (std::is_same_v<T, float>) {
         mode_ = Mode::Packed;
@@ -113,26 +115,53 @@ class StepProduct {
     } else if (mode_ == Mode::Blas) {
       blas_gemm<T>(false, trans_u_, B_, N_, K_, T(1), in, K_, U_, trans_u_ ? K_ : N_, beta, out, N_);
     } else {
-      for (int64_t b = 0; b < B_; ++b) {
-        T* o = out + b * N_;
-        const T* x = in + b * K_;
-        if (beta == T(0)) std::fill(o, o + N_, T(0));
-        for (int64_t k = 0; k < K_; ++k) {
-          const T xk = x[k];
-          const T* w = w_.data() + k * N_;
-          for (int64_t n = 0; n < N_; ++n) o[n] += w[n] * xk;
-        }
-      }
+      for (int64_t b = 0; b < B_; ++b) loop_row(in + b * K_, beta, out + b * N_);
     }
   }
 
  private:
+  // Loop mode, one batch row: o (N) = beta * o + x (K) * op(U). Each block of kLanes outputs stays in
+  // registers for all K (two accumulators, even and odd k), so no output is stored and reloaded per k:
+  // with few outputs (the backward's N = R = 8) that store-reload chain was the step's critical path.
+  static constexpr int kLanes = 32 / sizeof(T);  // one AVX register
+
+  void loop_row(const T* __restrict__ x, T beta, T* __restrict__ o) const {
+    for (int64_t n0 = 0; n0 < Np_; n0 += kLanes) {
+      const bool whole = n0 + kLanes <= N_;  // else the last, part-filled block goes through out_
+      T even[kLanes], odd[kLanes] = {};
+      for (int j = 0; j < kLanes; ++j) even[j] = (whole && beta != T(0)) ? o[n0 + j] : T(0);
+      const T* w = w_.data() + n0;
+      int64_t k = 0;
+      for (; k + 1 < K_; k += 2) {
+        const T x0 = x[k], x1 = x[k + 1];
+        const T* w0 = w + k * Np_;
+        const T* w1 = w0 + Np_;
+        for (int j = 0; j < kLanes; ++j) even[j] += w0[j] * x0;
+        for (int j = 0; j < kLanes; ++j) odd[j] += w1[j] * x1;
+      }
+      if (k < K_) {
+        const T xk = x[k];
+        const T* wk = w + k * Np_;
+        for (int j = 0; j < kLanes; ++j) even[j] += wk[j] * xk;
+      }
+      if (whole) {
+        for (int j = 0; j < kLanes; ++j) o[n0 + j] = even[j] + odd[j];
+      } else {
+        T* tail = const_cast<T*>(out_.data());
+        for (int j = 0; j < kLanes; ++j) tail[j] = even[j] + odd[j];
+        for (int64_t n = n0; n < N_; ++n) o[n] = (beta != T(0) ? o[n] : T(0)) + tail[n - n0];
+      }
+    }
+  }
+
   enum class Mode { Loop, Blas, Packed };
   const T* U_;
   int64_t B_, N_, K_;
   bool trans_u_;
   Mode mode_ = Mode::Blas;
-  std::vector<T> w_;  // Loop: op(U) as (K x N); Packed: MKL's packed U
+  int64_t Np_ = 0;       // Loop: N rounded up to whole blocks of kLanes
+  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U
+  std::vector<T> out_;   // Loop: the products of a part-filled last block (kLanes), scratch
 };
 
 bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nullptr || t < lengths[b]; }
