@@ -132,7 +132,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Te
 }
 
 // Below autograd (inference mode, or after autograd has been traced away) on a device without a kernel of
-// its own for lstm_ext::recurrence (the CPU has one, recurrence_inference_cpu): the forward op alone.
+// its own for lstm_ext::recurrence (the CPU and CUDA have one that keeps no workspace): the forward op alone.
 std::tuple<Tensor, Tensor, Tensor> recurrence_no_grad(const Tensor& A, const Tensor& U, const Tensor& r0,
                                                       const Tensor& s0, const std::optional<Tensor>& lengths,
                                                       bool forget_gate, int64_t block_size,

@@ -171,6 +171,29 @@ def test_all_rows_frozen():
     assert torch.equal(got[0], torch.zeros_like(got[0])) and torch.equal(got[3], torch.zeros_like(got[3]))
 
 
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(1, 2)), ids=cfg_id)
+def test_without_autograd_same_bits_and_no_workspace(cfg, dtype):
+    """Without a gradient to record, the op runs the forward that keeps no act/s_all (the CUDA kernel of
+    lstm_ext::recurrence): the same bits as the forward autograd runs, and no (T, B, G) workspace allocated."""
+    T, B, C = 40, 5, 8
+    inputs = make_inputs(cfg, T, B, C, dtype)
+    lengths = varied_lengths(B, T, DEV)
+    with_grad = ops.recurrence(*[t.clone().requires_grad_() for t in inputs], cfg, lengths)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    with torch.no_grad():
+        without = ops.recurrence(*inputs, cfg, lengths)
+    torch.cuda.synchronize()
+    peak = torch.cuda.max_memory_allocated() - before
+    for a, b in zip(with_grad, without):
+        assert torch.equal(a.detach(), b)
+    workspace = T * B * inputs[0].shape[-1] * inputs[0].element_size()  # act alone
+    assert peak < workspace, (peak, workspace)
+
+
 # ---- 2. the launch paths ---------------------------------------------------------------------------------------
 
 PATH_CFGS = [CellConfig(), CellConfig(False, 2, "all", "paper"), CellConfig(True, 1, "cells", "tanh", True)]

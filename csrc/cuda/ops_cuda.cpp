@@ -68,10 +68,11 @@ Tensor device_lengths(const std::optional<Tensor>& lengths, const Tensor& A) {
   return lengths->to(A.device(), at::kLong).contiguous();
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_forward_cuda(
+// The forward on the GPU; with keep = false (inference) act and s_all are not kept and come back undefined.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> run_forward_cuda(
     const Tensor& A_in, const Tensor& U_in, const Tensor& r0_in, const Tensor& s0_in,
     const std::optional<Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
-    c10::string_view squash, bool truncate) {
+    c10::string_view squash, bool truncate, bool keep) {
   const CellDims d = check_forward_args(A_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback, squash,
                                         truncate);
   check_dtype(A_in);
@@ -79,8 +80,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_forward_cuda(
   const Tensor A = A_in.contiguous(), U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous();
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   const Tensor len = device_lengths(lengths, A);
-  Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0),
-         act = at::empty_like(A), s_all = at::empty({T, B, C}, A.options());
+  Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0);
+  Tensor act = keep ? at::empty_like(A) : Tensor(), s_all = keep ? at::empty({T, B, C}, A.options()) : Tensor();
   if (B == 0) return {y, r_T, s_T, act, s_all};
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const cuda::DeviceInfo dev = cuda::device_info(A.device().index());
@@ -105,11 +106,26 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_forward_cuda(
                                out_ptr<scalar_t>(y),
                                out_ptr<scalar_t>(r_T),
                                out_ptr<scalar_t>(s_T),
-                               out_ptr<scalar_t>(act),
-                               out_ptr<scalar_t>(s_all)};
+                               keep ? out_ptr<scalar_t>(act) : nullptr,
+                               keep ? out_ptr<scalar_t>(s_all) : nullptr};
     check_cuda(cuda::recurrence_forward<T_>(args, plan, ws.mutable_data_ptr(), stream), "the forward kernel launch");
   });
   return {y, r_T, s_T, act, s_all};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_forward_cuda(
+    const Tensor& A, const Tensor& U, const Tensor& r0, const Tensor& s0, const std::optional<Tensor>& lengths,
+    bool forget_gate, int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+  return run_forward_cuda(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, true);
+}
+
+// lstm_ext::recurrence below autograd (no gradient needed): the forward without its workspace.
+std::tuple<Tensor, Tensor, Tensor> recurrence_inference_cuda(
+    const Tensor& A, const Tensor& U, const Tensor& r0, const Tensor& s0, const std::optional<Tensor>& lengths,
+    bool forget_gate, int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+  auto [y, r_T, s_T, act, s_all] =
+      run_forward_cuda(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, false);
+  return {y, r_T, s_T};
 }
 
 // r_{t-1} of every step as the forward kept it, (T, B, R): r0, then the fed-back part of (act, y) of each step.
@@ -230,6 +246,7 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
 TORCH_LIBRARY_IMPL(lstm_ext, CUDA, m) {
   m.impl("recurrence_forward", &recurrence_forward_cuda);
   m.impl("recurrence_backward", &recurrence_backward_cuda);
+  m.impl("recurrence", &recurrence_inference_cuda);
 }
 
 }  // namespace lstm_ext

@@ -48,7 +48,7 @@ struct ForwardArgs {
   T* y;                    // (T, B, C)
   T* r_T;                  // (B, R)
   T* s_T;                  // (B, C)
-  T* act;                  // (T, B, G)
+  T* act;                  // (T, B, G)  or nullptr with s_all: not kept (inference)
   T* s_all;                // (T, B, C)
 };
 

@@ -410,6 +410,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   const int glp = p.glp, clp = p.clp;
   const int zl = (d.forget_gate ? 2 : 1) * nbl;  // first local z row
   const int64_t B = a.batch, Tn = a.steps;
+  const bool keep = a.act != nullptr;  // act and s_all kept for the backward (both, or neither: inference)
 
   const FwdSmem L = fwd_smem(R, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem);
   unsigned char* sm = lstm_dynamic_smem();
@@ -487,18 +488,23 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
         if (b >= nrows) continue;
         const int64_t row = row0 + b;
         const int gb = sl.blk0 + blk;
-        T* act_t = a.act + (size_t(t) * B + row) * G;
+        // keep == false (inference): act and s_all are not kept (nullptr), only y and the final state
+        T* act_t = keep ? a.act + (size_t(t) * B + row) * G : nullptr;
         T* y_t = a.y + (size_t(t) * B + row) * C;
-        T* s_t = a.s_all + (size_t(t) * B + row) * C;
+        T* s_t = keep ? a.s_all + (size_t(t) * B + row) * C : nullptr;
         A* s_b = s_s + b * clp + blk * S;
         if (!(mask >> b & 1u)) {  // frozen: keeps its state
-          act_t[d.iota_row() + gb] = zero<T>();
-          act_t[d.omega_row() + gb] = zero<T>();
-          if (d.forget_gate) act_t[d.phi_row() + gb] = zero<T>();
+          if (keep) {
+            act_t[d.iota_row() + gb] = zero<T>();
+            act_t[d.omega_row() + gb] = zero<T>();
+            if (d.forget_gate) act_t[d.phi_row() + gb] = zero<T>();
+          }
           for (int k = 0; k < S; ++k) {
-            act_t[d.z_row() + gb * S + k] = zero<T>();
             y_t[gb * S + k] = zero<T>();
-            s_t[gb * S + k] = from_acc<T>(s_b[k]);
+            if (keep) {
+              act_t[d.z_row() + gb * S + k] = zero<T>();
+              s_t[gb * S + k] = from_acc<T>(s_b[k]);
+            }
           }
           continue;
         }
@@ -506,9 +512,11 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
         const A y_iota = sigmoid(a_b[blk]);
         const A y_omega = sigmoid(a_b[zl + CL + blk]);
         const A y_phi = d.forget_gate ? sigmoid(a_b[nbl + blk]) : A(1);
-        act_t[d.iota_row() + gb] = from_acc<T>(y_iota);
-        act_t[d.omega_row() + gb] = from_acc<T>(y_omega);
-        if (d.forget_gate) act_t[d.phi_row() + gb] = from_acc<T>(y_phi);
+        if (keep) {
+          act_t[d.iota_row() + gb] = from_acc<T>(y_iota);
+          act_t[d.omega_row() + gb] = from_acc<T>(y_omega);
+          if (d.forget_gate) act_t[d.phi_row() + gb] = from_acc<T>(y_phi);
+        }
         A* r_out = p.group > 1 ? exch + (size_t(epoch & 1u) * BT + b) * R : nullptr;
         for (int k = 0; k < S; ++k) {
           const int jg = gb * S + k;
@@ -516,9 +524,11 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
           const A s = cell_state(d.forget_gate, y_phi, s_b[k], y_iota, g);
           const A yc = cell_output(d.squash, y_omega, s);
           s_b[k] = s;
-          act_t[d.z_row() + jg] = from_acc<T>(g);
           y_t[jg] = from_acc<T>(yc);
-          s_t[jg] = from_acc<T>(s);
+          if (keep) {
+            act_t[d.z_row() + jg] = from_acc<T>(g);
+            s_t[jg] = from_acc<T>(s);
+          }
           const int kr = d.r_cells() + jg;
           if (p.group > 1) st_cg(r_out + kr, yc); else r_s[kr * BT + b] = yc;
         }

@@ -145,6 +145,16 @@ void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& d
   bool ok = close("y", cf, gy.v, y, nTBC, tol) && close("r_T", cf, grT.v, rT, size_t(B) * R, tol) &&
             close("s_T", cf, gsT.v, sT, size_t(B) * C, tol) && close("act", cf, gact.v, act, nTBG, tol) &&
             close("s_all", cf, gs_all.v, s_all, nTBC, tol);
+  // inference: act and s_all not kept (nullptr), the same y and final state
+  Buffer<T> iy(nTBC), irT(size_t(B) * R), isT(size_t(B) * C);
+  std::vector<double> wsi = make_workspace(true, d, pf, ts, as);
+  FwdKernelParams<T> ip{{d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, iy.p(), irT.p(), isT.p(), nullptr,
+                         nullptr},
+                        plan_args(true, d, pf, wsi.data(), ts, as)};
+  launch_bt<T>(true, pf.bt, pf, ip);
+  const std::string ci = "fwd (inference) " + describe(d, T_, B, varlen, pf, sizeof(T) == 8 ? "f64" : "f32");
+  ok = ok && close("y", ci, iy.v, y, nTBC, tol) && close("r_T", ci, irT.v, rT, size_t(B) * R, tol) &&
+       close("s_T", ci, isT.v, sT, size_t(B) * C, tol);
 
   // backward from the CPU forward's saved tensors
   std::vector<T> dy(nTBC), drT(size_t(B) * R), dsT(size_t(B) * C);
