@@ -105,11 +105,24 @@ def test_streak_stop_is_exact_and_deterministic():
     row = select_rows("adding", 100)[0].with_(rule=select_rows("adding", 100)[0].rule.__class__(
         "streak", threshold=0.5, window=10, on="last"), final_test=64)  # fmt: skip
     a = run_trial(row, 0, seed=3, budget=5000)
-    b = run_trial(row, 0, seed=3, budget=5000)
+    b = run_trial(row, 0, seed=3, budget=5000, prefetch=False)  # (and generating chunks ahead changes nothing)
     assert a["success"] and a["sequences"] >= 10
     assert a["sequences"] % 256 != 0  # stopped inside a chunk, not at its end
     for key in ("sequences", "steps", "test_wrong", "test_mse", "curve"):
         assert a[key] == b[key]
+
+
+@pytest.mark.parametrize("key,budget", [("4-T100", 3_000), ("5-T100", 3_000), ("3a-T100-N3", 3_000), ("2a-p100", 1_500)])
+def test_prefetched_chunks_give_the_same_trial(key, budget):
+    """Generating the next chunk while the current one trains changes nothing a trial records: streak (4),
+    n_seq (5) and test-set (3a) rules, the cell growth of 2a, and a budget that ends inside a chunk."""
+    row = next(r for r in all_rows() if r.key == key)
+    a = run_trial(row, 0, seed=1, budget=budget, prefetch=False)
+    b = run_trial(row, 0, seed=1, budget=budget, prefetch=True)
+    for rec in (a, b):
+        for key in ("wall_s", "ns_per_step"):
+            rec.pop(key)
+    assert a == b
 
 
 def test_reber_trial_learns_the_grammar():
