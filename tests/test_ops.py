@@ -80,21 +80,36 @@ def run_reference(inputs, cfg, lengths, upstream):
     return outputs_and_grads(recurrence_ref, [t.to(torch.float64) for t in inputs], cfg, lengths, upstream)
 
 
-def assert_parity(got, want, dtype, T, B, what=""):
-    """Every one of (y, r_T, s_T, dA, dU, dr0, ds0) within tolerances(dtype, n)."""
-    for name, a, b in zip(NAMES, got, want):
+def assert_parity(got, want, dtype, T, B, what="", same_dtype=None):
+    """Every one of (y, r_T, s_T, dA, dU, dr0, ds0) within tolerances(dtype, n).
+
+    ``same_dtype``: the reference's own results in ``dtype``. Each result may then also be as far from the
+    float64 oracle as twice the reference's largest error in that dtype (the yardstick the CUDA issue sets for
+    half precision). Long sequences of the 1997 cell need it: without a forget gate the states, and the
+    gradients through them, grow with T, and float32 errors grow faster than the random walk of tolerances()
+    (B=32, T=70: the reference's own dU is 2.4e-4 off, more than 8 sqrt(T B) eps)."""
+    for i, (name, a, b) in enumerate(zip(NAMES, got, want)):
         assert a.dtype == dtype, (name, a.dtype)
         assert a.shape == b.shape, (name, a.shape, b.shape)
         n = T * B if name == "dU" else T
-        torch.testing.assert_close(a.to(torch.float64), b, **tolerances(dtype, n), msg=lambda m: f"{what} {name}: {m}")
+        tol = tolerances(dtype, n)
+        if same_dtype is not None:
+            floor = 2 * (same_dtype[i].to(torch.float64) - b).abs().max().item()
+            tol = dict(rtol=tol["rtol"], atol=max(tol["atol"], floor))
+        torch.testing.assert_close(a.to(torch.float64), b, **tol, msg=lambda m: f"{what} {name}: {m}")
 
 
-def check_against_reference(fn, cfg, T, B, C, dtype, lengths, seed=0):
+def check_against_reference(fn, cfg, T, B, C, dtype, lengths, seed=0, yardstick=False):
+    """``yardstick``: also allow twice the reference's own error in ``dtype`` (see assert_parity)."""
     inputs = make_inputs(cfg, T, B, C, dtype, seed)
     upstream = make_upstream(cfg, T, B, C, seed + 1)
     got = outputs_and_grads(fn, inputs, cfg, lengths, upstream)
     want = run_reference(inputs, cfg, lengths, upstream)
-    assert_parity(got, want, dtype, T, B, what=f"{cfg_id(cfg)} T={T} B={B} C={C} {dtype} lengths={lengths}")
+    same = None
+    if yardstick and dtype != torch.float64:
+        same = outputs_and_grads(recurrence_ref, inputs, cfg, lengths, upstream)
+    assert_parity(got, want, dtype, T, B, what=f"{cfg_id(cfg)} T={T} B={B} C={C} {dtype} lengths={lengths}",
+                  same_dtype=same)  # fmt: skip
     return got, want
 
 
@@ -153,19 +168,20 @@ BLAS_CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("T", [pytest.param(20, id="T20"), pytest.param(70, id="T70-packed")])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("varlen", LENGTHS)
 @pytest.mark.parametrize("cfg", BLAS_CONFIGS, ids=cfg_id)
-def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype):
+def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype, T):
     """B*G*R far above the kernel's BLAS threshold (65536 multiply-adds): the products go to sgemm/dgemm, and
-    the forward splits the batch into per-thread row chunks."""
+    the forward splits the batch into per-thread row chunks. From T = 64 on the float forward packs U for MKL."""
     assert OPS.have_blas(), "the extension found no BLAS: this test then only repeats the hand-loop path"
-    T, B, C = 20, 32, 128
+    B, C = 32, 128
     lengths = None
     if varlen:
         lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(3))
         lengths[:3] = torch.tensor([0, T, 1])
-    check_against_reference(ops.recurrence, cfg, T, B, C, dtype, lengths)
+    check_against_reference(ops.recurrence, cfg, T, B, C, dtype, lengths, yardstick=T > 20)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
