@@ -119,6 +119,8 @@ def run(cfg, T, B, C, dtype, varlen=True):
     lengths = torch.tensor([[T, 0, T // 2, 1][b % 4] for b in range(B)]) if varlen else None
     y, r_T, s_T = ops.recurrence(A, U, r0, s0, cfg, lengths)
     (y.float().sum() + r_T.float().sum() + s_T.float().sum()).backward()
+    with torch.no_grad():  # the inference forward: no act/s_all
+        ops.recurrence(A, U, r0, s0, cfg, lengths)
     torch.cuda.synchronize()
     f, b = plan(cfg, C, B, dtype), plan(cfg, C, B, dtype, True)
     print(f"ok {dtype} T={T} B={B} C={C} {cfg} fwd plan {f} bwd plan {b}", flush=True)
