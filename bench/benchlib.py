@@ -90,9 +90,11 @@ def cpu_sizes():
         (1, 8, 2, 100),  # issue target size 2 (paper tiny net)
         (1, 4, 2, 100),  # paper tiny net
     ]
-    for B in (32, 128):  # typical
+    for B in (32, 128, 256):  # typical
         for H in (64, 128, 256):
             sizes.append((B, H, 32, 100))
+    for H in (512, 1024):  # typical, wide
+        sizes.append((32, H, 32, 100))
     for T in (10, 1000, 10000):  # T sweep, tiny net
         sizes.append((1, 8, 2, T))
     for T in (10, 1000):  # T sweep, typical net

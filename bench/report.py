@@ -69,7 +69,8 @@ def load(paths):
         for b in data.get("benchmarks", []):
             e = b.get("extra_info") or {}
             if "limit" in e:  # bench/test_bench_limits.py
-                limits[e["limit"]] = {"median": b["stats"]["median"], "min": b["stats"]["min"], "flop": e.get("flop")}
+                limits[e["limit"]] = {"median": b["stats"]["median"], "min": b["stats"]["min"], "flop": e.get("flop"),
+                                  "size": tuple(e[k] for k in ("B", "H", "T")) if "H" in e else None}
                 continue
             if "peer" not in e:
                 continue
@@ -203,6 +204,19 @@ def limit_lines(results, limits):
                    f"(`layer_flop`). Ten times the reference loop's speed ({fmt_time(peers['ref1997']['median'])}) needs "
                    f"{need / 1e9:.0f} GFLOP/s; LSTM1997 runs at {ours / 1e9:.0f} GFLOP/s, and one large float32 product "
                    f"(`torch.mm`, 1024 x 1024) reaches {rate / 1e9:.0f} GFLOP/s on this machine.")  # fmt: skip
+    step = limits.get("step_products")
+    if step and step.get("size") and step.get("flop"):
+        B, H, T = step["size"]
+        peers = results.get(("cpu", "float32", "fwd", B, H, 32, T), {})
+        if "nn.LSTM" in peers and "LSTM2000" in peers and ratio(peers, "LSTM2000", "nn.LSTM") < 1:
+            rec = 2 * T * B * 4 * H * H  # the forward's recurrent products
+            out.append(f"- Wide layers, where nn.LSTM is faster: at B={B} H={H} T={T} LSTM2000's forward takes "
+                       f"{fmt_time(peers['LSTM2000']['median'])}, nn.LSTM's {fmt_time(peers['nn.LSTM']['median'])} "
+                       f"({rec / peers['nn.LSTM']['median'] / 1e9:.0f} GFLOP/s of recurrent products alone). The same "
+                       f"products through the BLAS the fused kernel calls, `torch.addmm` ({B} x {H} by {H} x {4 * H}, "
+                       f"{T} times, no cell math), take {fmt_time(step['median'])} "
+                       f"({step['flop'] / step['median'] / 1e9:.0f} GFLOP/s): there the kernel is bound by MKL's "
+                       "product on this CPU, which oneDNN's RNN kernel outruns.")  # fmt: skip
     return out
 
 
@@ -361,7 +375,8 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
     lines.append("")
     limits = limit_lines(results, machine.get("_limits") or {})
     if limits:
-        lines += ["What this machine allows the targets that miss (bench/test_bench_limits.py, same run):", ""]
+        lines += ["What this machine allows the targets that miss, and where nn.LSTM is faster "
+                  "(bench/test_bench_limits.py, same run):", ""]
         lines += limits
         lines.append("")
     lines.append("## All cases")

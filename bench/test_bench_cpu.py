@@ -2,7 +2,7 @@
 
 Grid (float32 unless noted; D = 32 for the typical nets, 2 for the paper's tiny nets):
   paper tiny nets   B=1, H in {4, 8}, D=2, T=100
-  typical           B in {32, 128}, H in {64, 128, 256}, T=100
+  typical           B in {32, 128, 256}, H in {64, 128, 256}, T=100; B=32, H in {512, 1024}, T=100
   T sweep           B=1, H=8: T in {10, 100, 1000, 10000};  B=32, H=128: T in {10, 100, 1000}
   float64           the two target sizes, forward+backward
 each in "fwd+bwd" and "fwd" (float64: fwd+bwd only). The per-step loops (reference, TorchScript) skip fwd+bwd

@@ -6,6 +6,10 @@
   matmul rate      ``torch.mm`` of two 1024 x 1024 float32 matrices on torch's threads: the arithmetic rate of
                    the machine in the best case. T3 asks for 10x the reference loop's speed on a layer whose
                    forward+backward is a fixed number of multiply-adds (bench/report.py prints the rate it needs).
+  step products    the recurrent products of a wide layer's forward (B=32, H=1024, T=100) one step at a time,
+                   ``torch.addmm`` (32 x 1024 by 1024 x 4096) on torch's threads: the BLAS (MKL) the fused CPU
+                   kernel calls, without any cell math. Where nn.LSTM (oneDNN) is faster than LSTM2000, this
+                   says how much of it is the BLAS alone.
 """
 
 import pytest
@@ -38,3 +42,19 @@ def test_matmul_rate(benchmark, bench_opts):
         torch.mm(x, y, out=out)
 
     benchlib.run_limit(benchmark, "matmul_rate", fn, lambda: None, bench_opts, flop=2 * MM_N**3)
+
+
+STEP_B, STEP_H, STEP_T = 32, 1024, 100
+
+
+def test_step_products(benchmark, bench_opts):
+    h, Ut = torch.randn(STEP_B, STEP_H), torch.randn(STEP_H, 4 * STEP_H)
+    A = torch.randn(STEP_T, STEP_B, 4 * STEP_H)
+    out = torch.empty(STEP_B, 4 * STEP_H)
+
+    def fn():
+        for t in range(STEP_T):
+            torch.addmm(A[t], h, Ut, out=out)
+
+    benchlib.run_limit(benchmark, "step_products", fn, lambda: None, bench_opts,
+                       flop=2 * STEP_T * STEP_B * 4 * STEP_H * STEP_H, B=STEP_B, H=STEP_H, T=STEP_T)  # fmt: skip

@@ -25,3 +25,14 @@ def test_limit_lines_compare_the_targets_with_the_measured_limits():
     flop = report.layer_flop("1997", 32, 128, 32, 100)
     assert f"needs {flop / 4e-3 / 1e9:.0f} GFLOP/s" in lines[1] and "reaches 107 GFLOP/s" in lines[1]
     assert report.limit_lines(results, {}) == []  # an older JSON without the limit benchmarks: no section
+
+
+def test_limit_lines_explain_wide_layers_only_where_nn_lstm_is_faster():
+    t = lambda s: {"median": s, "min": s}  # noqa: E731
+    step = {"step_products": {"median": 0.4, "min": 0.4, "flop": 2 * 100 * 32 * 4096 * 1024, "size": (32, 1024, 100)}}
+    slower = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.2), "LSTM2000": t(0.45)}}
+    lines = report.limit_lines(slower, step)
+    assert len(lines) == 1 and "B=32 H=1024 T=100" in lines[0] and "take 400 ms (67 GFLOP/s)" in lines[0]
+    assert "nn.LSTM's 200 ms (134 GFLOP/s" in lines[0]
+    faster = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.5), "LSTM2000": t(0.45)}}
+    assert report.limit_lines(faster, step) == []
