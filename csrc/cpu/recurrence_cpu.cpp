@@ -152,7 +152,7 @@ class StepProduct {
       if (whole) {
         for (int j = 0; j < kLanes; ++j) o[n0 + j] = even[j] + odd[j];
       } else {
-        T* tail = const_cast<T*>(out_.data());
+        T* tail = out_.data();
         for (int j = 0; j < kLanes; ++j) tail[j] = even[j] + odd[j];
         for (int64_t n = n0; n < N_; ++n) o[n] = (beta != T(0) ? o[n] : T(0)) + tail[n - n0];
       }
@@ -166,7 +166,8 @@ class StepProduct {
   Mode mode_ = Mode::Blas;
   int64_t Np_ = 0;       // Loop: N rounded up to whole blocks of kLanes
   std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U
-  std::vector<T> out_;   // Loop: the products of a part-filled last block (kLanes), scratch
+  mutable std::vector<T> out_;  // Loop: the products of a part-filled last block (kLanes), scratch (one
+                                // StepProduct per thread)
 };
 
 bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nullptr || t < lengths[b]; }
