@@ -146,8 +146,9 @@ class _Chunks:
     threads at a time, and a chunk is generated ahead only when its size cannot depend on the current one's
     outcome (``ahead``: that size, or 0 for none)."""
 
-    def __init__(self, row: Row, rng: np.random.Generator, prefetch: bool):
-        self.row, self.rng = row, rng
+    def __init__(self, row: Row, prefetch: bool):
+        self.row = row
+        self.rng: np.random.Generator | None = None  # the trial's data stream, set once its net is built
         self.pool = ThreadPoolExecutor(1, thread_name_prefix="lstm_ext-chunks") if prefetch else None
         self.pending: tuple[int, Future] | None = None
 
@@ -182,8 +183,8 @@ def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dt
               prefetch: bool = True) -> dict:  # fmt: skip
     """Train one net of ``row`` (trial number ``trial``) and return its record. ``prefetch``: generate the
     next chunk of sequences while the current one trains (the same record either way, faster)."""
-    chunks = _Chunks(row, None, prefetch)
-    try:
+    chunks = _Chunks(row, prefetch)
+    try:  # (the worker thread is joined whatever happens)
         return _run_trial(row, trial, seed, budget, dtype, chunks)
     finally:
         chunks.close()
