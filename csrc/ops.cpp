@@ -123,7 +123,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
   at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0);
-  at::Tensor act = keep ? at::empty_like(A) : at::Tensor(), s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
+  at::Tensor act = keep ? at::empty_like(A) : at::Tensor();
+  at::Tensor s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {
     cpu::ForwardArgs<scalar_t> p{d,
                                  T,
