@@ -703,3 +703,20 @@ def test_torch_compile_fullgraph(cls):
     g_c = torch.autograd.grad(weighted_loss(out_c, h_c, c_c), x)
     g_e = torch.autograd.grad(weighted_loss(out_e, h_e, c_e), x)
     torch.testing.assert_close(g_c, g_e, **F64)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_torch_compile_fullgraph_inference(cls):
+    """Compiled under no_grad, the op's autograd kernel hands the call below autograd (the forward that keeps no
+    workspace): the same outputs as eager."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, num_layers=2, batch_first=True).double().eval()
+    x = torch.randn(BATCH, T_LEN, D_IN, dtype=torch.float64)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        out_c, (h_c, c_c) = compiled(x)
+        out_e, (h_e, c_e) = model(x)
+    for a, b in ((out_c, out_e), (h_c, h_e), (c_c, c_e)):
+        assert not a.requires_grad
+        torch.testing.assert_close(a, b, **F64)
