@@ -220,6 +220,46 @@ def limit_lines(results, limits):
     return out
 
 
+def linear_fit(points):
+    """Least squares time = a + b T over (T, seconds) points: (a, b, r2). b is the per-step cost; r2 (1 = all points
+    on the line) says how linear in T the time is."""
+    n = len(points)
+    Ts = [t for t, _ in points]
+    ys = [y for _, y in points]
+    mt, my = sum(Ts) / n, sum(ys) / n
+    stt = sum((t - mt) ** 2 for t in Ts)
+    b = sum((t - mt) * (y - my) for t, y in points) / stt
+    a = my - b * mt
+    syy = sum((y - my) ** 2 for y in ys)
+    r2 = 1 - sum((y - a - b * t) ** 2 for t, y in points) / syy if syy > 0 else 1.0
+    return a, b, r2
+
+
+def time_vs_T_lines(results):
+    """Per T sweep (a size timed at 3+ lengths): each peer's per-step cost from a least-squares line through its
+    times, with the fit's R^2 and its time at every T."""
+    out = []
+    sweeps = defaultdict(set)
+    for k in results:
+        sweeps[k[:6]].add(k[6])
+    for key in sorted((k for k, Ts in sweeps.items() if len(Ts) >= 3), key=lambda k: (k[0] != "cpu", k)):
+        dev, dtype, mode, B, H, D = key
+        Ts = sorted(sweeps[key])
+        out += [f"{dev}, {dtype}, {mode}, B={B} H={H} D={D}:", "",
+                "| peer | per-step cost (fit) | R² | " + " | ".join(f"T={t:,}" for t in Ts) + " |",
+                "|---|---:|---:|" + "---:|" * len(Ts)]  # fmt: skip
+        for peer in PEERS:
+            pts = [(t, results[key + (t,)][peer]["median"]) for t in Ts if peer in results.get(key + (t,), {})]
+            if len(pts) < 3:
+                continue
+            _, b, r2 = linear_fit(pts)
+            times = {t: y for t, y in pts}
+            out.append(f"| {PEER_TITLES[peer]} | {fmt_time(b)} | {r2:.4f} | "
+                       + " | ".join(fmt_time(times.get(t)) for t in Ts) + " |")  # fmt: skip
+        out.append("")
+    return out
+
+
 def case_tables(results):
     out = []
     targets_at = defaultdict(list)
@@ -388,6 +428,13 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
                  "the row is noisy).")
     lines.append("")
     lines += case_tables(results)
+    sweeps = time_vs_T_lines(results)
+    if sweeps:
+        lines += ["## Time vs T", "",
+                  "Time grows linearly in T: the per-step cost is the slope of a least-squares line through each "
+                  "peer's median times (R² = 1: every point on it); T values without a time (—) are not in the fit.",
+                  ""]  # fmt: skip
+        lines += sweeps
     lines.append("## Plots")
     lines.append("")
     if plot_note:

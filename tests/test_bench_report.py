@@ -36,3 +36,17 @@ def test_limit_lines_explain_wide_layers_only_where_nn_lstm_is_faster():
     assert "nn.LSTM's 200 ms (134 GFLOP/s" in lines[0]
     faster = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.5), "LSTM2000": t(0.45)}}
     assert report.limit_lines(faster, step) == []
+
+
+def test_time_vs_T_fits_the_per_step_cost():
+    a, b, r2 = report.linear_fit([(10, 0.1 + 10 * 2e-6), (100, 0.1 + 100 * 2e-6), (1000, 0.1 + 1000 * 2e-6)])
+    assert abs(a - 0.1) < 1e-12 and abs(b - 2e-6) < 1e-15 and abs(r2 - 1) < 1e-12
+    assert report.linear_fit([(10, 1.0), (100, 0.0), (1000, 1.0)])[2] < 0.5  # not a line
+    t = lambda s: {"median": s, "min": s}  # noqa: E731
+    results = {("cpu", "float32", "fwd", 1, 8, 2, T): {"LSTM2000": t(50e-6 + T * 0.1e-6), "nn.LSTM": t(T * 2e-6)}
+               for T in (10, 100, 1000)}  # fmt: skip
+    results[("cpu", "float32", "fwd", 32, 128, 32, 100)] = {"LSTM2000": t(0.01)}  # one T only: no sweep
+    lines = report.time_vs_T_lines(results)
+    assert lines[0] == "cpu, float32, fwd, B=1 H=8 D=2:"
+    assert "| LSTM2000 (fused) | 0.1 µs | 1.0000 |" in "\n".join(lines)
+    assert sum("B=32" in line for line in lines) == 0
