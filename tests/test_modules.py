@@ -139,6 +139,23 @@ def test_lstm2000_matches_nn_lstm_float32(bidirectional, proj_size, kind):
     compare(ref, ours, kind, dtype=torch.float32, tol={}, **kw)
 
 
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+@pytest.mark.parametrize("kind", INPUT_KINDS)
+@pytest.mark.parametrize("proj_size", [0, 3])
+def test_lstm2000_matches_nn_lstm_without_autograd(proj_size, kind, mode):
+    """Inference (the op's forward that keeps no workspace) through every module path: layers, directions,
+    projection, packed and unbatched input."""
+    kw = dict(num_layers=2, bidirectional=True, batch_first=False, proj_size=proj_size)
+    ref, ours = make_models(dtype=torch.float64, **kw)
+    _, build, hx = make_inputs(kind, dtype=torch.float64, **kw)
+    with torch.no_grad() if mode == "no_grad" else torch.inference_mode():
+        out_r, (h_r, c_r) = ref(build(), hx)
+        out_o, (h_o, c_o) = ours(build(), hx)
+    assert_same(out_r, out_o, **F64)
+    torch.testing.assert_close(h_o, h_r, **F64)
+    torch.testing.assert_close(c_o, c_r, **F64)
+
+
 @pytest.mark.parametrize("kind", INPUT_KINDS)
 @pytest.mark.parametrize("proj_size", [0, 3])
 def test_hx_none_is_zeros(kind, proj_size):
