@@ -152,6 +152,11 @@ def reber_recall(seed: int = 0, sequences: int = 60_000, trials: int = 3, every:
     return out
 
 
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows]
+
+
 def markdown(results: dict, command: str) -> str:
     lines = ["# Why rows miss: measured probes", "", f"- command: `{command}`", ""]
     a = results.get("adding")
@@ -191,13 +196,11 @@ def markdown(results: dict, command: str) -> str:
         seqs = [p["sequences"] for p in c["variants"][variants[0]][0]["points"]]
         head = ["variant", "trial", "# weights", "mean abs s at the end (start)", "h'(s)/h'(0) there (start)",
                 *[f"right at {s:,}" for s in seqs], "x/y apart in s after step 2 (start -> end)"]  # fmt: skip
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for name in variants:
-            for run in c["variants"][name]:
-                st, en = run["start"], run["end"]
-                lines.append(f"| {name} | {run['trial']} | {run['weights']:,} | {st['abs_s_end']:.2f} | {st['h_factor']:.3f} | "
-                             + " | ".join(f"{p['correct']:.2f}" for p in run["points"])
-                             + f" | {st['separation']:.3f} -> {en['separation']:.3f} |")  # fmt: skip
+        rows = [[name, str(run["trial"]), f"{run['weights']:,}", f"{run['start']['abs_s_end']:.2f}",
+                 f"{run['start']['h_factor']:.3f}", *[f"{p['correct']:.2f}" for p in run["points"]],
+                 f"{run['start']['separation']:.3f} -> {run['end']['separation']:.3f}"]
+                for name in variants for run in c["variants"][name]]  # fmt: skip
+        lines += _table(head, rows)
         lines += ["", "- With F the gates' activations (about 0.5 from the first step, never centred) enter every "
                   "cell's net input like a bias, so the untrained cell states drift far from 0 by the sequence end "
                   "(the start columns), where h saturates and h'(s) scales the error entering the cell down to a few "
@@ -221,13 +224,10 @@ def markdown(results: dict, command: str) -> str:
         ]
         head = ["rule", "trial", *[f"at {n:,}" for n in seqs], "mean abs s at the recall step, most-drifted cell (end)",
                 "h'(s)/h'(0) there (end)"]  # fmt: skip
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for g in grads:
-            for run in r["gradients"][g]:
-                end = run["points"][-1]
-                lines.append(f"| {g} | {run['trial']} | "
-                             + " | ".join(f"{p['strings_right']:.2f} / {p['recall_right']:.2f}" for p in run["points"])
-                             + f" | {end['abs_s_recall_max_cell']:.1f} | {end['h_factor_recall']:.2f} |")  # fmt: skip
+        rows = [[g, str(run["trial"]), *[f"{p['strings_right']:.2f} / {p['recall_right']:.2f}" for p in run["points"]],
+                 f"{run['points'][-1]['abs_s_recall_max_cell']:.1f}", f"{run['points'][-1]['h_factor_recall']:.2f}"]
+                for g in grads for run in r["gradients"][g]]  # fmt: skip
+        lines += _table(head, rows)
         lines += ["", "- The cell states drift under both rules (no forget gate: the states of cells used for the "
                   "local transitions grow over the string; the last two columns), and h' lets a similar fraction "
                   "of the error into the cells at the recall step, so the drift alone does not explain the "
