@@ -74,10 +74,11 @@ def _expected_cost(row: Row, budget: int) -> float:
     return max(sequences * row.mean_length, 1.0)
 
 
-def _worker(task):
+def _worker(task, prefetch: bool = False):
+    """One trial on one core; ``prefetch``: generate its chunks on another, idle one (run_trial)."""
     row, trial, seed, budget = task
     torch.set_num_threads(1)
-    return run_trial(row, trial, seed=seed, budget=budget)
+    return run_trial(row, trial, seed=seed, budget=budget, prefetch=prefetch)
 
 
 def run_rows(
@@ -115,9 +116,9 @@ def run_rows(
         done[_key(rec)] = rec
         bar.update(cost[id(task)], rec)
 
-    if jobs == 1:
+    if jobs == 1:  # in this process; a second core, if any, generates the sequences ahead
         for task in todo:
-            finished(task, _worker(task))
+            finished(task, _worker(task, prefetch=(os.cpu_count() or 1) > 1))
     elif todo:
         with mp.get_context("spawn").Pool(jobs) as pool:
             for task, rec in _unordered(pool, todo):
