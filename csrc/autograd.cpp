@@ -7,10 +7,7 @@
 #include "ops.h"
 
 namespace lstm_ext {
-namespace {
 
-using torch::autograd::AutogradContext;
-using torch::autograd::variable_list;
 using Tensor = at::Tensor;
 
 std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> call_forward(const Tensor& A, const Tensor& U, const Tensor& r0,
@@ -42,6 +39,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& dy, const
   return op.call(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate, block_size, feedback, squash,
                  truncate);
 }
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
 
 class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> {
  public:

@@ -46,11 +46,12 @@ CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, c10::s
   return make_cell_dims(int(n_cells), int(block_size), forget_gate, feedback == "all", truncate, q);
 }
 
-void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& A) {
-  TORCH_CHECK(t.device() == A.device(), "lstm_ext: ", name, " must be on A's device ", A.device(), ", got ",
-              t.device());
-  TORCH_CHECK(t.scalar_type() == A.scalar_type(), "lstm_ext: ", name, " must have A's dtype ", A.scalar_type(),
-              ", got ", t.scalar_type());
+void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& ref,
+                const char* ref_name) {
+  TORCH_CHECK(t.device() == ref.device(), "lstm_ext: ", name, " must be on ", ref_name, "'s device ", ref.device(),
+              ", got ", t.device());
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "lstm_ext: ", name, " must have ", ref_name, "'s dtype ",
+              ref.scalar_type(), ", got ", t.scalar_type());
   TORCH_CHECK(t.sizes() == shape, "lstm_ext: ", name, " must have shape ", shape_str(shape), ", got ",
               shape_str(t.sizes()));
 }

@@ -21,7 +21,19 @@ CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::
                             const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
                             c10::string_view feedback, c10::string_view squash, bool truncate);
 
-// Checks that `t` has `shape`, A's dtype and A's device.
-void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& A);
+// Checks that `t` has `shape` and the dtype and device of `ref` (named `ref_name` in the messages).
+void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& ref,
+                const char* ref_name = "A");
+
+// The ops recurrence_forward and recurrence_backward through the dispatcher (for the autograd kernels).
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_forward(
+    const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
+    const at::Tensor& dy, const at::Tensor& dr_T, const at::Tensor& ds_T, const at::Tensor& U, const at::Tensor& r0,
+    const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate);
 
 }  // namespace lstm_ext

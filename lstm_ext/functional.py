@@ -18,7 +18,8 @@ Shapes (time-major, like nn.LSTM without ``batch_first``):
                           lengths, step t of row b reads x[lengths[b]-1-t, b]; y is returned in input order
 
 How it maps onto ``lstm_ext.ops.recurrence`` (A, U, r0, s0): ``A = x w_ih^T + (b_ih + b_hh)`` for all steps at
-once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. With a projection the recurrence runs on the unprojected cell
+once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. Without a projection or autocast the fused backend runs the
+layer as one op, ``lstm_ext.ops.layer``, which computes A inside (one autograd node per layer). With a projection the recurrence runs on the unprojected cell
 outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0`` and ``h0`` folded into the first step, ``A[0] += h0 w_hh^T``;
 the projection ``y w_hr^T`` is applied to the output sequence afterwards.
 
@@ -113,14 +114,21 @@ def lstm_layer(
     if c0 is None:
         c0 = x.new_zeros(B, config.cells_from_gate_rows(w_hh.shape[0]))
 
+    if reverse:
+        x = reverse_padded(x, lengths)
+    # The usual case, one op for the whole layer (the projection inside; one autograd node): no projection, no
+    # autocast (where the projection's dtype can differ from the recurrence's), a fused kernel for x.
+    if w_hr is None and backend != "reference" and not torch._C._is_any_autocast_enabled():
+        if backend == "fused" or _auto_backend(x) == "fused":
+            y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths)
+            return (reverse_padded(y, lengths) if reverse else y), h_n, c_n
+
     if b_ih is None:
         bias = b_hh
     elif b_hh is None:
         bias = b_ih
     else:
         bias = b_ih + b_hh
-    if reverse:
-        x = reverse_padded(x, lengths)
     A = F.linear(x, w_ih, bias)  # (T, B, G)
     if A.dtype != w_hh.dtype:  # autocast: run the recurrence in the dtype the input projection produced
         w_hh, h0, c0 = w_hh.to(A.dtype), h0.to(A.dtype), c0.to(A.dtype)

@@ -3,8 +3,12 @@
     recurrence(A, U, r0, s0, config, lengths=None) -> y (T, B, C), r_T (B, R), s_T (B, C)
 
 runs all T steps of one layer and direction in one call of ``torch.ops.lstm_ext.recurrence_forward``;
-its gradient is ``torch.ops.lstm_ext.recurrence_backward``. Shapes and the config are described in
-``lstm_ext.config``; the math is ``lstm_ext.reference.recurrence_ref``.
+its gradient is ``torch.ops.lstm_ext.recurrence_backward``.
+
+    layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths=None) -> y (T, B, C), h_n (B, R), c_n (B, C)
+
+is the same with the input projection inside the op (one autograd node per layer; what the modules call).
+Shapes and the config are described in ``lstm_ext.config``; the math is ``lstm_ext.reference.recurrence_ref``.
 """
 
 from __future__ import annotations
@@ -58,6 +62,21 @@ def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
     Differentiable in A, U, r0 and s0 (autograd is registered in C++, csrc/autograd.cpp).
     """
     return _ops.recurrence(A, U, r0, s0, lengths, *config.op_args())
+
+
+@torch.library.register_fake("lstm_ext::layer")
+def _layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate):
+    T, B, _ = x.shape
+    return x.new_empty(T, B, c0.shape[-1]), torch.empty_like(h0), torch.empty_like(c0)
+
+
+def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None):
+    """One layer and direction in one op: the input projection ``A = x w_ih^T + b_ih + b_hh`` and the recurrence.
+
+    x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R), c0 (B,C) -> y (T,B,C), h_n, c_n.
+    Differentiable in x, the weights, the biases, h0 and c0 (csrc/layer.cpp): the layer is one autograd node.
+    """
+    return _ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args())
 
 
 @torch.library.register_fake("lstm_ext::paper_train")

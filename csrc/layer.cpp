@@ -1,0 +1,157 @@
+// lstm_ext::layer: one LSTM layer in one direction, the input projection and the recurrence, as ONE
+// differentiable op. At the paper's sizes (B=1, H=8) a layer's cost is nearly all per-op overhead: the
+// projection as its own autograd nodes (bias add, addmm) cost more than the fused recurrence of 100 steps.
+// Here the projection is computed inside the op and its gradients in the op's backward, so a layer is
+// one node. Device-generic: the projection is ATen's, the recurrence the ops recurrence_forward/backward.
+//
+//   x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R), c0 (B,C), lengths (B,) int64 or None
+//   -> y (T,B,C), h_n (B,R), c_n (B,C)        with A = x w_ih^T + b_ih + b_hh, U = w_hh, r0 = h0, s0 = c0
+#include <torch/autograd.h>
+
+#include "ops.h"
+
+namespace lstm_ext {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+using Tensor = at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+// Checks of what the recurrence op does not see (x, w_ih, the biases); w_hh, h0 and c0 are checked by name.
+void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                      const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, bool forget_gate,
+                      int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+  TORCH_CHECK(x.dim() == 3, "lstm_ext.layer: x must be 3-D (T, B, D), got ", x.dim(), "-D");
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "lstm_ext.layer: x must be a floating-point tensor, got ",
+              x.scalar_type());
+  TORCH_CHECK(w_ih.dim() == 2, "lstm_ext.layer: w_ih must be 2-D (G, D), got ", w_ih.dim(), "-D");
+  const int64_t G = w_ih.size(0), D = x.size(2), B = x.size(1);
+  check_like(w_ih, "w_ih", {G, D}, x, "x");
+  TORCH_CHECK(block_size >= 1, "lstm_ext.layer: block_size must be >= 1, got ", block_size);
+  const int64_t per_block = block_size + (forget_gate ? 3 : 2);
+  TORCH_CHECK(G % per_block == 0, "lstm_ext.layer: w_ih has ", G, " gate rows, not a multiple of block_size + ",
+              "gates per block (", per_block, ")");
+  const CellDims d = cell_dims(G / per_block * block_size, forget_gate, block_size, feedback, squash, truncate);
+  check_like(w_hh, "w_hh", {G, d.rec_size}, x, "x");
+  if (b_ih.has_value()) check_like(*b_ih, "b_ih", {G}, x, "x");
+  if (b_hh.has_value()) check_like(*b_hh, "b_hh", {G}, x, "x");
+  check_like(h0, "h0", {B, d.rec_size}, x, "x");
+  check_like(c0, "c0", {B, d.n_cells}, x, "x");
+}
+
+// A = x w_ih^T + b_ih + b_hh: (T,B,G), contiguous.
+Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih, const OptTensor& b_hh) {
+  OptTensor bias = b_ih;
+  if (b_ih.has_value() && b_hh.has_value()) {
+    bias = *b_ih + *b_hh;
+  } else if (b_hh.has_value()) {
+    bias = b_hh;
+  }
+  return at::linear(x, w_ih, bias).contiguous();
+}
+
+class LayerFunction : public torch::autograd::Function<LayerFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
+                               const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0, const Tensor& c0,
+                               const OptTensor& lengths, bool forget_gate, int64_t block_size,
+                               c10::string_view feedback, c10::string_view squash, bool truncate) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    const Tensor A = input_projection(x, w_ih, b_ih, b_hh);
+    auto [y, h_n, c_n, act, s_all] =
+        call_forward(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
+    ctx->save_for_backward({x, w_ih, w_hh, h0, c0, y, act, s_all, lengths.value_or(Tensor())});
+    ctx->saved_data["has_b_ih"] = b_ih.has_value();
+    ctx->saved_data["has_b_hh"] = b_hh.has_value();
+    ctx->saved_data["forget_gate"] = forget_gate;
+    ctx->saved_data["block_size"] = block_size;
+    ctx->saved_data["feedback"] = std::string(feedback);
+    ctx->saved_data["squash"] = std::string(squash);
+    ctx->saved_data["truncate"] = truncate;
+    return {y, h_n, c_n};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const Tensor &x = saved[0], &w_ih = saved[1], &w_hh = saved[2], &h0 = saved[3], &c0 = saved[4],
+                 &y = saved[5], &act = saved[6], &s_all = saved[7], &len = saved[8];
+    // Outputs without a gradient (unused) count as zero gradients.
+    const Tensor dy = grads[0].defined() ? grads[0] : at::zeros_like(y);
+    const Tensor dh_n = grads[1].defined() ? grads[1] : at::zeros_like(h0);
+    const Tensor dc_n = grads[2].defined() ? grads[2] : at::zeros_like(c0);
+    const std::string feedback = ctx->saved_data["feedback"].toStringRef();
+    const std::string squash = ctx->saved_data["squash"].toStringRef();
+    auto [dA, dw_hh, dh0, dc0] =
+        call_backward(dy, dh_n, dc_n, w_hh, h0, c0, y, act, s_all, len.defined() ? OptTensor(len) : std::nullopt,
+                      ctx->saved_data["forget_gate"].toBool(), ctx->saved_data["block_size"].toInt(), feedback,
+                      squash, ctx->saved_data["truncate"].toBool());
+    const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
+    const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
+    Tensor dx, dw_ih, db_ih, db_hh;
+    if (ctx->needs_input_grad(0)) dx = dA2.mm(w_ih).view({T, B, D});
+    if (ctx->needs_input_grad(1)) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
+    const bool want_b_ih = ctx->saved_data["has_b_ih"].toBool() && ctx->needs_input_grad(3);
+    const bool want_b_hh = ctx->saved_data["has_b_hh"].toBool() && ctx->needs_input_grad(4);
+    if (want_b_ih || want_b_hh) {
+      const Tensor db = dA2.sum(0);
+      db_ih = want_b_ih ? db : Tensor();
+      // Two parameters must not share one gradient tensor (an in-place change of one would change both).
+      db_hh = want_b_hh ? (want_b_ih ? db.clone() : db) : Tensor();
+    }
+    return {dx,       dw_ih,    dw_hh,    db_ih,    db_hh,    dh0,     dc0,
+            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  }
+};
+
+// Without a gradient to record: the projection and lstm_ext::recurrence, which keeps no workspace.
+std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
+                                                 const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0,
+                                                 const Tensor& c0, const OptTensor& lengths, bool forget_gate,
+                                                 int64_t block_size, c10::string_view feedback,
+                                                 c10::string_view squash, bool truncate) {
+  check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0, c0, forget_gate, block_size, feedback, squash, truncate);
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("lstm_ext::recurrence", "")
+                       .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
+                                                                 const Tensor&, const OptTensor&, bool, int64_t,
+                                                                 c10::string_view, c10::string_view, bool)>();
+  return op.call(input_projection(x, w_ih, b_ih, b_hh), w_hh, h0, c0, lengths, forget_gate, block_size, feedback,
+                 squash, truncate);
+}
+
+std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
+                                                  const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0,
+                                                  const Tensor& c0, const OptTensor& lengths, bool forget_gate,
+                                                  int64_t block_size, c10::string_view feedback,
+                                                  c10::string_view squash, bool truncate) {
+  const bool needs_grad =
+      at::GradMode::is_enabled() &&
+      (x.requires_grad() || w_ih.requires_grad() || w_hh.requires_grad() || h0.requires_grad() ||
+       c0.requires_grad() || (b_ih.has_value() && b_ih->requires_grad()) ||
+       (b_hh.has_value() && b_hh->requires_grad()));
+  if (!needs_grad) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return layer_no_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash,
+                         truncate);
+  }
+  check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0, c0, forget_gate, block_size, feedback, squash, truncate);
+  auto out = LayerFunction::apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback,
+                                  squash, truncate);
+  return {out[0], out[1], out[2]};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
+  m.def(
+      "layer(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, Tensor c0, "
+      "Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate) "
+      "-> (Tensor y, Tensor h_n, Tensor c_n)");
+}
+
+TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) { m.impl("layer", &layer_autograd); }
+
+TORCH_LIBRARY_IMPL(lstm_ext, CompositeExplicitAutograd, m) { m.impl("layer", &layer_no_grad); }
+
+}  // namespace lstm_ext

@@ -1,0 +1,226 @@
+"""``lstm_ext::layer`` (ops.layer): the input projection and the recurrence as one op, against the oracle.
+
+Its oracle is the composition it replaces, in float64: ``A = x w_ih^T + b_ih + b_hh`` then
+``lstm_ext.reference.recurrence_ref``. Held here: outputs and EVERY gradient (x, w_ih, w_hh, b_ih, b_hh, h0,
+c0) over every configuration, with and without biases and per-row lengths, in float64 and float32; gradients
+on a subset of the inputs; gradcheck on the real kernel; opcheck; bits without autograd; the two bias
+gradients are separate tensors; error messages that name the argument.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lstm_ext import ops
+from lstm_ext.config import CellConfig
+from lstm_ext.reference import recurrence_ref
+
+from cases import all_configs, cfg_id, make_inputs, tolerances
+
+OPS = torch.ops.lstm_ext
+NAMES = ("y", "h_n", "c_n", "dx", "dw_ih", "dw_hh", "db_ih", "db_hh", "dh0", "dc0")
+BIASES = ["both", "ih", "hh", "none"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def layer_inputs(cfg, T, B, C, D, dtype=torch.float64, biases="both", seed=0):
+    """[x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih (G,) or None, b_hh (G,) or None, h0 (B,R), c0 (B,C)]."""
+    g = torch.Generator().manual_seed(seed)
+    G = cfg.gate_rows(C)
+    x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
+    w_ih = torch.randn(G, D, generator=g, dtype=torch.float64) / math.sqrt(D)
+    b_ih = 0.5 * torch.randn(G, generator=g, dtype=torch.float64) if biases in ("both", "ih") else None
+    b_hh = 0.5 * torch.randn(G, generator=g, dtype=torch.float64) if biases in ("both", "hh") else None
+    _, w_hh, h0, c0 = make_inputs(cfg, T, B, C, seed=seed + 1)
+    return [None if t is None else t.to(dtype) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
+
+
+def layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, cfg, lengths=None):
+    bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
+    return recurrence_ref(F.linear(x, w_ih, bias), w_hh, h0, c0, cfg, lengths)
+
+
+def outputs_and_grads(fn, inputs, cfg, lengths, seed=1, requires_grad=None):
+    """(y, h_n, c_n) and the gradients on every input (None for an absent bias or one not requiring grad)
+    under random upstream gradients on all three outputs."""
+    requires_grad = requires_grad or [True] * len(inputs)
+    leaves = [None if t is None else t.detach().clone().requires_grad_(r) for t, r in zip(inputs, requires_grad)]
+    outs = fn(*leaves, cfg, lengths=lengths)
+    g = torch.Generator().manual_seed(seed)
+    upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in outs]
+    wrt = [t for t in leaves if t is not None and t.requires_grad]
+    grads = iter(torch.autograd.grad(outs, wrt, upstream, allow_unused=True, materialize_grads=True))
+    return [o.detach() for o in outs] + [next(grads) if t is not None and t.requires_grad else None for t in leaves]
+
+
+def assert_parity(got, want, dtype, T, B, what=""):
+    for name, a, b in zip(NAMES, got, want):
+        assert (a is None) == (b is None), name
+        if a is None:
+            continue
+        assert a.dtype == dtype and a.shape == b.shape, (name, a.dtype, a.shape, b.shape)
+        n = T * B if name in ("dw_ih", "dw_hh", "db_ih", "db_hh") else T  # sums over all steps and rows
+        torch.testing.assert_close(a.to(torch.float64), b, **tolerances(dtype, n), msg=lambda m: f"{what} {name}: {m}")
+
+
+def check_layer(cfg, T, B, C, D, dtype, biases, lengths, requires_grad=None):
+    inputs = layer_inputs(cfg, T, B, C, D, dtype, biases)
+    got = outputs_and_grads(ops.layer, inputs, cfg, lengths, requires_grad=requires_grad)
+    inputs64 = [None if t is None else t.to(torch.float64) for t in inputs]
+    want = outputs_and_grads(layer_ref, inputs64, cfg, lengths, requires_grad=requires_grad)
+    assert_parity(got, want, dtype, T, B, what=f"{cfg_id(cfg)} {dtype} biases={biases} lengths={lengths}")
+
+
+DTYPES = [pytest.param(torch.float64, id="f64"), pytest.param(torch.float32, id="f32")]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("varlen", [False, True], ids=["full", "varlen"])
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(1, 2)), ids=cfg_id)
+def test_layer_matches_reference(cfg, varlen, dtype):
+    T, B = 6, 5
+    lengths = torch.tensor([6, 0, 3, 1, 5]) if varlen else None
+    check_layer(cfg, T, B, 2 * cfg.block_size, 3, dtype, "both", lengths)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("biases", BIASES)
+def test_layer_biases(biases, dtype):
+    check_layer(CellConfig(), 7, 4, 3, 2, dtype, biases, None)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_blas_sizes(dtype):
+    """Sizes where the kernel's products go through BLAS, and the projection is a real matmul."""
+    check_layer(CellConfig(), 12, 32, 128, 32, dtype, "both", None)
+    check_layer(CellConfig(forget_gate=False), 12, 32, 128, 32, dtype, "both", torch.arange(32) % 13)
+
+
+@pytest.mark.parametrize(
+    "requires_grad",
+    [
+        [False, True, True, True, True, False, False],  # parameters only (a first layer, hx=None)
+        [True, False, False, False, False, False, False],  # the input only (frozen layer)
+        [False, False, False, False, True, False, True],  # one bias and c0
+    ],
+    ids=["params", "input", "b_hh+c0"],
+)
+def test_layer_gradient_on_some_inputs(requires_grad):
+    check_layer(CellConfig(), 5, 3, 4, 2, torch.float64, "both", torch.tensor([5, 2, 0]), requires_grad)
+
+
+def test_layer_non_contiguous_input():
+    """x as batch_first input transposed to time-major (the modules' case)."""
+    cfg = CellConfig()
+    for dtype in (torch.float64, torch.float32):
+        x, *rest = layer_inputs(cfg, 6, 4, 3, 5, dtype)
+        x_nc = x.transpose(0, 1).contiguous().transpose(0, 1)
+        assert not x_nc.is_contiguous()
+        got = outputs_and_grads(ops.layer, [x_nc, *rest], cfg, None)
+        want = outputs_and_grads(layer_ref, [t.to(torch.float64) for t in (x, *rest)], cfg, None)
+        assert_parity(got, want, dtype, 6, 4, what="non-contiguous x")
+
+
+@pytest.mark.parametrize("varlen", [False, True], ids=["full", "varlen"])
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(1, 2), truncate=(False,))[::3], ids=cfg_id)
+def test_layer_gradcheck(cfg, varlen):
+    inputs = layer_inputs(cfg, 3, 3, 2 * cfg.block_size, 2)
+    lengths = torch.tensor([3, 0, 2]) if varlen else None
+    leaves = [t.requires_grad_() for t in inputs]
+    assert torch.autograd.gradcheck(lambda *a: ops.layer(*a, cfg, lengths), leaves)
+
+
+def test_layer_bias_gradients_are_separate_tensors():
+    """Both biases get dA summed over steps and rows; they must not share one tensor (an in-place change of
+    one gradient, e.g. by clip_grad_norm_, would otherwise change the other)."""
+    cfg = CellConfig()
+    leaves = [t.requires_grad_() for t in layer_inputs(cfg, 4, 2, 3, 2)]
+    y, h_n, c_n = ops.layer(*leaves, cfg)
+    (y.sum() + c_n.sum()).backward()
+    b_ih, b_hh = leaves[3], leaves[4]
+    torch.testing.assert_close(b_ih.grad, b_hh.grad, rtol=0, atol=0)
+    assert b_ih.grad.data_ptr() != b_hh.grad.data_ptr()
+    b_ih.grad.mul_(2)
+    assert not torch.equal(b_ih.grad, b_hh.grad)
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "no_input_requires_grad"])
+def test_layer_without_autograd_same_bits(mode):
+    cfg = CellConfig(False, 2, "all", "paper")
+    inputs = layer_inputs(cfg, 6, 3, 4, 3, torch.float32)
+    lengths = torch.tensor([6, 0, 4])
+    want = ops.layer(*[t.clone().requires_grad_() for t in inputs], cfg, lengths)
+    if mode == "no_grad":
+        with torch.no_grad():
+            got = ops.layer(*inputs, cfg, lengths)
+    elif mode == "inference_mode":
+        with torch.inference_mode():
+            got = ops.layer(*inputs, cfg, lengths)
+    else:
+        got = ops.layer(*inputs, cfg, lengths)
+    for a, b in zip(got, want):
+        assert not a.requires_grad
+        assert torch.equal(a, b.detach())
+
+
+OPCHECK_CASES = [  # (cfg, T, B, C, D, biases, lengths, requires_grad)
+    (CellConfig(), 3, 2, 3, 2, "both", None, True),
+    (CellConfig(), 3, 2, 3, 2, "ih", None, False),
+    (CellConfig(False, 2, "all", "paper", True), 5, 3, 4, 1, "none", [5, 0, 2], True),
+    (CellConfig(True, 1, "cells", "paper"), 7, 5, 1, 3, "hh", [7, 3, 0, 1, 6], True),
+]
+
+
+@pytest.mark.parametrize("case", range(len(OPCHECK_CASES)))
+def test_layer_opcheck(case):
+    cfg, T, B, C, D, biases, lengths, requires_grad = OPCHECK_CASES[case]
+    dtype = torch.float64 if case % 2 == 0 else torch.float32
+    inputs = [None if t is None else t.requires_grad_(requires_grad) for t in layer_inputs(cfg, T, B, C, D, dtype, biases)]
+    lengths = None if lengths is None else torch.tensor(lengths)
+    torch.library.opcheck(OPS.layer, (*inputs, lengths, *cfg.op_args()))
+
+
+def _bad_layer_cases():
+    cfg = CellConfig()  # C = 3 cells, G = 12, D = 2, B = 2
+    ok = layer_inputs(cfg, 4, 2, 3, 2, torch.float32)
+
+    def with_(i, t):
+        args = list(ok)
+        args[i] = t
+        return args
+
+    x, w_ih, w_hh, b_ih, b_hh, h0, c0 = ok
+    return [
+        (with_(0, x[0]), r"x must be 3-D \(T, B, D\), got 2-D"),
+        (with_(0, x.long()), r"x must be a floating-point tensor, got Long"),
+        (with_(1, w_ih[:, :1]), r"w_ih must have shape \(12, 2\), got \(12, 1\)"),
+        (with_(1, w_ih.double()), r"w_ih must have x's dtype Float, got Double"),
+        (with_(1, w_ih[:11]), r"w_ih has 11 gate rows, not a multiple of block_size \+ gates per block \(4\)"),
+        (with_(2, w_hh[:, :2]), r"w_hh must have shape \(12, 3\), got \(12, 2\)"),
+        (with_(3, b_ih[:4]), r"b_ih must have shape \(12,\), got \(4,\)"),
+        (with_(4, b_hh.double()), r"b_hh must have x's dtype Float, got Double"),
+        (with_(5, h0[:1]), r"h0 must have shape \(2, 3\), got \(1, 3\)"),
+        (with_(6, c0[:, :2]), r"c0 must have shape \(2, 3\), got \(2, 2\)"),
+        (with_(2, w_hh.to("meta")), r"w_hh must be on x's device cpu, got meta"),
+    ]
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("case", range(len(_bad_layer_cases())))
+def test_layer_bad_input_raises(case, requires_grad):
+    args, message = _bad_layer_cases()[case]
+    if requires_grad:
+        args[1] = args[1].clone().requires_grad_() if args[1].is_floating_point() else args[1]
+    with pytest.raises(RuntimeError, match=message):
+        OPS.layer(*args, None, *CellConfig().op_args())
