@@ -61,7 +61,7 @@ def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
 
     Differentiable in A, U, r0 and s0 (autograd is registered in C++, csrc/autograd.cpp).
     """
-    return _ops.recurrence(A, U, r0, s0, lengths, *config.op_args())
+    return _ops.recurrence.default(A, U, r0, s0, lengths, *config.op_args())
 
 
 @torch.library.register_fake("lstm_ext::layer")
@@ -76,7 +76,7 @@ def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None):
     x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R), c0 (B,C) -> y (T,B,C), h_n, c_n.
     Differentiable in x, the weights, the biases, h0 and c0 (csrc/layer.cpp): the layer is one autograd node.
     """
-    return _ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args())
+    return _ops.layer.default(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args())
 
 
 @torch.library.register_fake("lstm_ext::paper_train")

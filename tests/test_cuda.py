@@ -580,6 +580,37 @@ def test_torch_compile_fullgraph():
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+# ---- lstm_ext::layer (the projection and the recurrence in one op; what the modules call) -----------------
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg", all_configs(block_sizes=(1, 2))[::2], ids=cfg_id)
+def test_layer_op_matches_reference(cfg, dtype):
+    from test_layer_op import check_layer
+
+    lengths = torch.tensor([6, 0, 3, 1, 5], device=DEV)
+    check_layer(cfg, 6, 5, 2 * cfg.block_size, 3, dtype, "both", lengths, device=DEV)
+    check_layer(cfg, 6, 5, 2 * cfg.block_size, 3, dtype, "ih", None, device=DEV)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+def test_layer_op_opcheck_and_no_grad_bits(dtype):
+    from test_layer_op import layer_inputs
+
+    cfg = CellConfig(False, 2, "all", "paper", True)
+    inputs = layer_inputs(cfg, 5, 3, 4, 2, dtype, device=DEV)
+    lengths = torch.tensor([5, 0, 2], device=DEV)
+    leaves = [t.requires_grad_(dtype != torch.bfloat16) for t in inputs]
+    torch.library.opcheck(OPS.layer, (*leaves, lengths, *cfg.op_args()))
+    with_grad = ops.layer(*[t.detach().clone().requires_grad_() for t in inputs], cfg, lengths)
+    with torch.no_grad():
+        without = ops.layer(*[t.detach() for t in inputs], cfg, lengths)
+    for a, b in zip(without, with_grad):
+        assert torch.equal(a, b.detach())
+
+
 @requires_cuda
 def test_bad_input():
     A, U, r0, s0 = make_inputs(CellConfig(), 3, 2, 4, torch.float32)

@@ -34,8 +34,9 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def layer_inputs(cfg, T, B, C, D, dtype=torch.float64, biases="both", seed=0):
-    """[x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih (G,) or None, b_hh (G,) or None, h0 (B,R), c0 (B,C)]."""
+def layer_inputs(cfg, T, B, C, D, dtype=torch.float64, biases="both", seed=0, device="cpu"):
+    """[x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih (G,) or None, b_hh (G,) or None, h0 (B,R), c0 (B,C)], drawn in
+    float64 on the CPU, then cast and moved."""
     g = torch.Generator().manual_seed(seed)
     G = cfg.gate_rows(C)
     x = torch.randn(T, B, D, generator=g, dtype=torch.float64)
@@ -43,7 +44,7 @@ def layer_inputs(cfg, T, B, C, D, dtype=torch.float64, biases="both", seed=0):
     b_ih = 0.5 * torch.randn(G, generator=g, dtype=torch.float64) if biases in ("both", "ih") else None
     b_hh = 0.5 * torch.randn(G, generator=g, dtype=torch.float64) if biases in ("both", "hh") else None
     _, w_hh, h0, c0 = make_inputs(cfg, T, B, C, seed=seed + 1)
-    return [None if t is None else t.to(dtype) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
+    return [None if t is None else t.to(device=device, dtype=dtype) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
 
 
 def layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, cfg, lengths=None):
@@ -71,14 +72,17 @@ def assert_parity(got, want, dtype, T, B, what=""):
             continue
         assert a.dtype == dtype and a.shape == b.shape, (name, a.dtype, a.shape, b.shape)
         n = T * B if name in ("dw_ih", "dw_hh", "db_ih", "db_hh") else T  # sums over all steps and rows
-        torch.testing.assert_close(a.to(torch.float64), b, **tolerances(dtype, n), msg=lambda m: f"{what} {name}: {m}")
+        torch.testing.assert_close(a.to(torch.float64), b.to(a.device), **tolerances(dtype, n),
+                                   msg=lambda m: f"{what} {name}: {m}")  # fmt: skip
 
 
-def check_layer(cfg, T, B, C, D, dtype, biases, lengths, requires_grad=None):
-    inputs = layer_inputs(cfg, T, B, C, D, dtype, biases)
+def check_layer(cfg, T, B, C, D, dtype, biases, lengths, requires_grad=None, device="cpu"):
+    """ops.layer on ``device`` against the float64 reference composition on the CPU."""
+    inputs = layer_inputs(cfg, T, B, C, D, dtype, biases, device=device)
     got = outputs_and_grads(ops.layer, inputs, cfg, lengths, requires_grad=requires_grad)
-    inputs64 = [None if t is None else t.to(torch.float64) for t in inputs]
-    want = outputs_and_grads(layer_ref, inputs64, cfg, lengths, requires_grad=requires_grad)
+    inputs64 = [None if t is None else t.to("cpu", torch.float64) for t in inputs]
+    lengths64 = None if lengths is None else lengths.cpu()
+    want = outputs_and_grads(layer_ref, inputs64, cfg, lengths64, requires_grad=requires_grad)
     assert_parity(got, want, dtype, T, B, what=f"{cfg_id(cfg)} {dtype} biases={biases} lengths={lengths}")
 
 
