@@ -193,6 +193,13 @@ def limit_lines(results, limits):
                    f"tensor, takes {fmt_time(floor['median'])} here: that much of every module's fwd+bwd is the "
                    "autograd engine and its Python before any work, and LSTM2000's forward (module call, input "
                    "projection, recurrence) comes on top.")  # fmt: skip
+        fixed = fixed_cost(results, ("cpu", "float32", "fwd+bwd", 1, 8, 2), "LSTM2000")
+        if fixed is not None:
+            T0, per_call, per_step = fixed
+            out.append(f"  LSTM2000's time there is nearly all per call, not per step: at {fmt_time(per_step)} per "
+                       f"step (the slope in Time vs T) the recurrence's 100 steps are {fmt_time(100 * per_step)} of "
+                       f"its {fmt_time(peers['LSTM2000']['median'])}. The rest is the cost of a call (module, op "
+                       f"dispatch, autograd), which its time at T={T0} puts at {fmt_time(per_call)}.")  # fmt: skip
     mm = limits.get("matmul_rate")
     peers = results.get(("cpu", "float32", "fwd+bwd", 32, 128, 32, 100), {})
     if mm and mm.get("flop") and "ref1997" in peers and "LSTM1997" in peers:
@@ -233,6 +240,17 @@ def linear_fit(points):
     syy = sum((y - my) ** 2 for y in ys)
     r2 = 1 - sum((y - a - b * t) ** 2 for t, y in points) / syy if syy > 0 else 1.0
     return a, b, r2
+
+
+def fixed_cost(results, size, peer):
+    """(T0, per_call, per_step) for a T sweep of ``size`` (dev, dtype, mode, B, H, D): the per-step cost is the slope
+    of linear_fit, the cost per call is the time at the shortest T0 less T0 steps. None without 3+ lengths."""
+    pts = sorted((k[6], v[peer]["median"]) for k, v in results.items() if k[:6] == size and peer in v)
+    if len(pts) < 3:
+        return None
+    _, per_step, _ = linear_fit(pts)
+    T0, t0 = pts[0]
+    return T0, t0 - T0 * per_step, per_step
 
 
 def time_vs_T_lines(results):

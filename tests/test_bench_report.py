@@ -50,3 +50,12 @@ def test_time_vs_T_fits_the_per_step_cost():
     assert lines[0] == "cpu, float32, fwd, B=1 H=8 D=2:"
     assert "| LSTM2000 (fused) | 0.1 µs | 1.0000 |" in "\n".join(lines)
     assert sum("B=32" in line for line in lines) == 0
+
+
+def test_fixed_cost_per_call_from_the_shortest_T():
+    t = lambda s: {"median": s, "min": s}  # noqa: E731
+    size = ("cpu", "float32", "fwd+bwd", 1, 8, 2)
+    results = {size + (T,): {"LSTM2000": t(300e-6 + T * 0.2e-6)} for T in (10, 100, 1000)}
+    T0, per_call, per_step = report.fixed_cost(results, size, "LSTM2000")
+    assert T0 == 10 and abs(per_call - 300e-6) < 1e-12 and abs(per_step - 0.2e-6) < 1e-15
+    assert report.fixed_cost({size + (100,): {"LSTM2000": t(1e-3)}}, size, "LSTM2000") is None  # one T: no sweep
