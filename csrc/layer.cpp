@@ -2,12 +2,14 @@
 // differentiable op. At the paper's sizes (B=1, H=8) a layer's cost is nearly all per-op overhead: the
 // projection as its own autograd nodes (bias add, addmm) cost more than the fused recurrence of 100 steps.
 // Here the projection is computed inside the op and its gradients in the op's backward, so a layer is
-// one node. Device-generic: the projection is ATen's, the recurrence the ops recurrence_forward/backward.
+// one node. Device-generic: the projection is ATen's (small ones on the CPU: plain loops,
+// cpu/projection_cpu.h), the recurrence the ops recurrence_forward/backward.
 //
 //   x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R), c0 (B,C), lengths (B,) int64 or None
 //   -> y (T,B,C), h_n (B,R), c_n (B,C)        with A = x w_ih^T + b_ih + b_hh, U = w_hh, r0 = h0, s0 = c0
 #include <torch/autograd.h>
 
+#include "cpu/projection_cpu.h"
 #include "ops.h"
 
 namespace lstm_ext {
@@ -40,8 +42,39 @@ void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, c
   check_like(c0, "c0", {B, d.n_cells}, x, "x");
 }
 
+// Whether the projection of x (T,B,D) onto w_ih's G gate rows is small enough for the CPU loops
+// (cpu/projection_cpu.h). Only for plain CPU tensors: the fake and functional tensors that torch.compile and
+// opcheck trace with have no data for the loops to read (they take ATen's path, which they know).
+bool small_cpu_projection(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
+  const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
+  auto plain_cpu = [&](const Tensor& t) { return t.is_cpu() && !t.key_set().has_any(tracing); };
+  for (const OptTensor& t : others)
+    if (t.has_value() && !plain_cpu(*t)) return false;
+  return plain_cpu(x) && plain_cpu(w_ih) && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
+         x.size(0) * x.size(1) * x.size(2) * w_ih.size(0) <= cpu::kSmallProjection;
+}
+
+template <typename T>
+const T* data_or_null(const Tensor& t) {
+  return t.defined() ? t.const_data_ptr<T>() : nullptr;
+}
+
 // A = x w_ih^T + b_ih + b_hh: (T,B,G), contiguous.
 Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih, const OptTensor& b_hh) {
+  const int64_t G = w_ih.size(0);
+  if (small_cpu_projection(x, w_ih, {b_ih, b_hh})) {
+    const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+    const Tensor xc = x.contiguous(), w = w_ih.contiguous();
+    const Tensor bi = b_ih.has_value() ? b_ih->contiguous() : Tensor();
+    const Tensor bh = b_hh.has_value() ? b_hh->contiguous() : Tensor();
+    Tensor A = at::empty({T, B, G}, x.options());
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "projection_forward", [&] {
+      cpu::projection_forward<scalar_t>(T * B, D, G, xc.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                        data_or_null<scalar_t>(bi), data_or_null<scalar_t>(bh),
+                                        A.mutable_data_ptr<scalar_t>());
+    });
+    return A;
+  }
   OptTensor bias = b_ih;
   if (b_ih.has_value() && b_hh.has_value()) {
     bias = *b_ih + *b_hh;
@@ -88,17 +121,28 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
                       squash, ctx->saved_data["truncate"].toBool());
     const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
     const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
-    Tensor dx, dw_ih, db_ih, db_hh;
-    if (ctx->needs_input_grad(0)) dx = dA2.mm(w_ih).view({T, B, D});
-    if (ctx->needs_input_grad(1)) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
+    const bool want_x = ctx->needs_input_grad(0), want_w_ih = ctx->needs_input_grad(1);
     const bool want_b_ih = ctx->saved_data["has_b_ih"].toBool() && ctx->needs_input_grad(3);
     const bool want_b_hh = ctx->saved_data["has_b_hh"].toBool() && ctx->needs_input_grad(4);
-    if (want_b_ih || want_b_hh) {
-      const Tensor db = dA2.sum(0);
-      db_ih = want_b_ih ? db : Tensor();
-      // Two parameters must not share one gradient tensor (an in-place change of one would change both).
-      db_hh = want_b_hh ? (want_b_ih ? db.clone() : db) : Tensor();
+    Tensor dx, dw_ih, db;
+    if (small_cpu_projection(x, w_ih, {dA2})) {
+      const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA2.contiguous();
+      if (want_x) dx = at::empty({T, B, D}, x.options());
+      if (want_w_ih) dw_ih = at::empty({G, D}, x.options());
+      if (want_b_ih || want_b_hh) db = at::empty({G}, x.options());
+      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "projection_backward", [&] {
+        auto out = [](Tensor& t) { return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr; };
+        cpu::projection_backward<scalar_t>(T * B, D, G, xc.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                           dAc.const_data_ptr<scalar_t>(), out(dw_ih), out(db), out(dx));
+      });
+    } else {
+      if (want_x) dx = dA2.mm(w_ih).view({T, B, D});
+      if (want_w_ih) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
+      if (want_b_ih || want_b_hh) db = dA2.sum(0);
     }
+    // Two parameters must not share one gradient tensor (an in-place change of one would change both).
+    const Tensor db_ih = want_b_ih ? db : Tensor();
+    const Tensor db_hh = want_b_hh ? (want_b_ih ? db.clone() : db) : Tensor();
     return {dx,       dw_ih,    dw_hh,    db_ih,    db_hh,    dh0,     dc0,
             Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }

@@ -111,6 +111,20 @@ def test_layer_blas_sizes(dtype):
     check_layer(CellConfig(forget_gate=False), 12, 32, 128, 32, dtype, "both", torch.arange(32) % 13)
 
 
+SMALL_PROJECTION = 1 << 14  # csrc/cpu/projection_cpu.h, kSmallProjection: N*G*D up to this run as plain loops
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("B", [8, 9], ids=["loops", "aten"])
+def test_layer_around_the_small_projection_threshold(B, dtype):
+    """The input projection's two CPU paths (plain loops up to kSmallProjection multiply-adds, ATen above), each
+    against the reference, with every gradient (dx too)."""
+    cfg, T, C, D = CellConfig(), 8, 8, 8  # G = 32: N*G*D = 64*32*8 = 2^14 at B=8, above it at B=9
+    assert (T * B * cfg.gate_rows(C) * D <= SMALL_PROJECTION) == (B == 8)
+    check_layer(cfg, T, B, C, D, dtype, "both", torch.arange(B) % (T + 1))
+    check_layer(cfg, T, B, C, D, dtype, "hh", None)
+
+
 @pytest.mark.parametrize(
     "requires_grad",
     [
