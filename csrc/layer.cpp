@@ -125,7 +125,9 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     const bool want_b_ih = ctx->saved_data["has_b_ih"].toBool() && ctx->needs_input_grad(3);
     const bool want_b_hh = ctx->saved_data["has_b_hh"].toBool() && ctx->needs_input_grad(4);
     Tensor dx, dw_ih, db;
-    if (small_cpu_projection(x, w_ih, {dA2})) {
+    // The loops record no graph: with create_graph (grad mode on here) ATen's products keep the double backward
+    // raising in recurrence_backward, as it does for every other path.
+    if (!at::GradMode::is_enabled() && small_cpu_projection(x, w_ih, {dA2})) {
       const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA2.contiguous();
       if (want_x) dx = at::empty({T, B, D}, x.options());
       if (want_w_ih) dw_ih = at::empty({G, D}, x.options());

@@ -19,9 +19,10 @@ Shapes (time-major, like nn.LSTM without ``batch_first``):
 
 How it maps onto ``lstm_ext.ops.recurrence`` (A, U, r0, s0): ``A = x w_ih^T + (b_ih + b_hh)`` for all steps at
 once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. Without a projection or autocast the fused backend runs the
-layer as one op, ``lstm_ext.ops.layer``, which computes A inside (one autograd node per layer). With a projection the recurrence runs on the unprojected cell
-outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0`` and ``h0`` folded into the first step, ``A[0] += h0 w_hh^T``;
-the projection ``y w_hr^T`` is applied to the output sequence afterwards.
+layer as one op, ``lstm_ext.ops.layer``, which computes A inside (one autograd node per layer). With a
+projection the recurrence runs on the unprojected cell outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0`` and
+``h0`` folded into the first step, ``A[0] += h0 w_hh^T``; the projection ``y w_hr^T`` is applied to the output
+sequence afterwards.
 
 ``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
 the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`), else the reference.

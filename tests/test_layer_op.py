@@ -242,3 +242,17 @@ def test_layer_bad_input_raises(case, requires_grad):
         args[1] = args[1].clone().requires_grad_() if args[1].is_floating_point() else args[1]
     with pytest.raises(RuntimeError, match=message):
         OPS.layer(*args, None, *CellConfig().op_args())
+
+
+@pytest.mark.parametrize("B", [2, 64], ids=["loops", "aten"])
+def test_layer_double_backward_raises_clearly(B):
+    """Differentiable once, like the recurrence: a second derivative raises, on both projection paths (the CPU
+    loops record no graph, so under create_graph the op takes ATen's)."""
+    cfg = CellConfig()
+    leaves = [t.requires_grad_() for t in layer_inputs(cfg, 8, B, 8, 8)]
+    y, _, _ = ops.layer(*leaves, cfg)
+    g = torch.autograd.grad(y.pow(2).sum(), leaves, create_graph=True)
+    for i in (0, 1, 3):  # dx, dw_ih, db_ih: the projection's gradients
+        assert g[i].requires_grad
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(g[i].sum(), leaves, allow_unused=True)
