@@ -4,6 +4,7 @@
 // recurrence_backward, so torch.compile and opcheck see ordinary ops with fake kernels.
 #include <torch/autograd.h>
 
+#include "autograd.h"
 #include "ops.h"
 
 namespace lstm_ext {
@@ -40,6 +41,28 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& dy, const
                  truncate);
 }
 
+void save_config(torch::autograd::AutogradContext* ctx, bool forget_gate, int64_t block_size,
+                 c10::string_view feedback, c10::string_view squash, bool truncate) {
+  ctx->saved_data["forget_gate"] = forget_gate;
+  ctx->saved_data["block_size"] = block_size;
+  ctx->saved_data["feedback"] = std::string(feedback);
+  ctx->saved_data["squash"] = std::string(squash);
+  ctx->saved_data["truncate"] = truncate;
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_with_saved_config(
+    torch::autograd::AutogradContext* ctx, const Tensor& dy, const Tensor& dr_T, const Tensor& ds_T, const Tensor& U,
+    const Tensor& r0, const Tensor& s0, const Tensor& y, const Tensor& act, const Tensor& s_all, const Tensor& len) {
+  const std::string feedback = ctx->saved_data["feedback"].toStringRef();
+  const std::string squash = ctx->saved_data["squash"].toStringRef();
+  // Outputs without a gradient (unused) count as zero gradients.
+  return call_backward(dy.defined() ? dy : at::zeros_like(y), dr_T.defined() ? dr_T : at::zeros_like(r0),
+                       ds_T.defined() ? ds_T : at::zeros_like(s0), U, r0, s0, y, act, s_all,
+                       len.defined() ? std::optional<Tensor>(len) : std::nullopt,
+                       ctx->saved_data["forget_gate"].toBool(), ctx->saved_data["block_size"].toInt(), feedback,
+                       squash, ctx->saved_data["truncate"].toBool());
+}
+
 namespace {
 
 using torch::autograd::AutogradContext;
@@ -55,11 +78,7 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
     auto [y, r_T, s_T, act, s_all] =
         call_forward(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
     ctx->save_for_backward({U, r0, s0, y, act, s_all, lengths.value_or(Tensor())});
-    ctx->saved_data["forget_gate"] = forget_gate;
-    ctx->saved_data["block_size"] = block_size;
-    ctx->saved_data["feedback"] = std::string(feedback);
-    ctx->saved_data["squash"] = std::string(squash);
-    ctx->saved_data["truncate"] = truncate;
+    save_config(ctx, forget_gate, block_size, feedback, squash, truncate);
     return {y, r_T, s_T};
   }
 
@@ -67,17 +86,8 @@ class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> 
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &U = saved[0], &r0 = saved[1], &s0 = saved[2], &y = saved[3], &act = saved[4],
                  &s_all = saved[5], &len = saved[6];
-    // Outputs without a gradient (unused) count as zero gradients.
-    const Tensor dy = grads[0].defined() ? grads[0] : at::zeros_like(y);
-    const Tensor dr_T = grads[1].defined() ? grads[1] : at::zeros_like(r0);
-    const Tensor ds_T = grads[2].defined() ? grads[2] : at::zeros_like(s0);
-    const std::string feedback = ctx->saved_data["feedback"].toStringRef();
-    const std::string squash = ctx->saved_data["squash"].toStringRef();
     auto [dA, dU, dr0, ds0] =
-        call_backward(dy, dr_T, ds_T, U, r0, s0, y, act, s_all,
-                      len.defined() ? std::optional<Tensor>(len) : std::nullopt,
-                      ctx->saved_data["forget_gate"].toBool(), ctx->saved_data["block_size"].toInt(), feedback,
-                      squash, ctx->saved_data["truncate"].toBool());
+        backward_with_saved_config(ctx, grads[0], grads[1], grads[2], U, r0, s0, y, act, s_all, len);
     return {dA, dU, dr0, ds0, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }
 };

@@ -9,6 +9,7 @@
 //   -> y (T,B,C), h_n (B,R), c_n (B,C)        with A = x w_ih^T + b_ih + b_hh, U = w_hh, r0 = h0, s0 = c0
 #include <torch/autograd.h>
 
+#include "autograd.h"
 #include "cpu/projection_cpu.h"
 #include "ops.h"
 
@@ -97,11 +98,7 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     ctx->save_for_backward({x, w_ih, w_hh, h0, c0, y, act, s_all, lengths.value_or(Tensor())});
     ctx->saved_data["has_b_ih"] = b_ih.has_value();
     ctx->saved_data["has_b_hh"] = b_hh.has_value();
-    ctx->saved_data["forget_gate"] = forget_gate;
-    ctx->saved_data["block_size"] = block_size;
-    ctx->saved_data["feedback"] = std::string(feedback);
-    ctx->saved_data["squash"] = std::string(squash);
-    ctx->saved_data["truncate"] = truncate;
+    save_config(ctx, forget_gate, block_size, feedback, squash, truncate);
     return {y, h_n, c_n};
   }
 
@@ -109,16 +106,8 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     const variable_list saved = ctx->get_saved_variables();
     const Tensor &x = saved[0], &w_ih = saved[1], &w_hh = saved[2], &h0 = saved[3], &c0 = saved[4],
                  &y = saved[5], &act = saved[6], &s_all = saved[7], &len = saved[8];
-    // Outputs without a gradient (unused) count as zero gradients.
-    const Tensor dy = grads[0].defined() ? grads[0] : at::zeros_like(y);
-    const Tensor dh_n = grads[1].defined() ? grads[1] : at::zeros_like(h0);
-    const Tensor dc_n = grads[2].defined() ? grads[2] : at::zeros_like(c0);
-    const std::string feedback = ctx->saved_data["feedback"].toStringRef();
-    const std::string squash = ctx->saved_data["squash"].toStringRef();
     auto [dA, dw_hh, dh0, dc0] =
-        call_backward(dy, dh_n, dc_n, w_hh, h0, c0, y, act, s_all, len.defined() ? OptTensor(len) : std::nullopt,
-                      ctx->saved_data["forget_gate"].toBool(), ctx->saved_data["block_size"].toInt(), feedback,
-                      squash, ctx->saved_data["truncate"].toBool());
+        backward_with_saved_config(ctx, grads[0], grads[1], grads[2], w_hh, h0, c0, y, act, s_all, len);
     const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
     const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
     const bool want_x = ctx->needs_input_grad(0), want_w_ih = ctx->needs_input_grad(1);
