@@ -204,7 +204,8 @@ OPCHECK_CASES = [  # (cfg, T, B, C, D, biases, lengths, requires_grad)
 def test_layer_opcheck(case):
     cfg, T, B, C, D, biases, lengths, requires_grad = OPCHECK_CASES[case]
     dtype = torch.float64 if case % 2 == 0 else torch.float32
-    inputs = [None if t is None else t.requires_grad_(requires_grad) for t in layer_inputs(cfg, T, B, C, D, dtype, biases)]
+    inputs = layer_inputs(cfg, T, B, C, D, dtype, biases)
+    inputs = [None if t is None else t.requires_grad_(requires_grad) for t in inputs]
     lengths = None if lengths is None else torch.tensor(lengths)
     torch.library.opcheck(OPS.layer, (*inputs, lengths, *cfg.op_args()))
 

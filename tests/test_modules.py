@@ -707,6 +707,28 @@ def test_autocast_cpu_bfloat16(proj_size):
 
 
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_one_autograd_node_per_layer(cls):
+    """The fused path runs each layer and direction as the one op lstm_ext::layer (projection inside): the output's
+    grad_fn is its node and its inputs are the parameters themselves (no bias add or addmm node between)."""
+    m = cls(3, 8, num_layers=2, bidirectional=True)
+    y, (h, c) = m(torch.randn(5, 2, 3))
+    layer_nodes = []
+    stack = [y.grad_fn]
+    while stack:
+        node = stack.pop()
+        if node is None:
+            continue
+        if "LayerFunction" in node.name():
+            layer_nodes.append(node)
+        stack += [n for n, _ in node.next_functions]
+    assert len({id(n) for n in layer_nodes}) == 4  # 2 layers x 2 directions
+    first = [n for n in layer_nodes if all(f is None or "AccumulateGrad" in f.name() for f, _ in n.next_functions)]
+    assert first, "a first-layer node should take the parameters directly"
+    params = {id(n.variable) for node in first for n, _ in node.next_functions if n is not None}
+    assert {id(p) for name, p in m.named_parameters() if name.endswith("_l0")} <= params
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
 def test_torch_compile_fullgraph(cls):
     torch._dynamo.reset()
     torch.manual_seed(0)
