@@ -60,8 +60,11 @@ def outputs_and_grads(fn, inputs, cfg, lengths, seed=1, requires_grad=None):
     outs = fn(*leaves, cfg, lengths=lengths)
     g = torch.Generator().manual_seed(seed)
     upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in outs]
+    # (the reference's empty y for T = 0 is a constant: it takes no part in the graph)
+    pairs = [(o, u) for o, u in zip(outs, upstream) if o.requires_grad]
     wrt = [t for t in leaves if t is not None and t.requires_grad]
-    grads = iter(torch.autograd.grad(outs, wrt, upstream, allow_unused=True, materialize_grads=True))
+    grads = iter(torch.autograd.grad([o for o, _ in pairs], wrt, [u for _, u in pairs], allow_unused=True,
+                                     materialize_grads=True))  # fmt: skip
     return [o.detach() for o in outs] + [next(grads) if t is not None and t.requires_grad else None for t in leaves]
 
 
@@ -257,3 +260,11 @@ def test_layer_double_backward_raises_clearly(B):
         assert g[i].requires_grad
         with pytest.raises(RuntimeError, match="double backward"):
             torch.autograd.grad(g[i].sum(), leaves, allow_unused=True)
+
+
+@pytest.mark.parametrize("T,B,D", [(0, 3, 2), (4, 0, 2), (4, 3, 0), (0, 0, 2)], ids=["T0", "B0", "D0", "T0B0"])
+def test_layer_empty(T, B, D):
+    """Empty sequences, batches or inputs: the reference's results (y empty or h_n = h0; zero gradients where
+    nothing flows), on the loop path (small) like any other size."""
+    check_layer(CellConfig(), T, B, 3, D, torch.float64, "both", None)
+    check_layer(CellConfig(False, 2, "all", "paper"), T, B, 4, D, torch.float32, "ih", None)
