@@ -209,6 +209,30 @@ def test_recurrence_around_blas_threshold(B, C, dtype):
     check_against_reference(ops.recurrence, CellConfig(), T, B, C, dtype, varied_lengths(B, T))
 
 
+PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles of 1 to 6
+    (CellConfig(), 1, 150),  # G=600, R=150: one row
+    (CellConfig(), 7, 90),  # G=360, R=90: tiles of 4 + 3
+    (CellConfig(), 13, 77),  # G=308, R=77: 5 + 4 + 4; two threads: row chunks of 7 and 6
+    (CellConfig(False, 1, "all", "paper"), 9, 50),  # G=R=150, gate activations fed back
+    (CellConfig(True, 3, "cells", "tanh"), 11, 69),  # blocks of 3: G=138, R=69
+]
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("cfg,B,C", PANEL_CASES, ids=lambda v: cfg_id(v) if isinstance(v, CellConfig) else str(v))
+def test_recurrence_panel_kernel_edges(cfg, B, C, threads):
+    """float32 step products of at least 65536 multiply-adds run the AVX2 panel kernel (csrc/cpu/panel_gemm.h)
+    where the build has it: balanced row tiles of 1 to 6 rows, and a last panel of fewer than 16 columns (through
+    a scratch tile), in the forward (r U^T, N = G) and the backward (da U, N = R), with per-row lengths."""
+    T = 9
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        check_against_reference(ops.recurrence, cfg, T, B, C, torch.float32, varied_lengths(B, T), yardstick=True)
+    finally:
+        torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [30.0, 1e4])
 @pytest.mark.parametrize(

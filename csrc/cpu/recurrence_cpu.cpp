@@ -2,6 +2,8 @@
 // loops for the paper's tiny nets, BLAS for large ones), then the cell math of cell.h per block.
 #include "recurrence_cpu.h"
 
+#include "panel_gemm.h"
+
 #include <algorithm>
 #include <type_traits>
 #include <utility>
@@ -86,15 +88,29 @@ bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 constexpr int64_t kPackMinSteps = 64;
 
 // The per-step product with the recurrent weights, the same U for all steps:
-//   out (B x N) = beta * out + in (B x K) * op(U)
+//   out (B x N) = beta * out + in (B x K) * op(U)      (beta 0 or 1)
 // with op(U) = U^T for U (N x K) (forward: N = G, K = R) or op(U) = U for U (K x N) (backward: K = G,
-// N = R). Tiny products run a hand loop over op(U) laid out (K x N); larger ones BLAS, float with U
-// packed once by MKL if `pack` (packing costs about what a few steps do: it pays in long forwards only).
+// N = R). Tiny products run a hand loop over op(U) laid out (K x N); larger ones, in float on an AVX2+FMA
+// build, the panel kernel of panel_gemm.h with op(U) packed once; otherwise BLAS, float with U packed once
+// by MKL if `pack` (packing costs about what a few steps do: it pays in long forwards only). The panel
+// kernel runs on the calling thread: it is used where the product does (`single_thread`: the batch is split
+// into per-thread row chunks, or the product is too small for BLAS threads); a single chunk with a large
+// product keeps BLAS, which splits each step's product over the threads.
 template <typename T>
 class StepProduct {
  public:
-  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, bool pack)
+  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, bool pack, bool single_thread)
       : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
+#if defined(LSTM_EXT_PANEL_GEMM)
+    if (std::is_same_v<T, float> && single_thread && use_blas(B * N * K)) {
+      if constexpr (std::is_same_v<T, float>) {
+        mode_ = Mode::Panels;
+        w_.resize(size_t(panel::packed_size(K, N)));
+        panel::pack(U, trans_u, K, N, w_.data());
+        return;
+      }
+    }
+#endif
     if (!(blas_available<T>() && use_blas(B * N * K))) {
       mode_ = Mode::Loop;
       Np_ = (N + kLanes - 1) / kLanes * kLanes;  // columns padded with zeros to whole blocks of lanes
@@ -113,6 +129,12 @@ class StepProduct {
   }
 
   void operator()(const T* in, T beta, T* out) const {
+#if defined(LSTM_EXT_PANEL_GEMM)
+    if (mode_ == Mode::Panels) {
+      if constexpr (std::is_same_v<T, float>) panel::gemm(B_, N_, K_, in, K_, w_.data(), beta != T(0), out, N_);
+      return;
+    }
+#endif
     if (mode_ == Mode::Packed) {
       if constexpr (std::is_same_v<T, float>)
         cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(B_), int(N_), int(K_), in, int(K_), w_.data(),
@@ -159,13 +181,14 @@ class StepProduct {
     }
   }
 
-  enum class Mode { Loop, Blas, Packed };
+  enum class Mode { Loop, Blas, Packed, Panels };
   const T* U_;
   int64_t B_, N_, K_;
   bool trans_u_;
   Mode mode_ = Mode::Blas;
   int64_t Np_ = 0;       // Loop: N rounded up to whole blocks of kLanes
-  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U
+  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U; Panels: op(U)
+                         // in panels of 16 columns (panel_gemm.h)
   mutable std::vector<T> out_;  // Loop: the products of a part-filled last block (kLanes), scratch (one
                                 // StepProduct per thread)
 };
@@ -285,7 +308,8 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
   const CellDims& d = p.d;
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, p.steps >= kPackMinSteps);  // act += r U^T
+  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, p.steps >= kPackMinSteps,
+                                       blas_single);  // act += r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
@@ -321,7 +345,7 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, /*pack=*/false);  // dr = da U
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, /*pack=*/false, blas_single);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
   std::vector<T> dr(p.dr_T + b0 * R, p.dr_T + b1 * R), ds(p.ds_T + b0 * C, p.ds_T + b1 * C);
@@ -367,7 +391,7 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
   std::copy(p.r0, p.r0 + B * R, p.r_T);
   std::copy(p.s0, p.s0 + B * p.d.n_cells, p.s_T);
   const int64_t rows = chunk_rows(B, G * R, par);
-  const bool blas_single = rows < B || B * G * R < kBlasParallelMinWork;
+  const bool blas_single = rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single); });
 }
 
@@ -379,7 +403,7 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   // pool that measured faster than one chunk with BLAS threading each step's product dr = da U
   // (2 cores; B=32 H=128: 8.6 against 9.4 ms, B=128 H=256: 119 against 162 ms).
   const int64_t chunk = chunk_rows(B, G * R, par);
-  const bool blas_single = chunk < B || B * G * R < kBlasParallelMinWork;
+  const bool blas_single = chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single); });
 
   // dU = sum_t da_t^T r_{t-1}: one product over all steps, with r_{t-1} rebuilt from what the forward kept.
