@@ -87,30 +87,42 @@ bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 // backward's product dr = da U was never faster packed, so it does not pack.
 constexpr int64_t kPackMinSteps = 64;
 
+// op(U) packed for the panel kernel (panel_gemm.h), once per call and shared by all row chunks (one copy of a
+// wide layer's U stays in the shared cache, where a copy per thread would not): float on an AVX2+FMA build,
+// products of at least kBlasMinWork multiply-adds for a chunk of `rows` rows, and `single_thread` (the batch is
+// split into per-thread row chunks, or the product is too small for BLAS threads; the panel kernel runs on the
+// calling thread, so a single chunk with a large product keeps BLAS, which splits each step's product over the
+// threads). Empty where the products do not use it. op(U) as in StepProduct.
+template <typename T>
+std::vector<float> panels_for(const T* U, int64_t rows, int64_t N, int64_t K, bool trans_u, bool single_thread) {
+  std::vector<float> panels;
+#if defined(LSTM_EXT_PANEL_GEMM)
+  if constexpr (std::is_same_v<T, float>) {
+    if (single_thread && use_blas(rows * N * K)) {
+      panels.resize(size_t(panel::packed_size(K, N)));
+      panel::pack(U, trans_u, K, N, panels.data());
+    }
+  }
+#endif
+  return panels;
+}
+
 // The per-step product with the recurrent weights, the same U for all steps:
 //   out (B x N) = beta * out + in (B x K) * op(U)      (beta 0 or 1)
 // with op(U) = U^T for U (N x K) (forward: N = G, K = R) or op(U) = U for U (K x N) (backward: K = G,
-// N = R). Tiny products run a hand loop over op(U) laid out (K x N); larger ones, in float on an AVX2+FMA
-// build, the panel kernel of panel_gemm.h with op(U) packed once; otherwise BLAS, float with U packed once
-// by MKL if `pack` (packing costs about what a few steps do: it pays in long forwards only). The panel
-// kernel runs on the calling thread: it is used where the product does (`single_thread`: the batch is split
-// into per-thread row chunks, or the product is too small for BLAS threads); a single chunk with a large
-// product keeps BLAS, which splits each step's product over the threads.
+// N = R). With `panels` (from panels_for) the panel kernel; otherwise tiny products run a hand loop over op(U)
+// laid out (K x N), larger ones BLAS, float with U packed once by MKL if `pack` (packing costs about what a few
+// steps do: it pays in long forwards only).
 template <typename T>
 class StepProduct {
  public:
-  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, bool pack, bool single_thread)
+  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, bool pack, const std::vector<float>& panels)
       : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
-#if defined(LSTM_EXT_PANEL_GEMM)
-    if (std::is_same_v<T, float> && single_thread && use_blas(B * N * K)) {
-      if constexpr (std::is_same_v<T, float>) {
-        mode_ = Mode::Panels;
-        w_.resize(size_t(panel::packed_size(K, N)));
-        panel::pack(U, trans_u, K, N, w_.data());
-        return;
-      }
+    if (!panels.empty()) {
+      mode_ = Mode::Panels;
+      panels_ = panels.data();
+      return;
     }
-#endif
     if (!(blas_available<T>() && use_blas(B * N * K))) {
       mode_ = Mode::Loop;
       Np_ = (N + kLanes - 1) / kLanes * kLanes;  // columns padded with zeros to whole blocks of lanes
@@ -131,7 +143,7 @@ class StepProduct {
   void operator()(const T* in, T beta, T* out) const {
 #if defined(LSTM_EXT_PANEL_GEMM)
     if (mode_ == Mode::Panels) {
-      if constexpr (std::is_same_v<T, float>) panel::gemm(B_, N_, K_, in, K_, w_.data(), beta != T(0), out, N_);
+      if constexpr (std::is_same_v<T, float>) panel::gemm(B_, N_, K_, in, K_, panels_, beta != T(0), out, N_);
       return;
     }
 #endif
@@ -187,8 +199,8 @@ class StepProduct {
   bool trans_u_;
   Mode mode_ = Mode::Blas;
   int64_t Np_ = 0;       // Loop: N rounded up to whole blocks of kLanes
-  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U; Panels: op(U)
-                         // in panels of 16 columns (panel_gemm.h)
+  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U
+  const float* panels_ = nullptr;  // Panels: op(U) packed by panels_for, shared by the row chunks
   mutable std::vector<T> out_;  // Loop: the products of a part-filled last block (kLanes), scratch (one
                                 // StepProduct per thread)
 };
@@ -304,12 +316,12 @@ void for_each_chunk(int64_t B, int64_t rows, const Parallel& par, const std::fun
 
 // Rows [b0, b1) of the forward, all T steps.
 template <typename T>
-void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single) {
+void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const std::vector<float>& panels) {
   const CellDims& d = p.d;
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
   const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, p.steps >= kPackMinSteps,
-                                       blas_single);  // act += r U^T
+                                       panels);  // act += r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
@@ -341,11 +353,12 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
 
 // Rows [b0, b1) of the backward recurrence, all T steps: dA, dr0 and ds0 of these rows.
 template <typename T>
-void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single) {
+void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single,
+                   const std::vector<float>& panels) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, /*pack=*/false, blas_single);  // dr = da U
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, /*pack=*/false, panels);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
   std::vector<T> dr(p.dr_T + b0 * R, p.dr_T + b1 * R), ds(p.ds_T + b0 * C, p.ds_T + b1 * C);
@@ -392,7 +405,8 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
   std::copy(p.s0, p.s0 + B * p.d.n_cells, p.s_T);
   const int64_t rows = chunk_rows(B, G * R, par);
   const bool blas_single = rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
-  for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single); });
+  const std::vector<float> panels = panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
+  for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single, panels); });
 }
 
 template <typename T>
@@ -404,7 +418,9 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   // (2 cores; B=32 H=128: 8.6 against 9.4 ms, B=128 H=256: 119 against 162 ms).
   const int64_t chunk = chunk_rows(B, G * R, par);
   const bool blas_single = chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
-  for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single); });
+  // Truncated: no product dr = da U at all.
+  const std::vector<float> panels = d.truncate ? std::vector<float>() : panels_for(p.U, chunk, R, G, false, blas_single);
+  for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels); });
 
   // dU = sum_t da_t^T r_{t-1}: one product over all steps, with r_{t-1} rebuilt from what the forward kept.
   std::vector<T> r_prev(size_t(Tn * B * R));
