@@ -219,11 +219,14 @@ def limit_lines(results, limits):
             rec = 2 * T * B * 4 * H * H  # the forward's recurrent products
             out.append(f"- Wide layers, where nn.LSTM is faster: at B={B} H={H} T={T} LSTM2000's forward takes "
                        f"{fmt_time(peers['LSTM2000']['median'])}, nn.LSTM's {fmt_time(peers['nn.LSTM']['median'])} "
-                       f"({rec / peers['nn.LSTM']['median'] / 1e9:.0f} GFLOP/s of recurrent products alone). The same "
-                       f"products through the BLAS the fused kernel calls, `torch.addmm` ({B} x {H} by {H} x {4 * H}, "
-                       f"{T} times, no cell math), take {fmt_time(step['median'])} "
-                       f"({step['flop'] / step['median'] / 1e9:.0f} GFLOP/s): there the kernel is bound by MKL's "
-                       "product on this CPU, which oneDNN's RNN kernel outruns.")  # fmt: skip
+                       f"({rec / peers['nn.LSTM']['median'] / 1e9:.0f} GFLOP/s of recurrent products alone; "
+                       f"LSTM2000 {rec / peers['LSTM2000']['median'] / 1e9:.0f} GFLOP/s, cell math included). "
+                       f"LSTM2000 splits the batch over the threads, and each runs its rows' products against all of "
+                       f"U ({4 * H * H * 4 / 2**20:.0f} MB in float32) every step in its panel kernel "
+                       f"(csrc/cpu/panel_gemm.h): at this width U streams from the shared cache, not from L2. For "
+                       f"scale, the same products through MKL, `torch.addmm` ({B} x {H} by {H} x {4 * H}, {T} times, "
+                       f"no cell math), take {fmt_time(step['median'])} "
+                       f"({step['flop'] / step['median'] / 1e9:.0f} GFLOP/s).")  # fmt: skip
     return out
 
 

@@ -7,9 +7,9 @@
                    the machine in the best case. T3 asks for 10x the reference loop's speed on a layer whose
                    forward+backward is a fixed number of multiply-adds (bench/report.py prints the rate it needs).
   step products    the recurrent products of a wide layer's forward (B=32, H=1024, T=100) one step at a time,
-                   ``torch.addmm`` (32 x 1024 by 1024 x 4096) on torch's threads: the BLAS (MKL) the fused CPU
-                   kernel calls, without any cell math. Where nn.LSTM (oneDNN) is faster than LSTM2000, this
-                   says how much of it is the BLAS alone.
+                   ``torch.addmm`` (32 x 1024 by 1024 x 4096) on torch's threads, without any cell math: what
+                   MKL makes of them, beside the fused CPU kernel's own panel kernel, where nn.LSTM (oneDNN) is
+                   faster than LSTM2000.
 """
 
 import pytest

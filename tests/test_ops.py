@@ -168,13 +168,14 @@ BLAS_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("T", [pytest.param(20, id="T20"), pytest.param(70, id="T70-packed")])
+@pytest.mark.parametrize("T", [pytest.param(20, id="T20"), pytest.param(70, id="T70")])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("varlen", LENGTHS)
 @pytest.mark.parametrize("cfg", BLAS_CONFIGS, ids=cfg_id)
 def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype, T):
-    """B*G*R far above the kernel's BLAS threshold (65536 multiply-adds): the products go to sgemm/dgemm, and
-    the forward splits the batch into per-thread row chunks. From T = 64 on the float forward packs U for MKL."""
+    """B*G*R far above the hand loops' threshold (65536 multiply-adds): the forward splits the batch into per-thread
+    row chunks, and the products run through the AVX2 panel kernel in float32 (csrc/cpu/panel_gemm.h, where the
+    build has AVX2+FMA; else sgemm, U packed for MKL from T = 64) and through dgemm in float64."""
     assert OPS.have_blas(), "the extension found no BLAS: this test then only repeats the hand-loop path"
     B, C = 32, 128
     lengths = None
@@ -207,6 +208,20 @@ def test_recurrence_around_blas_threshold(B, C, dtype):
     splits the forward into two row chunks of unequal size."""
     T = 5
     check_against_reference(ops.recurrence, CellConfig(), T, B, C, dtype, varied_lengths(B, T))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_recurrence_one_wide_row_on_two_threads(dtype):
+    """One batch row with products of at least 2^21 multiply-adds (G*R = 2896*724) on two threads: a single row
+    chunk, so the products stay with BLAS, which splits each over the threads (the panel kernel runs on one), and
+    from T = 64 the float32 forward packs U for MKL."""
+    T, B, C = 70, 1, 724
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        check_against_reference(ops.recurrence, CellConfig(), T, B, C, dtype, None, yardstick=True)
+    finally:
+        torch.set_num_threads(n)
 
 
 PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles of 1 to 6
