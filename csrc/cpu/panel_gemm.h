@@ -1,4 +1,4 @@
-// The recurrence's per-step product on the CPU, float32 with AVX2+FMA: C (M x N) = [C +] A (M x K) W, with
+// The recurrence's per-step product on the CPU, float32 with AVX2+FMA: C (M x N) = [C0 +] A (M x K) W, with
 // W (K x N) the recurrent weights, the same for all T steps, packed once into panels of 16 columns.
 //
 // Why not BLAS: the products are small (a thread's rows of the batch, M = 1..128, by K, N = H..4H) and
@@ -45,10 +45,10 @@ inline void pack(const float* U, bool trans, int64_t K, int64_t N, float* P) {
   }
 }
 
-// One register tile: C (MR x 16, ldc) = [C +] A (MR x K, lda) panel (K x 16). The accumulators are named
-// variables, not an array: GCC kept an array of __m256 on the stack, with a store per k.
+// One register tile: C (MR x 16, ldc) = [C0 +] A (MR x K, lda) panel (K x 16); C0 (nullptr: none) has C's ldc.
+// The accumulators are named variables, not an array: GCC kept an array of __m256 on the stack, with a store per k.
 template <int MR>
-inline void tile(int64_t K, const float* A, int64_t lda, const float* panel, bool accumulate, float* C, int64_t ldc) {
+inline void tile(int64_t K, const float* A, int64_t lda, const float* panel, const float* C0, float* C, int64_t ldc) {
   __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00,
          c40 = c00, c41 = c00, c50 = c00, c51 = c00;
 #define LSTM_EXT_TILE_ROW(r, body) \
@@ -59,8 +59,8 @@ inline void tile(int64_t K, const float* A, int64_t lda, const float* panel, boo
   LSTM_EXT_TILE_ROW(0, body) LSTM_EXT_TILE_ROW(1, body) LSTM_EXT_TILE_ROW(2, body) LSTM_EXT_TILE_ROW(3, body) \
   LSTM_EXT_TILE_ROW(4, body) LSTM_EXT_TILE_ROW(5, body)
 #define LSTM_EXT_LOAD(r, lo, hi)                \
-  lo = _mm256_loadu_ps(C + (r) * ldc);          \
-  hi = _mm256_loadu_ps(C + (r) * ldc + 8);
+  lo = _mm256_loadu_ps(C0 + (r) * ldc);         \
+  hi = _mm256_loadu_ps(C0 + (r) * ldc + 8);
 #define LSTM_EXT_FMA(r, lo, hi)                                  \
   {                                                              \
     const __m256 a = _mm256_broadcast_ss(A + (r) * lda + k);      \
@@ -70,7 +70,7 @@ inline void tile(int64_t K, const float* A, int64_t lda, const float* panel, boo
 #define LSTM_EXT_STORE(r, lo, hi)               \
   _mm256_storeu_ps(C + (r) * ldc, lo);          \
   _mm256_storeu_ps(C + (r) * ldc + 8, hi);
-  if (accumulate) {
+  if (C0 != nullptr) {
     LSTM_EXT_TILE_ROWS(LSTM_EXT_LOAD)
   }
   for (int64_t k = 0; k < K; ++k) {
@@ -85,34 +85,35 @@ inline void tile(int64_t K, const float* A, int64_t lda, const float* panel, boo
 #undef LSTM_EXT_TILE_ROW
 }
 
-inline void tile_rows(int rows, int64_t K, const float* A, int64_t lda, const float* panel, bool accumulate, float* C,
+inline void tile_rows(int rows, int64_t K, const float* A, int64_t lda, const float* panel, const float* C0, float* C,
                       int64_t ldc) {
   switch (rows) {
-    case 6: return tile<6>(K, A, lda, panel, accumulate, C, ldc);
-    case 5: return tile<5>(K, A, lda, panel, accumulate, C, ldc);
-    case 4: return tile<4>(K, A, lda, panel, accumulate, C, ldc);
-    case 3: return tile<3>(K, A, lda, panel, accumulate, C, ldc);
-    case 2: return tile<2>(K, A, lda, panel, accumulate, C, ldc);
-    default: return tile<1>(K, A, lda, panel, accumulate, C, ldc);
+    case 6: return tile<6>(K, A, lda, panel, C0, C, ldc);
+    case 5: return tile<5>(K, A, lda, panel, C0, C, ldc);
+    case 4: return tile<4>(K, A, lda, panel, C0, C, ldc);
+    case 3: return tile<3>(K, A, lda, panel, C0, C, ldc);
+    case 2: return tile<2>(K, A, lda, panel, C0, C, ldc);
+    default: return tile<1>(K, A, lda, panel, C0, C, ldc);
   }
 }
 
 // Rows [m0, m0 + rows) of C against panel p (columns 16p ..): the last, partial panel through a scratch tile.
 inline void tile_at(int rows, int64_t m0, int64_t p, int64_t N, int64_t K, const float* A, int64_t lda,
-                    const float* P, bool accumulate, float* C, int64_t ldc) {
+                    const float* P, const float* C0, float* C, int64_t ldc) {
   const int64_t n0 = p * kWidth;
   const float* panel = P + n0 * K;
-  if (n0 + kWidth <= N) return tile_rows(rows, K, A + m0 * lda, lda, panel, accumulate, C + m0 * ldc + n0, ldc);
+  const float* c0 = C0 == nullptr ? nullptr : C0 + m0 * ldc + n0;
+  if (n0 + kWidth <= N) return tile_rows(rows, K, A + m0 * lda, lda, panel, c0, C + m0 * ldc + n0, ldc);
   const int64_t cols = N - n0;
   float scratch[kMaxRows * kWidth] = {};
-  if (accumulate)
-    for (int r = 0; r < rows; ++r) std::copy(C + (m0 + r) * ldc + n0, C + (m0 + r) * ldc + N, scratch + r * kWidth);
-  tile_rows(rows, K, A + m0 * lda, lda, panel, accumulate, scratch, kWidth);
+  if (c0 != nullptr)
+    for (int r = 0; r < rows; ++r) std::copy(c0 + r * ldc, c0 + r * ldc + cols, scratch + r * kWidth);
+  tile_rows(rows, K, A + m0 * lda, lda, panel, c0 == nullptr ? nullptr : scratch, scratch, kWidth);
   for (int r = 0; r < rows; ++r) std::copy(scratch + r * kWidth, scratch + r * kWidth + cols, C + (m0 + r) * ldc + n0);
 }
 
-// C (M x N, ldc) = [C +] A (M x K, lda) W, W packed by pack().
-inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* P, bool accumulate,
+// C (M x N, ldc) = [C0 +] A (M x K, lda) W, W packed by pack(); C0 (M x N, ldc, may be C itself) or nullptr.
+inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* P, const float* C0,
                  float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = padded_cols(N) / kWidth;
@@ -124,14 +125,14 @@ inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, c
   if (rows_outer) {
     for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
       const int rows = int(base + (t < extra ? 1 : 0));
-      for (int64_t p = 0; p < panels; ++p) tile_at(rows, m0, p, N, K, A, lda, P, accumulate, C, ldc);
+      for (int64_t p = 0; p < panels; ++p) tile_at(rows, m0, p, N, K, A, lda, P, C0, C, ldc);
       m0 += rows;
     }
   } else {
     for (int64_t p = 0; p < panels; ++p)
       for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
         const int rows = int(base + (t < extra ? 1 : 0));
-        tile_at(rows, m0, p, N, K, A, lda, P, accumulate, C, ldc);
+        tile_at(rows, m0, p, N, K, A, lda, P, C0, C, ldc);
         m0 += rows;
       }
   }

@@ -140,10 +140,23 @@ class StepProduct {
     }
   }
 
+  // out (B x N) = addend (B x N) + in (B x K) * op(U); addend and out do not overlap.
+  void operator()(const T* in, const T* addend, T* out) const {
+#if defined(LSTM_EXT_PANEL_GEMM)
+    if (mode_ == Mode::Panels) {
+      if constexpr (std::is_same_v<T, float>) panel::gemm(B_, N_, K_, in, K_, panels_, addend, out, N_);
+      return;
+    }
+#endif
+    std::copy(addend, addend + B_ * N_, out);
+    (*this)(in, T(1), out);
+  }
+
   void operator()(const T* in, T beta, T* out) const {
 #if defined(LSTM_EXT_PANEL_GEMM)
     if (mode_ == Mode::Panels) {
-      if constexpr (std::is_same_v<T, float>) panel::gemm(B_, N_, K_, in, K_, panels_, beta != T(0), out, N_);
+      if constexpr (std::is_same_v<T, float>)
+        panel::gemm(B_, N_, K_, in, K_, panels_, beta != T(0) ? out : nullptr, out, N_);
       return;
     }
 #endif
@@ -331,8 +344,7 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
     T* act = keep ? p.act + (t * B + b0) * G : act_step.data();
     T* s = keep ? p.s_all + (t * B + b0) * C : s_step.data();
     T* y = p.y + (t * B + b0) * C;
-    std::copy(p.A + (t * B + b0) * G, p.A + (t * B + b1) * G, act);
-    recurrent_input(r_state, T(1), act);
+    recurrent_input(r_state, p.A + (t * B + b0) * G, act);  // act = A_t + r U^T
     for (int64_t i = 0; i < M; ++i) {
       T* act_b = act + i * G;
       T* s_b = s + i * C;
@@ -419,7 +431,8 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   const int64_t chunk = chunk_rows(B, G * R, par);
   const bool blas_single = chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   // Truncated: no product dr = da U at all.
-  const std::vector<float> panels = d.truncate ? std::vector<float>() : panels_for(p.U, chunk, R, G, false, blas_single);
+  const std::vector<float> panels =
+      d.truncate ? std::vector<float>() : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
   for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels); });
 
   // dU = sum_t da_t^T r_{t-1}: one product over all steps, with r_{t-1} rebuilt from what the forward kept.
