@@ -37,6 +37,11 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& dy, const
                            const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
                            const Tensor&, const Tensor&, const Tensor&, const std::optional<Tensor>&, bool, int64_t,
                            c10::string_view, c10::string_view, bool)>();
+  if (!at::GradMode::is_enabled()) {  // a plain backward (no create_graph): no node to record, skip autograd's kernel
+    at::AutoDispatchBelowADInplaceOrView guard;
+    return op.call(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate, block_size, feedback, squash,
+                   truncate);
+  }
   return op.call(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate, block_size, feedback, squash,
                  truncate);
 }
