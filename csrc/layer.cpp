@@ -46,13 +46,33 @@ void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, c
 // Whether the projection of x (T,B,D) onto w_ih's G gate rows is small enough for the CPU loops
 // (cpu/projection_cpu.h). Only for plain CPU tensors: the fake and functional tensors that torch.compile and
 // opcheck trace with have no data for the loops to read (they take ATen's path, which they know).
-bool small_cpu_projection(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
+bool plain_cpu_all(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
   const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
   auto plain_cpu = [&](const Tensor& t) { return t.is_cpu() && !t.key_set().has_any(tracing); };
   for (const OptTensor& t : others)
     if (t.has_value() && !plain_cpu(*t)) return false;
-  return plain_cpu(x) && plain_cpu(w_ih) && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
+  return plain_cpu(x) && plain_cpu(w_ih);
+}
+
+bool small_cpu_projection(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
+  return plain_cpu_all(x, w_ih, others) && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
          x.size(0) * x.size(1) * x.size(2) * w_ih.size(0) <= cpu::kSmallProjection;
+}
+
+// Long sequences project their input a chunk of steps at a time (chunk_steps): without a gradient the
+// recurrence consumes each chunk as it is made, so the (T,B,G) projection is never held at once. A fresh
+// tensor of that size costs more in page faults than its product (T=1000 B=32 G=512, 65 MB: 27 of 40 ms
+// here), and nn.LSTM pays it too. With a gradient the chunks are written into the whole A, by the same
+// calls, so both paths see the same bits. Plain CPU tensors only (what small_cpu_projection calls plain).
+constexpr int64_t kProjectionChunkElems = int64_t(1) << 20;  // 4 MB of float32 per chunk
+
+// Steps per chunk (the last chunk takes the remainder, so every chunk has at least this many steps): T
+// (no chunking) unless the projection is larger than two chunks. At least 64 steps, so that no chunk
+// changes the kernel's choices that depend on the sequence length (recurrence_cpu.cpp: kPackMinSteps).
+int64_t chunk_steps(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
+  const int64_t T = x.size(0), BG = x.size(1) * w_ih.size(0);
+  if (!plain_cpu_all(x, w_ih, others) || BG == 0 || T * BG <= 2 * kProjectionChunkElems) return T;
+  return std::max<int64_t>(64, kProjectionChunkElems / BG);
 }
 
 template <typename T>
@@ -60,11 +80,36 @@ const T* data_or_null(const Tensor& t) {
   return t.defined() ? t.const_data_ptr<T>() : nullptr;
 }
 
-// A = x w_ih^T + b_ih + b_hh: (T,B,G), contiguous.
+// b_ih + b_hh, either, or none.
+OptTensor summed_bias(const OptTensor& b_ih, const OptTensor& b_hh) {
+  if (b_ih.has_value() && b_hh.has_value()) return *b_ih + *b_hh;
+  return b_ih.has_value() ? b_ih : b_hh;
+}
+
+// Steps [t0, t0 + n) of the projection into `out`, a contiguous (n,B,G) tensor: x w_ih^T + bias.
+void project_steps(const Tensor& x, const Tensor& w_ih, const OptTensor& bias, int64_t t0, int64_t n, Tensor out) {
+  const int64_t B = x.size(1), D = x.size(2), G = w_ih.size(0);
+  const Tensor x2 = x.narrow(0, t0, n).reshape({n * B, D});
+  Tensor out2 = out.view({n * B, G});
+  if (bias.has_value()) {
+    at::addmm_out(out2, *bias, x2, w_ih.t());
+  } else {
+    at::mm_out(out2, x2, w_ih.t());
+  }
+}
+
+// Calls body(t0, n) for the chunks of `step` steps that cover [0, T); the last one takes the remainder.
+template <typename F>
+void for_each_time_chunk(int64_t T, int64_t step, F body) {
+  const int64_t chunks = std::max<int64_t>(1, T / step);
+  for (int64_t i = 0; i < chunks; ++i) body(i * step, i == chunks - 1 ? T - i * step : step);
+}
+
+// A = x w_ih^T + b_ih + b_hh: (T,B,G), contiguous; long sequences chunk by chunk (chunk_steps).
 Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih, const OptTensor& b_hh) {
-  const int64_t G = w_ih.size(0);
+  const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0);
   if (small_cpu_projection(x, w_ih, {b_ih, b_hh})) {
-    const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+    const int64_t D = x.size(2);
     const Tensor xc = x.contiguous(), w = w_ih.contiguous();
     const Tensor bi = b_ih.has_value() ? b_ih->contiguous() : Tensor();
     const Tensor bh = b_hh.has_value() ? b_hh->contiguous() : Tensor();
@@ -76,13 +121,12 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
     });
     return A;
   }
-  OptTensor bias = b_ih;
-  if (b_ih.has_value() && b_hh.has_value()) {
-    bias = *b_ih + *b_hh;
-  } else if (b_hh.has_value()) {
-    bias = b_hh;
-  }
-  return at::linear(x, w_ih, bias).contiguous();
+  const OptTensor bias = summed_bias(b_ih, b_hh);
+  const int64_t step = chunk_steps(x, w_ih, {b_ih, b_hh});
+  if (step >= T) return at::linear(x, w_ih, bias).contiguous();
+  Tensor A = at::empty({T, B, G}, x.options());
+  for_each_time_chunk(T, step, [&](int64_t t0, int64_t n) { project_steps(x, w_ih, bias, t0, n, A.narrow(0, t0, n)); });
+  return A;
 }
 
 class LayerFunction : public torch::autograd::Function<LayerFunction> {
@@ -139,7 +183,9 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
   }
 };
 
-// Without a gradient to record: the projection and lstm_ext::recurrence, which keeps no workspace.
+// Without a gradient to record: the projection and lstm_ext::recurrence, which keeps no workspace. A long
+// sequence goes chunk by chunk (chunk_steps), the state carried from one chunk to the next; the chunks' lengths
+// are the rows' lengths within them.
 std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
                                                  const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0,
                                                  const Tensor& c0, const OptTensor& lengths, bool forget_gate,
@@ -151,8 +197,26 @@ std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& 
                        .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
                                                                  const Tensor&, const OptTensor&, bool, int64_t,
                                                                  c10::string_view, c10::string_view, bool)>();
-  return op.call(input_projection(x, w_ih, b_ih, b_hh), w_hh, h0, c0, lengths, forget_gate, block_size, feedback,
-                 squash, truncate);
+  const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0);
+  const int64_t step = small_cpu_projection(x, w_ih, {b_ih, b_hh}) ? T : chunk_steps(x, w_ih, {b_ih, b_hh});
+  if (step >= T)
+    return op.call(input_projection(x, w_ih, b_ih, b_hh), w_hh, h0, c0, lengths, forget_gate, block_size, feedback,
+                   squash, truncate);
+  if (lengths.has_value()) check_lengths(*lengths, T, B, x);  // before the chunks see their clamped parts
+  const OptTensor bias = summed_bias(b_ih, b_hh);
+  Tensor y = at::empty({T, B, c0.size(1)}, x.options());
+  Tensor A = at::empty({std::min(T, 2 * step - 1), B, G}, x.options());  // the largest chunk
+  Tensor h = h0, c = c0;
+  for_each_time_chunk(T, step, [&](int64_t t0, int64_t n) {
+    Tensor a = A.narrow(0, 0, n);
+    project_steps(x, w_ih, bias, t0, n, a);
+    const OptTensor len = lengths.has_value() ? OptTensor((*lengths - t0).clamp(0, n)) : std::nullopt;
+    auto [y_c, h_c, c_c] = op.call(a, w_hh, h, c, len, forget_gate, block_size, feedback, squash, truncate);
+    y.narrow(0, t0, n).copy_(y_c);
+    h = h_c;
+    c = c_c;
+  });
+  return {y, h, c};
 }
 
 std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,

@@ -56,6 +56,18 @@ void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, co
               shape_str(t.sizes()));
 }
 
+void check_lengths(const at::Tensor& l, int64_t T, int64_t B, const at::Tensor& ref) {
+  TORCH_CHECK(l.scalar_type() == at::kLong, "lstm_ext: lengths must be int64, got ", l.scalar_type());
+  TORCH_CHECK(l.dim() == 1 && l.size(0) == B, "lstm_ext: lengths must have shape (", B, ",), got ",
+              shape_str(l.sizes()));
+  TORCH_CHECK(l.device().is_cpu() || l.device() == ref.device(), "lstm_ext: lengths must be on the CPU or on A's device");
+  if (B > 0) {
+    const auto lo = l.min().item<int64_t>(), hi = l.max().item<int64_t>();
+    TORCH_CHECK(lo >= 0 && hi <= T, "lstm_ext: lengths must lie in [0, T] = [0, ", T, "], got values in [", lo, ", ",
+                hi, "]");
+  }
+}
+
 CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
                             const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
                             c10::string_view feedback, c10::string_view squash, bool truncate) {
@@ -70,18 +82,7 @@ CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::
   check_like(U, "U", {G, d.rec_size}, A);
   check_like(r0, "r0", {B, d.rec_size}, A);
   check_like(s0, "s0", {B, C}, A);
-  if (lengths.has_value()) {
-    const at::Tensor& l = *lengths;
-    TORCH_CHECK(l.scalar_type() == at::kLong, "lstm_ext: lengths must be int64, got ", l.scalar_type());
-    TORCH_CHECK(l.dim() == 1 && l.size(0) == B, "lstm_ext: lengths must have shape (", B, ",), got ",
-                shape_str(l.sizes()));
-    TORCH_CHECK(l.device().is_cpu() || l.device() == A.device(), "lstm_ext: lengths must be on the CPU or on A's device");
-    if (B > 0) {
-      const auto lo = l.min().item<int64_t>(), hi = l.max().item<int64_t>();
-      TORCH_CHECK(lo >= 0 && hi <= T, "lstm_ext: lengths must lie in [0, T] = [0, ", T, "], got values in [", lo,
-                  ", ", hi, "]");
-    }
-  }
+  if (lengths.has_value()) check_lengths(*lengths, T, B, A);
   TORCH_CHECK(T <= INT32_MAX && B * std::max<int64_t>(G, 1) <= INT32_MAX, "lstm_ext: sizes too large");
   return d;
 }

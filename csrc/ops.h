@@ -21,6 +21,9 @@ CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::
                             const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size,
                             c10::string_view feedback, c10::string_view squash, bool truncate);
 
+// Checks of per-row lengths (B,) for T steps: int64, on the CPU or on ref's device, values in [0, T].
+void check_lengths(const at::Tensor& lengths, int64_t T, int64_t B, const at::Tensor& ref);
+
 // Checks that `t` has `shape` and the dtype and device of `ref` (named `ref_name` in the messages).
 void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& ref,
                 const char* ref_name = "A");
