@@ -63,16 +63,19 @@ bool small_cpu_projection(const Tensor& x, const Tensor& w_ih, std::initializer_
 // recurrence consumes each chunk as it is made, so the (T,B,G) projection is never held at once. A fresh
 // tensor of that size costs more in page faults than its product (T=1000 B=32 G=512, 65 MB: 27 of 40 ms
 // here), and nn.LSTM pays it too. With a gradient the chunks are written into the whole A, by the same
-// calls, so both paths see the same bits. Plain CPU tensors only (what small_cpu_projection calls plain).
+// calls, so both paths see the same bits (the recurrence's choices do not depend on the number of steps).
+// Plain CPU tensors only (what small_cpu_projection calls plain).
 constexpr int64_t kProjectionChunkElems = int64_t(1) << 20;  // 4 MB of float32 per chunk
+// Each chunk is one call of the recurrence, which packs U for its panel kernel (G*R elements): a chunk of at
+// least this many rows x steps keeps that below a few per cent of the chunk's products.
+constexpr int64_t kMinChunkRowSteps = 1024;
 
-// Steps per chunk (the last chunk takes the remainder, so every chunk has at least this many steps): T
-// (no chunking) unless the projection is larger than two chunks. At least 64 steps, so that no chunk
-// changes the kernel's choices that depend on the sequence length (recurrence_cpu.cpp: kPackMinSteps).
+// Steps per chunk (the last chunk takes the remainder): T (no chunking) unless the projection is larger than
+// two chunks.
 int64_t chunk_steps(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
-  const int64_t T = x.size(0), BG = x.size(1) * w_ih.size(0);
+  const int64_t T = x.size(0), B = x.size(1), BG = B * w_ih.size(0);
   if (!plain_cpu_all(x, w_ih, others) || BG == 0 || T * BG <= 2 * kProjectionChunkElems) return T;
-  return std::max<int64_t>(64, kProjectionChunkElems / BG);
+  return std::min(T, std::max({int64_t(1), kProjectionChunkElems / BG, (kMinChunkRowSteps + B - 1) / B}));
 }
 
 template <typename T>

@@ -175,7 +175,7 @@ BLAS_CONFIGS = [
 def test_recurrence_matches_reference_blas_path(cfg, varlen, dtype, T):
     """B*G*R far above the hand loops' threshold (65536 multiply-adds): the forward splits the batch into per-thread
     row chunks, and the products run through the AVX2 panel kernel in float32 (csrc/cpu/panel_gemm.h, where the
-    build has AVX2+FMA; else sgemm, U packed for MKL from T = 64) and through dgemm in float64."""
+    build has AVX2+FMA; else sgemm) and through dgemm in float64."""
     assert OPS.have_blas(), "the extension found no BLAS: this test then only repeats the hand-loop path"
     B, C = 32, 128
     lengths = None
@@ -213,8 +213,7 @@ def test_recurrence_around_blas_threshold(B, C, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_recurrence_one_wide_row_on_two_threads(dtype):
     """One batch row with products of at least 2^21 multiply-adds (G*R = 2896*724) on two threads: a single row
-    chunk, so the products stay with BLAS, which splits each over the threads (the panel kernel runs on one), and
-    from T = 64 the float32 forward packs U for MKL."""
+    chunk, so the products stay with BLAS, which splits each over the threads (the panel kernel runs on one)."""
     T, B, C = 70, 1, 724
     n = torch.get_num_threads()
     try:

@@ -19,19 +19,11 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc) __attribute__((weak));
-// MKL's packed GEMM: U is packed once and reused by all T products.
-size_t cblas_sgemm_pack_get_size(int identifier, int m, int n, int k) __attribute__((weak));
-void cblas_sgemm_pack(int layout, int identifier, int trans, int m, int n, int k, float alpha, const float* src,
-                      int ld, float* dest) __attribute__((weak));
-void cblas_sgemm_compute(int layout, int transa, int transb, int m, int n, int k, const float* a, int lda,
-                         const float* b, int ldb, float beta, float* c, int ldc) __attribute__((weak));
 int MKL_Set_Num_Threads_Local(int n) __attribute__((weak));
 }
 
 namespace lstm_ext::cpu {
 namespace {
-
-enum : int { kRowMajor = 101, kNoTrans = 111, kTrans = 112, kPacked = 151, kBMatrix = 162 };
 
 // Products of at least this many multiply-adds go to BLAS; smaller ones run the hand loops, which
 // have no call overhead (the paper's nets: B=1, G=32, R=8 is 256 per step).
@@ -63,10 +55,6 @@ bool blas_available() {
   return dgemm_ != nullptr;
 }
 
-bool packed_available() {
-  return cblas_sgemm_pack_get_size != nullptr && cblas_sgemm_pack != nullptr && cblas_sgemm_compute != nullptr;
-}
-
 // Row-major C (M x N) = alpha * op(A) * op(B) + beta * C through column-major BLAS (C^T = op(B)^T op(A)^T).
 template <typename T>
 void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T alpha, const T* A,
@@ -81,11 +69,6 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T al
 }
 
 bool use_blas(int64_t work) { return work >= kBlasMinWork; }
-
-// The forward packs U for MKL from this many steps on. Measured on 2 cores (B=32 H=128, B=4 H=256): packed
-// is slower up to T = 32 (T = 10: 0.9 against 0.5 ms) and about even to faster from T = 100; the
-// backward's product dr = da U was never faster packed, so it does not pack.
-constexpr int64_t kPackMinSteps = 64;
 
 // op(U) packed for the panel kernel (panel_gemm.h), once per call and shared by all row chunks (one copy of a
 // wide layer's U stays in the shared cache, where a copy per thread would not): float on an AVX2+FMA build,
@@ -111,12 +94,12 @@ std::vector<float> panels_for(const T* U, int64_t rows, int64_t N, int64_t K, bo
 //   out (B x N) = beta * out + in (B x K) * op(U)      (beta 0 or 1)
 // with op(U) = U^T for U (N x K) (forward: N = G, K = R) or op(U) = U for U (K x N) (backward: K = G,
 // N = R). With `panels` (from panels_for) the panel kernel; otherwise tiny products run a hand loop over op(U)
-// laid out (K x N), larger ones BLAS, float with U packed once by MKL if `pack` (packing costs about what a few
-// steps do: it pays in long forwards only).
+// laid out (K x N), larger ones BLAS. No choice depends on the number of steps: a layer run in chunks of steps
+// (csrc/layer.cpp, without autograd) computes what one run computes, to the bit.
 template <typename T>
 class StepProduct {
  public:
-  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, bool pack, const std::vector<float>& panels)
+  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, const std::vector<float>& panels)
       : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
     if (!panels.empty()) {
       mode_ = Mode::Panels;
@@ -130,13 +113,6 @@ class StepProduct {
       out_.assign(size_t(kLanes), T(0));
       for (int64_t k = 0; k < K; ++k)
         for (int64_t n = 0; n < N; ++n) w_[size_t(k * Np_ + n)] = trans_u ? U[n * K + k] : U[k * N + n];
-    } else if (std::is_same_v<T, float> && pack && packed_available() && B > 0) {
-      if constexpr (std::is_same_v<T, float>) {
-        mode_ = Mode::Packed;
-        w_.resize(cblas_sgemm_pack_get_size(kBMatrix, int(B), int(N), int(K)) / sizeof(float) + 1);
-        cblas_sgemm_pack(kRowMajor, kBMatrix, trans_u ? kTrans : kNoTrans, int(B), int(N), int(K), 1.0f, U,
-                         int(trans_u ? K : N), w_.data());
-      }
     }
   }
 
@@ -160,11 +136,7 @@ class StepProduct {
       return;
     }
 #endif
-    if (mode_ == Mode::Packed) {
-      if constexpr (std::is_same_v<T, float>)
-        cblas_sgemm_compute(kRowMajor, kNoTrans, kPacked, int(B_), int(N_), int(K_), in, int(K_), w_.data(),
-                            int(N_), beta, out, int(N_));
-    } else if (mode_ == Mode::Blas) {
+    if (mode_ == Mode::Blas) {
       blas_gemm<T>(false, trans_u_, B_, N_, K_, T(1), in, K_, U_, trans_u_ ? K_ : N_, beta, out, N_);
     } else {
       for (int64_t b = 0; b < B_; ++b) loop_row(in + b * K_, beta, out + b * N_);
@@ -206,13 +178,13 @@ class StepProduct {
     }
   }
 
-  enum class Mode { Loop, Blas, Packed, Panels };
+  enum class Mode { Loop, Blas, Panels };
   const T* U_;
   int64_t B_, N_, K_;
   bool trans_u_;
   Mode mode_ = Mode::Blas;
   int64_t Np_ = 0;       // Loop: N rounded up to whole blocks of kLanes
-  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns; Packed: MKL's packed U
+  std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns
   const float* panels_ = nullptr;  // Panels: op(U) packed by panels_for, shared by the row chunks
   mutable std::vector<T> out_;  // Loop: the products of a part-filled last block (kLanes), scratch (one
                                 // StepProduct per thread)
@@ -333,8 +305,7 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
   const CellDims& d = p.d;
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, p.steps >= kPackMinSteps,
-                                       panels);  // act += r U^T
+  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels);  // act = A + r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).first;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
@@ -370,7 +341,7 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, /*pack=*/false, panels);  // dr = da U
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).second;
   // Running gradients on r and s; dr_next receives da*U for the step before.
   std::vector<T> dr(p.dr_T + b0 * R, p.dr_T + b1 * R), ds(p.ds_T + b0 * C, p.ds_T + b1 * C);
