@@ -150,6 +150,9 @@ def _reber_rows() -> list[Row]:
                     "once that is more); by default a trial fails after "
                     "100,000 (the paper gives no limit; --budget changes it).",
                     "3 random train/test pairs x 10 initialisations: trial k uses pair k // 10.",
+                    "Targets: HS97 does not say what the output units are trained towards; each step's target is "
+                    "the symbol that follows (one-hot), while a prediction counts as right when the units of all "
+                    "possible next symbols are the most active.",
                 ),
             )
         )
