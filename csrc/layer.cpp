@@ -43,9 +43,8 @@ void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, c
   check_like(c0, "c0", {B, d.n_cells}, x, "x");
 }
 
-// Whether the projection of x (T,B,D) onto w_ih's G gate rows is small enough for the CPU loops
-// (cpu/projection_cpu.h). Only for plain CPU tensors: the fake and functional tensors that torch.compile and
-// opcheck trace with have no data for the loops to read (they take ATen's path, which they know).
+// Whether x, w_ih and the `others` are plain CPU tensors: not the fake and functional tensors that torch.compile
+// and opcheck trace with, which have no data for the CPU loops to read (they take ATen's path, which they know).
 bool plain_cpu_all(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
   const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
   auto plain_cpu = [&](const Tensor& t) { return t.is_cpu() && !t.key_set().has_any(tracing); };
@@ -54,6 +53,8 @@ bool plain_cpu_all(const Tensor& x, const Tensor& w_ih, std::initializer_list<Op
   return plain_cpu(x) && plain_cpu(w_ih);
 }
 
+// Whether the projection of x (T,B,D) onto w_ih's G gate rows is small enough for the CPU loops
+// (cpu/projection_cpu.h), on plain CPU tensors.
 bool small_cpu_projection(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
   return plain_cpu_all(x, w_ih, others) && (x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble) &&
          x.size(0) * x.size(1) * x.size(2) * w_ih.size(0) <= cpu::kSmallProjection;

@@ -60,7 +60,8 @@ void check_lengths(const at::Tensor& l, int64_t T, int64_t B, const at::Tensor& 
   TORCH_CHECK(l.scalar_type() == at::kLong, "lstm_ext: lengths must be int64, got ", l.scalar_type());
   TORCH_CHECK(l.dim() == 1 && l.size(0) == B, "lstm_ext: lengths must have shape (", B, ",), got ",
               shape_str(l.sizes()));
-  TORCH_CHECK(l.device().is_cpu() || l.device() == ref.device(), "lstm_ext: lengths must be on the CPU or on A's device");
+  TORCH_CHECK(l.device().is_cpu() || l.device() == ref.device(),
+              "lstm_ext: lengths must be on the CPU or on A's device");
   if (B > 0) {
     const auto lo = l.min().item<int64_t>(), hi = l.max().item<int64_t>();
     TORCH_CHECK(lo >= 0 && hi <= T, "lstm_ext: lengths must lie in [0, T] = [0, ", T, "], got values in [", lo, ", ",
