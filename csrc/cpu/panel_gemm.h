@@ -9,7 +9,7 @@
 //
 // The micro-kernel keeps a tile of up to 6 rows x 16 columns of C in 12 AVX registers for all K, each k one
 // broadcast of A per row and two loads of the panel (the classic 6x16 layout). Tiles are balanced (M = 16 is
-// 5 + 5 + 6 rows, never a slow 1- or 2-row tail). A is read in place (no packing); a partial last panel goes
+// 6 + 5 + 5 rows, never a slow 1- or 2-row tail). A is read in place (no packing); a partial last panel goes
 // through a 16-column scratch tile. Only compiled where the build targets AVX2+FMA (LSTM_EXT_PANEL_GEMM);
 // elsewhere the kernel keeps calling BLAS.
 #pragma once
