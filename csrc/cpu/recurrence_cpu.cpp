@@ -1,5 +1,6 @@
 // The fused CPU recurrence. One call runs all T steps: per step one product with U (hand-written
-// loops for the paper's tiny nets, BLAS for large ones), then the cell math of cell.h per block.
+// loops for the paper's tiny nets; for large ones the AVX2 panel kernel of panel_gemm.h in float32, BLAS
+// otherwise), then the cell math of cell.h per block.
 #include "recurrence_cpu.h"
 
 #include "panel_gemm.h"
