@@ -240,6 +240,20 @@ def test_layer_long_sequence_without_autograd_same_bits(cfg, T, B, C, dtype):
         assert torch.equal(a, b.detach())
 
 
+def test_layer_long_sequence_non_contiguous_input():
+    """x as a batch-first tensor's transpose (what the modules pass with batch_first=True): the chunks read it as is."""
+    cfg, T, B, C = WIDE_BATCH
+    inputs = layer_inputs(cfg, T, B, C, 4, torch.float32)
+    x_t = inputs[0].transpose(0, 1).contiguous().transpose(0, 1)  # same values, (T, B, D) with strides of (B, T, D)
+    assert not x_t.is_contiguous()
+    lengths = long_lengths(T, B)
+    with torch.no_grad():
+        want = ops.layer(*inputs, cfg, lengths)
+        got = ops.layer(x_t, *inputs[1:], cfg, lengths)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)
+
+
 def test_layer_long_sequence_checks_lengths_before_the_chunks():
     """Chunks see their rows' lengths clamped to them: a length beyond T must fail first, with the op's message."""
     inputs = layer_inputs(CellConfig(), 600, 8, 128, 4, torch.float32)
