@@ -11,6 +11,11 @@
 //  - every squash is a scaled tanh, f(a) = mul * tanh(pre * a) + add; for float a rational tanh.
 //  - the lane arithmetic is written with vector types (GCC/Clang vector extensions): the compiler's
 //    auto-vectoriser leaves these short fixed loops scalar.
+//  - the paper's own shapes (float, no forget gate, truncated rule or evaluation; Shape below) have a step
+//    with every loop unrolled that carries the recurrent sources r_{t-1} from step to step in registers,
+//    each broadcast from its lane: the previous step's gates and cell outputs reach the next step's net
+//    inputs without a round trip through memory. It does the same operations in the same order as the
+//    general step, so both give the same bits.
 #include "paper_train.h"
 
 #include <algorithm>
@@ -18,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #if defined(__GNUC__) && !defined(__clang__)
@@ -113,6 +119,41 @@ inline V8d tanh8(V8d x) {
   return x;
 }
 
+// An optimisation barrier: the compiler no longer knows v's value, so it neither shares products computed
+// from it with others nor fuses a product into v's later sums (both change the rounding).
+inline void opaque(V8f& v) {
+#if defined(__AVX__)
+  __asm__("" : "+x"(v));
+#else
+  __asm__("" : "+m"(v));
+#endif
+}
+
+// Every lane of the result is lane l of v (one vpermps on AVX2).
+inline V8f broadcast_lane(V8f v, int l) {
+#if defined(__GNUC__) && !defined(__clang__)
+  typedef int V8i __attribute__((vector_size(32)));
+  return __builtin_shuffle(v, V8i{l, l, l, l, l, l, l, l});
+#else
+  return V8f{} + v[l];
+#endif
+}
+
+// A net shape compiled with its loops unrolled: NG row groups (2: input gate and cell input; 3: and an
+// output gate; no forget gate), NB blocks of S cells, NIN input columns visited per step (the dense
+// inputs, or the one-hot slot). R: the recurrent sources [y_iota (NB), (y_omega (NB)), y_c (NB S)].
+template <int NG_, int NB_, int S_, int NIN_>
+struct Shape {
+  static constexpr int NG = NG_, NB = NB_, S = S_, NIN = NIN_, C = NB_ * S_, R = NB_ * (NG_ - 1) + NB_ * S_;
+};
+struct AnyShape {};  // the general step: shapes, dtypes and rules known at run time
+
+// The recurrent state a Shape's step carries in registers: this step's input gates (padded lanes 0),
+// output gates, cell outputs and cell states.
+struct StepRegs {
+  V8f iota, omega, yc, s;
+};
+
 // A squash as a scaled tanh: f(a) = mul * tanh(pre * a) + add, with f' = pre * mul * (1 - u^2),
 // u = (f - add) / mul. sigmoid(a) = 0.5 tanh(a / 2) + 0.5; the paper's g = 2 tanh(a / 2), h = tanh(a / 2).
 struct Squasher {
@@ -130,8 +171,11 @@ inline Squasher squash_h_of(Squash q) {
 }
 
 // CP > 0: the padded cell count known at compile time (the lane loops unroll); 0: at run time.
-template <typename T, int CP>
+// Sh: a Shape (T = float, CP = 8) for the unrolled step with register-carried sources, or AnyShape.
+template <typename T, int CP, class Sh = AnyShape>
 class PaperTrainer {
+  static constexpr bool kShaped = !std::is_same_v<Sh, AnyShape>;
+
  public:
   explicit PaperTrainer(const PaperTrainArgs<T>& p)
       : p_(p),
@@ -260,13 +304,18 @@ class PaperTrainer {
     T loss = 0, err_max = 0, err_last = 0;
     bool any_error = false;
     const bool full = learn && !p_.truncate;
+    StepRegs regs{};  // a Shape's r_{-1} = 0 and s_{-1} = 0
     for (int64_t t = 0; t < len; ++t) {
       const int n_active = load_inputs(i, t);
-      forward_hidden(n_active);
-      if (full)
-        record_step(t);
-      else if (learn)
-        carry_sensitivities(n_active);
+      if constexpr (kShaped) {
+        shaped_step(regs, learn);
+      } else {
+        forward_hidden(n_active);
+        if (full)
+          record_step(t);
+        else if (learn)
+          carry_sensitivities(n_active);
+      }
       const T w = p_.target_mask[i * p_.steps + t];
       const bool need_out = w != T(0) || p_.y_all != nullptr || t == len - 1;
       if (need_out) forward_output(n_active);
@@ -358,6 +407,85 @@ class PaperTrainer {
       store8(h_.data() + c, h);
       store8(yc_.data() + c, gO_ >= 0 ? load8(a + gO_ * Cp + c) * h : h);
     }
+  }
+
+  // forward_hidden and carry_sensitivities of a Shape in one unrolled step: the recurrent sources come from
+  // the registers of the previous step (st), and st becomes this step's. The same operations in the same
+  // order as the general step (the net input's two partial sums over the active columns, one each for odd
+  // and even positions), so the same bits.
+  __attribute__((always_inline)) inline void shaped_step(StepRegs& st, bool learn) {
+    constexpr int NG = Sh::NG, NB = Sh::NB, S = Sh::S, NIN = Sh::NIN, R = Sh::R, Hp = NG * kLanes;
+    constexpr int NJ = NIN + R + 1;  // active columns: inputs (or the one-hot slot), r_{t-1}, bias
+    static_assert(std::is_same_v<T, float> && CP == kLanes && (NG == 2 || NG == 3) && NB * S <= kLanes);
+    const T* W = WhT_.data();
+    const T* col[NJ];  // (Hp) column j's weights
+    V8f v[NJ];         // column j's source, in every lane
+    for (int j = 0; j < NIN; ++j) {
+      const T x = src_[active_[j]];
+      col[j] = W + size_t(active_[j]) * Hp;
+      v[j] = V8f{x, x, x, x, x, x, x, x};
+    }
+    for (int r = 0; r < R; ++r) {
+      col[NIN + r] = W + size_t(I_ + r) * Hp;
+      if (r < NB)
+        v[NIN + r] = broadcast_lane(st.iota, r * S);
+      else if (NG == 3 && r < 2 * NB)
+        v[NIN + r] = broadcast_lane(st.omega, (r - NB) * S);
+      else
+        v[NIN + r] = broadcast_lane(st.yc, r - (NG - 1) * NB);
+    }
+    col[NJ - 1] = W + size_t(K_ - 1) * Hp;
+    v[NJ - 1] = V8f{1, 1, 1, 1, 1, 1, 1, 1};
+
+    V8f acc0[NG], acc1[NG];
+    for (int g = 0; g < NG; ++g) {
+      acc0[g] = load8(col[0] + g * kLanes) * v[0];
+      acc1[g] = V8f{};
+      opaque(acc0[g]);  // the first product is rounded, as in the general step's loop (not fused into a sum)
+      opaque(acc1[g]);
+    }
+    for (int j = 1; j < NJ; ++j)
+      for (int g = 0; g < NG; ++g) {
+        if (j % 2 == 1)
+          acc0[g] += load8(col[j] + g * kLanes) * v[j];
+        else
+          acc1[g] += load8(col[j] + g * kLanes) * v[j];
+      }
+    V8f a[NG];
+    for (int g = 0; g < NG; ++g) {
+      const int r0 = g * kLanes;
+      a[g] = load8(mul_.data() + r0) * tanh8(load8(pre_.data() + r0) * (acc0[g] + acc1[g])) + load8(add_.data() + r0);
+    }
+    const V8f iota = a[0] * load8(real_.data());  // padded lanes: a closed input gate
+    const V8f gz = a[1];
+    const V8f s_new = st.s + iota * gz;
+    const V8f h = h_identity_ ? s_new : T(hq_.mul) * tanh8(T(hq_.pre) * s_new);
+    const V8f yc = NG == 3 ? a[2] * h : h;
+    store8(act_.data(), iota);
+    for (int g = 1; g < NG; ++g) store8(act_.data() + g * kLanes, a[g]);
+    store8(h_.data(), h);
+    store8(yc_.data(), yc);
+
+    if (learn) {  // carry_sensitivities
+      const T gpm = T(g_.pre * g_.mul), ga = T(g_.add), inv_gm = T(1.0 / g_.mul);
+      // opaque copies: else the compiler shares products with the forward above (gz * iota with s_new),
+      // which then lose their fused multiply-adds (other bits than the general step's)
+      V8f io = iota, gv = gz;
+      opaque(io);
+      opaque(gv);
+      const V8f u = (gv - ga) * inv_gm;
+      const V8f kz = io * gpm * (T(1) - u * u);
+      const V8f ki = gv * io * (T(1) - io);
+      for (int j = 0; j < NJ; ++j) {
+        const size_t k = size_t(j < NIN ? active_[j] : j == NJ - 1 ? K_ - 1 : I_ + j - NIN) * kLanes;
+        store8(&Sz_[k], load8(&Sz_[k]) + v[j] * kz);
+        store8(&Si_[k], load8(&Si_[k]) + v[j] * ki);
+      }
+    }
+    st.iota = iota;
+    if (NG == 3) st.omega = a[2];
+    st.yc = yc;
+    st.s = s_new;
   }
 
   // RTRL sensitivities of s_c(t) on the weights into cell c and into its block's input (and forget) gate:
@@ -654,8 +782,29 @@ class PaperTrainer {
 
 }  // namespace
 
+// The shapes of the paper's nets (HS97): Exp 1 (4x1, 3x2), 2a/2b, 2c, 3, 4/5 (dense 2 inputs), 6a, 6b.
+template <class... Shapes>
+struct ShapeList {
+  // Runs p with the unrolled step of the Shape it has, if any: float, no forget gate, the truncated rule or
+  // no learning (the full gradient records a tape: the general step).
+  static bool run(const PaperTrainArgs<float>& p) {
+    const PaperNetDims& d = p.d;
+    if (d.forget_gate || (p.learn && !p.truncate) || padded(d.n_cells()) != kLanes) return false;
+    const int ng = 2 + int(d.output_gate), nin = p.x_index != nullptr ? 1 : d.inputs;
+    return ((ng == Shapes::NG && d.n_blocks == Shapes::NB && d.block_size == Shapes::S && nin == Shapes::NIN
+                 ? (PaperTrainer<float, kLanes, Shapes>(p).run(), true)
+                 : false) ||
+            ...);
+  }
+};
+using PaperShapes = ShapeList<Shape<3, 4, 1, 1>, Shape<3, 3, 2, 1>, Shape<2, 1, 1, 1>, Shape<3, 2, 1, 1>,
+                              Shape<3, 3, 1, 1>, Shape<3, 2, 2, 2>, Shape<3, 2, 2, 1>>;
+
 template <typename T>
 void paper_train(const PaperTrainArgs<T>& p) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (PaperShapes::run(p)) return;
+  }
   // the paper nets have at most 8 cells: their lane count is fixed at compile time
   if (padded(p.d.n_cells()) == kLanes) return PaperTrainer<T, kLanes>(p).run();
   PaperTrainer<T, 0>(p).run();
