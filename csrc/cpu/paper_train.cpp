@@ -417,16 +417,15 @@ class PaperTrainer {
     constexpr int NG = Sh::NG, NB = Sh::NB, S = Sh::S, NIN = Sh::NIN, R = Sh::R, Hp = NG * kLanes;
     constexpr int NJ = NIN + R + 1;  // active columns: inputs (or the one-hot slot), r_{t-1}, bias
     static_assert(std::is_same_v<T, float> && CP == kLanes && (NG == 2 || NG == 3) && NB * S <= kLanes);
-    const T* W = WhT_.data();
-    const T* col[NJ];  // (Hp) column j's weights
-    V8f v[NJ];         // column j's source, in every lane
+    size_t k[NJ];  // the source column of active column j
+    V8f v[NJ];     // its source, in every lane
     for (int j = 0; j < NIN; ++j) {
       const T x = src_[active_[j]];
-      col[j] = W + size_t(active_[j]) * Hp;
+      k[j] = size_t(active_[j]);
       v[j] = V8f{x, x, x, x, x, x, x, x};
     }
     for (int r = 0; r < R; ++r) {
-      col[NIN + r] = W + size_t(I_ + r) * Hp;
+      k[NIN + r] = size_t(I_ + r);
       if (r < NB)
         v[NIN + r] = broadcast_lane(st.iota, r * S);
       else if (NG == 3 && r < 2 * NB)
@@ -434,12 +433,14 @@ class PaperTrainer {
       else
         v[NIN + r] = broadcast_lane(st.yc, r - (NG - 1) * NB);
     }
-    col[NJ - 1] = W + size_t(K_ - 1) * Hp;
+    k[NJ - 1] = size_t(K_ - 1);
     v[NJ - 1] = V8f{1, 1, 1, 1, 1, 1, 1, 1};
+    const T* W = WhT_.data();
+    auto w = [&](int j, int g) { return load8(W + k[j] * Hp + g * kLanes); };  // column j, row group g
 
     V8f acc0[NG], acc1[NG];
     for (int g = 0; g < NG; ++g) {
-      acc0[g] = load8(col[0] + g * kLanes) * v[0];
+      acc0[g] = w(0, g) * v[0];
       acc1[g] = V8f{};
       opaque(acc0[g]);  // the first product is rounded, as in the general step's loop (not fused into a sum)
       opaque(acc1[g]);
@@ -447,9 +448,9 @@ class PaperTrainer {
     for (int j = 1; j < NJ; ++j)
       for (int g = 0; g < NG; ++g) {
         if (j % 2 == 1)
-          acc0[g] += load8(col[j] + g * kLanes) * v[j];
+          acc0[g] += w(j, g) * v[j];
         else
-          acc1[g] += load8(col[j] + g * kLanes) * v[j];
+          acc1[g] += w(j, g) * v[j];
       }
     V8f a[NG];
     for (int g = 0; g < NG; ++g) {
@@ -477,9 +478,10 @@ class PaperTrainer {
       const V8f kz = io * gpm * (T(1) - u * u);
       const V8f ki = gv * io * (T(1) - io);
       for (int j = 0; j < NJ; ++j) {
-        const size_t k = size_t(j < NIN ? active_[j] : j == NJ - 1 ? K_ - 1 : I_ + j - NIN) * kLanes;
-        store8(&Sz_[k], load8(&Sz_[k]) + v[j] * kz);
-        store8(&Si_[k], load8(&Si_[k]) + v[j] * ki);
+        T* sz = &Sz_[k[j] * kLanes];
+        T* si = &Si_[k[j] * kLanes];
+        store8(sz, load8(sz) + v[j] * kz);
+        store8(si, load8(si) + v[j] * ki);
       }
     }
     st.iota = iota;
