@@ -59,7 +59,7 @@ MODES = ("fwd+bwd", "fwd")
 def load(paths):
     """{case_key: {peer: stats}}, machine_info of the first file, and the files' dates."""
     results: dict = defaultdict(dict)
-    machine, dates, loads, threads, limits = None, [], [], set(), {}
+    machine, dates, loads, threads, limits, paper = None, [], [], set(), {}, defaultdict(dict)
     for path in paths:
         with open(path) as f:
             data = json.load(f)
@@ -72,6 +72,9 @@ def load(paths):
                 limits[e["limit"]] = {"median": b["stats"]["median"], "min": b["stats"]["min"], "flop": e.get("flop"),
                                   "size": tuple(e[k] for k in ("B", "H", "T")) if "H" in e else None}
                 continue
+            if "paper_row" in e:  # bench/test_bench_paper.py
+                paper[e["paper_row"]][e["peer"]] = {"median": b["stats"]["median"], "steps": int(e["steps"])}
+                continue
             if "peer" not in e:
                 continue
             key = (e["device"], e["dtype"], e["mode"], int(e["B"]), int(e["H"]), int(e["D"]), int(e["T"]))
@@ -83,7 +86,7 @@ def load(paths):
             results[key][e["peer"]] = {"median": s["median"], "min": s["min"], "rounds": s["rounds"],
                                        "iqr": s.get("iqr", float("nan")), "load": e.get("loadavg_1min")}
     machine = dict(machine or {})
-    machine["_loads"], machine["_threads"], machine["_limits"] = loads, sorted(threads), limits
+    machine["_loads"], machine["_threads"], machine["_limits"], machine["_paper"] = loads, sorted(threads), limits, paper
     return results, machine, dates
 
 
@@ -178,6 +181,21 @@ def layer_flop(cell: str, B: int, H: int, D: int, T: int) -> float:
     on the weights); the elementwise cell math is left out."""
     G = (4 if cell == "2000" else 3) * H
     return 3 * 2 * T * B * G * (D + H)
+
+
+def paper_lines(paper):
+    """The reproduction's inner loop (bench/test_bench_paper.py): per row, the median time of a call over its
+    sequence steps for paper_train and the plain-PyTorch loop, and their ratio."""
+    if not paper:
+        return []
+    lines = ["| row | paper_train | autograd loop | speed-up |", "|---|---:|---:|---:|"]
+    for row, peers in paper.items():
+        ns = {peer: v["median"] / v["steps"] for peer, v in peers.items()}
+        ours, loop = ns.get("paper_train"), ns.get("autograd loop")
+        speedup = fmt_ratio(loop / ours) if ours and loop else "—"
+        per_step = lambda sec: f"{sec * 1e9:.0f} ns" if sec is not None and sec < 1e-6 else fmt_time(sec)  # noqa: E731
+        lines.append(f"| {row} | {per_step(ours)} | {per_step(loop)} | {speedup} |")
+    return lines
 
 
 def limit_lines(results, limits):
@@ -456,6 +474,16 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
                   "peer's median times (R² = 1: every point on it); T values without a time (—) are not in the fit.",
                   ""]  # fmt: skip
         lines += sweeps
+    paper = paper_lines(machine.get("_paper") or {})
+    if paper:
+        lines += ["## On-line training of the paper nets", "",
+                  "The reproduction's inner loop (`lstm-ext reproduce`, bench/test_bench_paper.py): time per sequence "
+                  "step, one weight change per sequence, float32. `paper_train`: a chunk of 64 sequences in the op; "
+                  "`autograd loop`: one sequence at a time through `lstm_ext.paper.forward_ref` (a Python step loop), "
+                  "`backward()` and the gradient step. Rows: HS97's adding net (4-T100), 2c (q = p = 100) and 6b.",
+                  ""]  # fmt: skip
+        lines += paper
+        lines.append("")
     lines.append("## Plots")
     lines.append("")
     if plot_note:

@@ -59,3 +59,13 @@ def test_fixed_cost_per_call_from_the_shortest_T():
     T0, per_call, per_step = report.fixed_cost(results, size, "LSTM2000")
     assert T0 == 10 and abs(per_call - 300e-6) < 1e-12 and abs(per_step - 0.2e-6) < 1e-15
     assert report.fixed_cost({size + (100,): {"LSTM2000": t(1e-3)}}, size, "LSTM2000") is None  # one T: no sweep
+
+
+def test_paper_lines_give_time_per_sequence_step_and_the_speed_up():
+    paper = {"4-T100": {"paper_train": {"median": 6400 * 80e-9, "steps": 6400},
+                        "autograd loop": {"median": 105 * 200e-6, "steps": 105}},
+             "6b": {"paper_train": {"median": 1e-3, "steps": 10_000}}}  # fmt: skip
+    lines = report.paper_lines(paper)
+    assert lines[2] == "| 4-T100 | 80 ns | 200 µs | 2500× |"
+    assert lines[3] == "| 6b | 100 ns | — | — |"  # a peer missing from the run
+    assert report.paper_lines({}) == []  # an older JSON without bench/test_bench_paper.py: no section
