@@ -188,12 +188,14 @@ def paper_lines(paper):
     sequence steps for paper_train and the plain-PyTorch loop, and their ratio."""
     if not paper:
         return []
+    def per_step(sec):
+        return f"{sec * 1e9:.0f} ns" if sec is not None and sec < 1e-6 else fmt_time(sec)
+
     lines = ["| row | paper_train | autograd loop | speed-up |", "|---|---:|---:|---:|"]
     for row, peers in paper.items():
-        ns = {peer: v["median"] / v["steps"] for peer, v in peers.items()}
-        ours, loop = ns.get("paper_train"), ns.get("autograd loop")
+        sec = {peer: v["median"] / v["steps"] for peer, v in peers.items()}
+        ours, loop = sec.get("paper_train"), sec.get("autograd loop")
         speedup = fmt_ratio(loop / ours) if ours and loop else "—"
-        per_step = lambda sec: f"{sec * 1e9:.0f} ns" if sec is not None and sec < 1e-6 else fmt_time(sec)  # noqa: E731
         lines.append(f"| {row} | {per_step(ours)} | {per_step(loop)} | {speedup} |")
     return lines
 

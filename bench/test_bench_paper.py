@@ -25,10 +25,6 @@ ROWS = ("4-T100", "2c-q100-p100", "6b")
 SEQUENCES = {"paper_train": 64, "autograd loop": 1}  # sequences per timed call
 
 
-def _sequences(batch, i):
-    return batch.take(np.arange(i, i + 1))
-
-
 def _autograd_loop(net, row, batch):
     """One call: the sequences of ``batch`` one after another, each a plain PyTorch gradient step."""
     spec, lr = row.spec, row.lr
@@ -39,7 +35,7 @@ def _autograd_loop(net, row, batch):
     def fn():
         for i in range(batch.n):
             Wh, Wo = net.Wh.requires_grad_(True), net.Wo.requires_grad_(True)
-            y = forward_ref(spec, Wh, Wo, _sequences(batch, i), truncate=True)
+            y = forward_ref(spec, Wh, Wo, batch.take(np.arange(i, i + 1)), truncate=True)
             loss = 0.5 * (mask[i : i + 1, :, None] * (targets[i : i + 1] - y) ** 2).sum()
             gWh, gWo = torch.autograd.grad(loss, (Wh, Wo))
             with torch.no_grad():
