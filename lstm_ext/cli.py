@@ -1,6 +1,6 @@
 """The command line: ``lstm-ext`` (or ``python -m lstm_ext``).
 
-    lstm-ext reproduce <experiment|all>   the 1997 paper's experiments, our results beside its tables
+    lstm-ext reproduce <experiment[,...]|all>   the 1997 paper's experiments, our results beside its tables
     lstm-ext diagnose  measured probes of why rows of the reproduction miss the paper
     lstm-ext demo      train LSTM1997 and LSTM2000 briefly on a long-lag task; print what they learned
     lstm-ext info      the build: torch version, CUDA, CPU kernel flags
@@ -148,7 +148,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=demo)
     p = sub.add_parser("reproduce", help="the 1997 paper's experiments beside its tables")
-    p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, or all")
+    p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, "
+                   "several of them separated by commas (6a,6b), or all")
     p.add_argument("--T", type=int, default=None, help="only the rows of this sequence length (3a-3c, adding, multiplication)")
     p.add_argument("--trials", type=int, default=None, help="trials per row (default: the paper's)")
     p.add_argument("--seed", type=int, default=0)

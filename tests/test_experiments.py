@@ -46,6 +46,12 @@ def test_select_rows():
         select_rows("7")
     with pytest.raises(ValueError, match="no row with T"):
         select_rows("6a", 100)
+    assert [r.key for r in select_rows("6b,3a")] == ["6b", "3a-T100-N3", "3a-T100-N1", "3a-T1000-N3"]
+    assert [r.key for r in select_rows("adding, 5", 100)] == ["4-T100", "5-T100"]
+    with pytest.raises(ValueError, match="unknown experiment 'x'"):
+        select_rows("6a,x")
+    with pytest.raises(ValueError, match="names a row twice"):
+        select_rows("4,adding")
 
 
 def test_runs_of_correct_sequences():

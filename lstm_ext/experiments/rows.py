@@ -406,8 +406,16 @@ ALIASES = {"1": "reber", "4": "adding", "5": "multiplication", "exp1": "reber", 
 
 
 def select_rows(experiment: str, T: int | None = None) -> list[Row]:
-    """The rows of one experiment (or ``"all"``); ``T`` keeps the rows of that sequence length, or makes a
-    row for a length the paper did not run (adding and multiplication only)."""
+    """The rows of one experiment, of several separated by commas (``"6a,6b"``), or of ``"all"``; ``T`` keeps
+    the rows of that sequence length, or makes a row for a length the paper did not run (adding and
+    multiplication only)."""
+    names = [name.strip() for name in experiment.split(",")]
+    if len(names) > 1:
+        rows = [row for name in names for row in select_rows(name, T)]
+        keys = [row.key for row in rows]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"{experiment!r} names a row twice")
+        return rows
     name = ALIASES.get(experiment, experiment)
     if name != "all" and name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {('all',) + EXPERIMENTS}")
