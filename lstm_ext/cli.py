@@ -61,6 +61,13 @@ def demo(args) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or integers separated by commas, got {text!r}")
+
+
 def reproduce(args) -> int:
     from pathlib import Path
 
@@ -150,7 +157,9 @@ def main(argv=None) -> int:
     p = sub.add_parser("reproduce", help="the 1997 paper's experiments beside its tables")
     p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, "
                    "several of them separated by commas (6a,6b), or all")
-    p.add_argument("--T", type=int, default=None, help="only the rows of this sequence length (3a-3c, adding, multiplication)")
+    p.add_argument("--T", type=_int_list, default=None,
+                   help="only the rows of this sequence length, or of several separated by commas (3a-3c, adding, "
+                        "multiplication)")
     p.add_argument("--trials", type=int, default=None, help="trials per row (default: the paper's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")

@@ -52,6 +52,10 @@ def test_select_rows():
         select_rows("6a,x")
     with pytest.raises(ValueError, match="names a row twice"):
         select_rows("4,adding")
+    assert [r.key for r in select_rows("adding", (100, 500))] == ["4-T100", "4-T500"]
+    assert [r.key for r in select_rows("3a,adding", [1000])] == ["3a-T1000-N3", "4-T1000"]
+    with pytest.raises(ValueError, match="names a row twice"):
+        select_rows("adding", (100, 100))
 
 
 def test_runs_of_correct_sequences():
@@ -190,3 +194,6 @@ def test_cli_rejects_bad_arguments(tmp_path):
     p = subprocess.run([*CLI, "reproduce", "6a", "--budget-factor", "0", "--out", str(tmp_path)], capture_output=True,
                        text=True, cwd=tmp_path)  # fmt: skip
     assert p.returncode == 2 and "--budget-factor must be > 0" in p.stderr
+    p = subprocess.run([*CLI, "reproduce", "adding", "--T", "100,x", "--out", str(tmp_path)], capture_output=True,
+                       text=True, cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 2 and "integers separated by commas" in p.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable
+from typing import Callable, Sequence
 
 from .. import tasks
 from ..paper import PaperNetSpec
@@ -405,17 +405,19 @@ ALIASES = {"1": "reber", "4": "adding", "5": "multiplication", "exp1": "reber", 
            "exp5": "multiplication"}  # fmt: skip
 
 
-def select_rows(experiment: str, T: int | None = None) -> list[Row]:
-    """The rows of one experiment, of several separated by commas (``"6a,6b"``), or of ``"all"``; ``T`` keeps
-    the rows of that sequence length, or makes a row for a length the paper did not run (adding and
-    multiplication only)."""
+def select_rows(experiment: str, T: int | Sequence[int] | None = None) -> list[Row]:
+    """The rows of one experiment, of several separated by commas (``"6a,6b"``), or of ``"all"``; ``T`` (one
+    sequence length or several) keeps the rows of those lengths, or makes a row for a length the paper did not
+    run (adding and multiplication only)."""
     names = [name.strip() for name in experiment.split(",")]
-    if len(names) > 1:
-        rows = [row for name in names for row in select_rows(name, T)]
+    lengths = [None] if T is None else [T] if isinstance(T, int) else list(T)
+    if len(names) > 1 or len(lengths) > 1:
+        rows = [row for name in names for t in lengths for row in select_rows(name, t)]
         keys = [row.key for row in rows]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"{experiment!r} names a row twice")
+            raise ValueError(f"experiment {experiment!r} with T {T} names a row twice")
         return rows
+    T = lengths[0]
     name = ALIASES.get(experiment, experiment)
     if name != "all" and name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {('all',) + EXPERIMENTS}")
