@@ -415,10 +415,10 @@ def select_rows(experiment: str, T: int | Sequence[int] | None = None) -> list[R
         rows = [row for name in names for t in lengths for row in select_rows(name, t)]
         keys = [row.key for row in rows]
         if len(set(keys)) != len(keys):
-            raise ValueError(f"experiment {experiment!r} with T {T} names a row twice")
+            raise ValueError(f"{experiment!r} (T: {T}) names a row twice")
         return rows
     T = lengths[0]
-    name = ALIASES.get(experiment, experiment)
+    name = ALIASES.get(names[0], names[0])
     if name != "all" and name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {('all',) + EXPERIMENTS}")
     rows = [r for r in all_rows() if name == "all" or r.experiment == name]
