@@ -102,3 +102,49 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     machine_info["lstm_ext_bench"] = info
+
+
+# ---- results so far, after every benchmark (LSTM_EXT_BENCH_PARTIAL_JSON) ---------------------------------------
+# pytest-benchmark writes --benchmark-json only when the session ends, so a run killed at a time limit (the lent
+# GPU machine allows 10 minutes a command) would leave nothing. With LSTM_EXT_BENCH_PARTIAL_JSON=PATH the results
+# so far are rewritten to PATH after each benchmark, in the same format (without the raw timings), so that
+# `python -m bench.report PATH` reads them.
+
+
+def pytest_runtest_logreport(report):
+    path = os.environ.get("LSTM_EXT_BENCH_PARTIAL_JSON")
+    if not path or report.when != "teardown":
+        return
+    write_partial_json(_CONFIG, path)
+
+
+_CONFIG = None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionstart(session):
+    global _CONFIG
+    _CONFIG = session.config
+
+
+def write_partial_json(config, path: str) -> None:
+    """The benchmarks finished so far, as pytest-benchmark's JSON (include_data=False), written atomically."""
+    import json
+
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is None:
+        return
+    done = [b for b in bs.benchmarks if b and not b.has_error]
+    if not done:
+        return
+    if not hasattr(config, "_lstm_ext_partial_info"):
+        commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+        config._lstm_ext_partial_info = (bs.get_machine_info(), commit_info)
+    machine_info, commit_info = config._lstm_ext_partial_info
+    output = config.hook.pytest_benchmark_generate_json(
+        config=config, benchmarks=done, include_data=False, machine_info=machine_info, commit_info=commit_info
+    )
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(output, f, indent=1, default=str)
+    os.replace(tmp, path)

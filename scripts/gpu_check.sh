@@ -4,17 +4,32 @@
 #
 #   OUT=/some/dir scripts/gpu_check.sh                 # every stage
 #   OUT=/some/dir scripts/gpu_check.sh build test      # some stages: build test sanitize bench
+#   OUT=$OUT DEADLINE_S=560 scripts/gpu_check.sh ...   # stop starting work after 560 s (see below)
 #
-# Stages (each writes its logs under $OUT, default ./out):
+# Stages (logs under $WORK, default /tmp/lstm_ext_gpu_check; see "What comes back" below):
 #   build     pip install --no-build-isolation . with the CUDA kernels required (LSTM_EXT_CUDA=ON),
-#             TORCH_CUDA_ARCH_LIST=9.0 unless set                               -> build.log, env.txt
-#   test      pytest tests/ (the whole suite; LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure)
-#                                                                                -> tests.log, tests.xml
+#             TORCH_CUDA_ARCH_LIST=9.0 unless set; incremental on a machine that built before (build/)
+#                                                                                -> build.log, env.txt
+#   test      pytest tests/test_cuda.py (the CUDA tests) first, then the rest of tests/ (on pytest-xdist
+#             workers when it is installed: LSTM_EXT_TEST_WORKERS, default 8; 0 = none);
+#             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure             -> tests_*.log, tests_*.xml
 #   sanitize  compute-sanitizer memcheck and racecheck (failing stages), synccheck and initcheck (logged) on a
 #             small script running every kernel instantiation and launch path   -> sanitize_*.log
 #             (LSTM_EXT_SANITIZE_TOOLS="memcheck" etc. picks tools, e.g. one per call under a time limit)
-#   bench     pytest bench/ --benchmark-only --benchmark-json=$OUT/gpu.json (override the selection with
-#             LSTM_EXT_BENCH_ARGS), then the Markdown table                      -> bench.log, gpu.json, gpu.md
+#   bench     pytest bench/test_bench_cuda.py --benchmark-only in groups, most important first: the fused
+#             ops and cuDNN, then FlashRNN, then the per-step loops (LSTM_EXT_BENCH_ARGS: one group of your
+#             own instead); each group's results are rewritten after every benchmark, so a group cut off by a
+#             time limit keeps what it measured; then the Markdown table   -> bench_*.log, gpu.json, gpu.md
+#
+# Time limits. The lent GPU machine runs a command for at most 10 minutes. DEADLINE_S=N (seconds from the
+# start) runs every command under `timeout` of the time left, skips what cannot start in time, and leaves
+# DEADLINE_RESERVE_S (default 20) for packing the results.
+#
+# What comes back. The device tool returns at most 8 files from $OUT, so $OUT holds only: summary.txt,
+# env.txt, gpu.json and gpu.md (the benchmarks, when run), tests.txt (the tests' failures and summary lines)
+# and logs.tar.gz (everything under $WORK: every log, the JUnit XML, the plots). They are refreshed after
+# every stage, so a run killed at its limit still returns what the finished stages wrote.
+#
 # Exits non-zero when any failing stage failed (the later stages still run, except after a failed build).
 set -uo pipefail
 
@@ -22,33 +37,65 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 OUT="${OUT:-$ROOT/out}"
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
+WORK="${WORK:-/tmp/lstm_ext_gpu_check}"
+mkdir -p "$WORK"
+WORK="$(cd "$WORK" && pwd)"
 STAGES=("$@")
 [ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench)
 PY="${PYTHON:-python}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export LSTM_EXT_REQUIRE_CUDA=1
+DEADLINE_S="${DEADLINE_S:-0}"
+DEADLINE_RESERVE_S="${DEADLINE_RESERVE_S:-20}"
 
-SUMMARY="$OUT/summary.txt"
+SUMMARY="$WORK/summary.txt"
 : >"$SUMMARY"
 FAILED=0
 note() { echo "$*" | tee -a "$SUMMARY"; }
 want() { local s; for s in "${STAGES[@]}"; do [ "$s" = "$1" ] && return 0; done; return 1; }
-# run NAME LOGFILE CMD...: runs CMD with its output in LOGFILE (and on the terminal), records pass/fail
+# seconds left before the deadline (less the reserve); a large number without one
+left() {
+  if [ "$DEADLINE_S" -gt 0 ]; then echo $((DEADLINE_S - DEADLINE_RESERVE_S - SECONDS)); else echo 999999; fi
+}
+# run NAME LOGFILE CMD...: runs CMD (under `timeout` of the time left) with its output in LOGFILE (and on the
+# terminal), records pass/fail; too little time left: recorded as not run (a failure)
 run() {
   local name=$1 log=$2
   shift 2
-  local t0=$SECONDS
+  local t0=$SECONDS budget
+  budget=$(left)
+  if [ "$budget" -lt 30 ]; then
+    note "SKIP  $name: ${budget} s left before DEADLINE_S=$DEADLINE_S"
+    FAILED=1
+    return 1
+  fi
   echo "+ $*" >"$log"
-  "$@" 2>&1 | tee -a "$log"
+  timeout --kill-after=10 "$budget" "$@" 2>&1 | tee -a "$log"
   local rc=${PIPESTATUS[0]}
   if [ "$rc" -eq 0 ]; then
-    note "PASS  $name ($((SECONDS - t0)) s)  log: $log"
+    note "PASS  $name ($((SECONDS - t0)) s)  log: $(basename "$log")"
   else
-    note "FAIL  $name (exit $rc, $((SECONDS - t0)) s)  log: $log"
+    [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && note "TIME  $name: stopped at the deadline (DEADLINE_S=$DEADLINE_S)"
+    note "FAIL  $name (exit $rc, $((SECONDS - t0)) s)  log: $(basename "$log")"
     FAILED=1
   fi
   return "$rc"
 }
+# the few files that come back, refreshed after every stage (see "What comes back")
+pack() {
+  cp "$SUMMARY" "$OUT/summary.txt"
+  [ -f "$WORK/env.txt" ] && cp "$WORK/env.txt" "$OUT/env.txt"
+  local f
+  for f in gpu.json gpu.md; do [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/$f"; done
+  : >"$OUT/tests.txt"
+  for f in "$WORK"/tests_*.log; do
+    [ -f "$f" ] || continue
+    { echo "== $(basename "$f")"; grep -E "^(FAILED|ERROR|SKIPPED|XFAIL)|passed|failed|error" "$f" | tail -n 300; } \
+      >>"$OUT/tests.txt"
+  done
+  tar -C "$WORK" -czf "$OUT/logs.tar.gz.tmp" . && mv "$OUT/logs.tar.gz.tmp" "$OUT/logs.tar.gz"
+}
+trap pack EXIT
 
 SANITIZER="$(command -v compute-sanitizer || true)"
 [ -z "$SANITIZER" ] && [ -x /usr/local/cuda/bin/compute-sanitizer ] && SANITIZER=/usr/local/cuda/bin/compute-sanitizer
@@ -63,33 +110,47 @@ SANITIZER="$(command -v compute-sanitizer || true)"
   echo "compute-sanitizer: ${SANITIZER:-not found}"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version()); print('gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)" 2>&1
   "$PY" -m pip list 2>/dev/null | grep -iE "torch|scikit-build|pytest|numpy|cmake|ninja|hypothesis" || true
-} >"$OUT/env.txt" 2>&1
+} >"$WORK/env.txt" 2>&1
+pack
 
 # ---- build -----------------------------------------------------------------------------------------------------
 if want build; then
-  if ! run build "$OUT/build.log" env LSTM_EXT_CUDA=ON "$PY" -m pip install --no-build-isolation --no-deps --no-index \
+  if ! run build "$WORK/build.log" env LSTM_EXT_CUDA=ON "$PY" -m pip install --no-build-isolation --no-deps --no-index \
       --force-reinstall -v "$ROOT"; then
     note "the build failed: nothing else can run"
+    pack
     exit 1
   fi
-  (cd "$OUT" && "$PY" -c "import lstm_ext, lstm_ext._build_info as b; print('lstm_ext', lstm_ext.__file__, 'WITH_CUDA', b.WITH_CUDA, 'archs', b.CUDA_ARCHS)") \
-    >>"$OUT/build.log" 2>&1
+  (cd "$WORK" && "$PY" -c "import lstm_ext, lstm_ext._build_info as b; print('lstm_ext', lstm_ext.__file__, 'WITH_CUDA', b.WITH_CUDA, 'archs', b.CUDA_ARCHS)") \
+    >>"$WORK/build.log" 2>&1
   # FlashRNN, the benchmark peer, and einops, which it needs: carried as wheels (no network there)
-  "$PY" -m pip install --no-deps --no-index "$ROOT"/bench/wheels/*.whl >>"$OUT/build.log" 2>&1 ||
+  "$PY" -m pip install --no-deps --no-index "$ROOT"/bench/wheels/*.whl >>"$WORK/build.log" 2>&1 ||
     note "WARN  the FlashRNN wheels did not install: its benchmark cases will skip (see build.log)"
-  tail -n 1 "$OUT/build.log" | tee -a "$SUMMARY"
+  tail -n 1 "$WORK/build.log" | tee -a "$SUMMARY"
+  pack
 fi
 
 # ---- tests -----------------------------------------------------------------------------------------------------
 if want test; then
-  # plain pytest from the repository root: tests/ goes first on sys.path, the installed lstm_ext is imported
-  (cd "$ROOT" && run tests "$OUT/tests.log" pytest tests/ -ra -q -p no:cacheprovider --junitxml="$OUT/tests.xml")
+  # plain pytest from the repository root: tests/ goes first on sys.path, the installed lstm_ext is imported.
+  # The CUDA tests first, on their own (the GPU's verdict even if the rest runs out of time); then the rest,
+  # on pytest-xdist workers when it is installed.
+  (cd "$ROOT" && run tests-cuda "$WORK/tests_cuda.log" pytest tests/test_cuda.py -ra -q -p no:cacheprovider \
+    --junitxml="$WORK/tests_cuda.xml")
   [ $? -ne 0 ] && FAILED=1
+  pack
+  WORKERS="${LSTM_EXT_TEST_WORKERS:-8}"
+  XDIST=()
+  if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "$WORKERS"); fi
+  (cd "$ROOT" && run tests-rest "$WORK/tests_rest.log" pytest tests/ --ignore=tests/test_cuda.py \
+    ${XDIST[@]+"${XDIST[@]}"} -ra -q -p no:cacheprovider --junitxml="$WORK/tests_rest.xml")
+  [ $? -ne 0 ] && FAILED=1
+  pack
 fi
 
 # ---- compute-sanitizer -----------------------------------------------------------------------------------------
 if want sanitize; then
-  CASES="$OUT/sanitize_cases.py"
+  CASES="$WORK/sanitize_cases.py"
   cat >"$CASES" <<'PYEOF'
 """Every CUDA kernel instantiation of lstm_ext (forward and backward; float32/float16/bfloat16 with batch tiles
 1, 2, 4, 8, float64 with 1, 2, 4) plus each launch path (one CTA per tile, CTA groups, groups looping over tiles,
@@ -156,15 +217,19 @@ PYEOF
       case " $TOOLS " in *" $tool "*) ;; *) continue ;; esac
       extra=()
       [ "$tool" = racecheck ] && extra=(--racecheck-report all)
-      (cd "$OUT" && run "sanitize-$tool" "$OUT/sanitize_$tool.log" timeout 1200 "$SANITIZER" --tool "$tool" \
+      (cd "$WORK" && run "sanitize-$tool" "$WORK/sanitize_$tool.log" "$SANITIZER" --tool "$tool" \
         ${extra[@]+"${extra[@]}"} --error-exitcode 1 --report-api-errors no --print-limit 200 "$PY" "$CASES")
       [ $? -ne 0 ] && FAILED=1
+      pack
     done
     for tool in synccheck initcheck; do  # informational: torch's own kernels may trip initcheck
       case " $TOOLS " in *" $tool "*) ;; *) continue ;; esac
-      (cd "$OUT" && timeout 1200 "$SANITIZER" --tool "$tool" --error-exitcode 1 --report-api-errors no \
-        --print-limit 200 "$PY" "$CASES" --no-global >"$OUT/sanitize_$tool.log" 2>&1)
-      note "INFO  sanitize-$tool exit $? (not a failing stage)  log: $OUT/sanitize_$tool.log"
+      budget=$(left)
+      if [ "$budget" -lt 30 ]; then note "SKIP  sanitize-$tool (informational): ${budget} s left"; continue; fi
+      (cd "$WORK" && timeout --kill-after=10 "$budget" "$SANITIZER" --tool "$tool" --error-exitcode 1 \
+        --report-api-errors no --print-limit 200 "$PY" "$CASES" --no-global >"$WORK/sanitize_$tool.log" 2>&1)
+      note "INFO  sanitize-$tool exit $? (not a failing stage)  log: sanitize_$tool.log"
+      pack
     done
     unset PYTORCH_NO_CUDA_MEMORY_CACHING
   fi
@@ -172,17 +237,49 @@ fi
 
 # ---- benchmarks ------------------------------------------------------------------------------------------------
 if want bench; then
-  # shellcheck disable=SC2206
-  BENCH_ARGS=(${LSTM_EXT_BENCH_ARGS:-bench/})
-  (cd "$ROOT" && run bench "$OUT/bench.log" pytest "${BENCH_ARGS[@]}" --benchmark-only \
-    --benchmark-json="$OUT/gpu.json" -p no:cacheprovider)
-  [ $? -ne 0 ] && FAILED=1
-  if [ -s "$OUT/gpu.json" ]; then
-    (cd "$ROOT" && "$PY" -m bench.report "$OUT/gpu.json" --out "$OUT" --name gpu >>"$OUT/bench.log" 2>&1) ||
-      note "WARN  bench report failed (see bench.log)"
-    note "bench results: $OUT/gpu.json $(ls "$OUT"/gpu*.md 2>/dev/null | tr '\n' ' ')"
+  # groups, most important first (the issue's targets are the fused ops against cuDNN); each group's results are
+  # rewritten after every benchmark (bench/conftest.py, LSTM_EXT_BENCH_PARTIAL_JSON)
+  if [ -n "${LSTM_EXT_BENCH_ARGS:-}" ]; then
+    GROUPS_=("custom")
+  else
+    GROUPS_=("fused" "flashrnn" "loops")
   fi
+  for group in "${GROUPS_[@]}"; do
+    case "$group" in
+      custom) read -r -a ARGS <<<"$LSTM_EXT_BENCH_ARGS" ;;
+      fused) ARGS=(bench/test_bench_cuda.py -k "nn.LSTM or LSTM2000 or LSTM1997") ;;
+      flashrnn) ARGS=(bench/test_bench_cuda.py -k flashrnn) ;;
+      loops) ARGS=(bench/test_bench_cuda.py -k "ref2000 or jit2000 or ref1997 or jit1997") ;;
+    esac
+    (cd "$ROOT" && run "bench-$group" "$WORK/bench_$group.log" env LSTM_EXT_BENCH_PARTIAL_JSON="$WORK/bench_$group.json" \
+      pytest "${ARGS[@]}" --benchmark-only -p no:cacheprovider)
+    [ $? -ne 0 ] && FAILED=1
+    # every group's results so far in one file, and its table
+    JSONS=("$WORK"/bench_*.json)
+    if [ -s "${JSONS[0]}" ]; then
+      "$PY" - "$WORK/gpu.json" "${JSONS[@]}" <<'PYEOF' >>"$WORK/bench_$group.log" 2>&1
+import json, sys
+out, parts = sys.argv[1], sys.argv[2:]
+merged = None
+for path in parts:
+    with open(path) as f:
+        d = json.load(f)
+    if merged is None:
+        merged = d
+    else:
+        merged["benchmarks"] += d["benchmarks"]
+with open(out, "w") as f:
+    json.dump(merged, f, indent=1)
+print(f"merged {len(merged['benchmarks'])} benchmarks from {len(parts)} files into {out}")
+PYEOF
+      (cd "$ROOT" && "$PY" -m bench.report "$WORK/gpu.json" --out "$WORK" --name gpu >>"$WORK/bench_$group.log" 2>&1) ||
+        note "WARN  bench report failed (see bench_$group.log)"
+    fi
+    pack
+  done
+  [ -s "$WORK/gpu.json" ] && note "bench results: gpu.json gpu.md (plots in logs.tar.gz)"
 fi
 
 note "stages: ${STAGES[*]}; $([ $FAILED -eq 0 ] && echo 'all passed' || echo 'SOME FAILED')"
+pack
 exit $FAILED

@@ -1,0 +1,65 @@
+"""scripts/gpu_check.sh's plumbing, on the CPU: what comes back from a lent GPU machine must fit its limits.
+
+The device tool returns at most 8 files from $OUT and kills a command after 10 minutes, so the script keeps its
+logs outside $OUT, refreshes a few files there after every stage (summary, environment, benchmark JSON and table,
+one archive of the logs) and, with DEADLINE_S, skips what cannot start in time. Its GPU stages cannot run here;
+the bench stage with a CPU selection (LSTM_EXT_BENCH_ARGS) exercises the same paths.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "gpu_check.sh"
+MAX_FILES_BACK = 8
+
+
+def _run(tmp_path: Path, *stages: str, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
+    out, work = tmp_path / "out", tmp_path / "work"
+    full_env = dict(os.environ, OUT=str(out), WORK=str(work), **env)
+    proc = subprocess.run(["bash", str(SCRIPT), *stages], env=full_env, capture_output=True, text=True, timeout=600)
+    return proc, out
+
+
+def test_bench_stage_returns_few_files_with_the_results(tmp_path):
+    proc, out = _run(
+        tmp_path,
+        "bench",
+        LSTM_EXT_BENCH_ARGS="bench/test_bench_cpu.py -k float32-B1-H8-D2-T100-fwdbwd-LSTM --bench-target-s 0.05",
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    files = sorted(p.name for p in out.iterdir())
+    assert len(files) <= MAX_FILES_BACK, files
+    assert {"summary.txt", "env.txt", "gpu.json", "gpu.md", "logs.tar.gz"} <= set(files), files
+    bench = json.loads((out / "gpu.json").read_text())
+    names = sorted(b["name"] for b in bench["benchmarks"])
+    assert names == [
+        "test_lstm[cpu-float32-B1-H8-D2-T100-fwdbwd-LSTM1997]",
+        "test_lstm[cpu-float32-B1-H8-D2-T100-fwdbwd-LSTM2000]",
+    ]
+    summary = (out / "summary.txt").read_text()
+    assert "PASS  bench-custom" in summary and "all passed" in summary, summary
+    with tarfile.open(out / "logs.tar.gz") as tar:
+        logs = {Path(n).name for n in tar.getnames()}
+    assert {"bench_custom.log", "bench_custom.json", "gpu.md", "env.txt"} <= logs, logs
+
+
+def test_a_stage_that_cannot_start_before_the_deadline_is_skipped_and_fails(tmp_path):
+    proc, out = _run(tmp_path, "bench", DEADLINE_S="5", LSTM_EXT_BENCH_ARGS="bench/test_bench_cpu.py")
+    assert proc.returncode != 0
+    summary = (out / "summary.txt").read_text()
+    assert "SKIP  bench-custom" in summary and "SOME FAILED" in summary, summary
+    assert not (out / "gpu.json").exists()
+
+
+@pytest.mark.parametrize("stage", ["build", "test", "sanitize", "bench"])
+def test_every_stage_is_documented(stage):
+    head = SCRIPT.read_text().split("set -uo pipefail")[0]
+    assert f"#   {stage} " in head
