@@ -3,6 +3,8 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
+#include <cmath>
+
 #include "cpu/paper_train.h"
 #include "ops.h"
 
@@ -47,6 +49,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
   check_mutable_weight(Wo, "Wo");
   TORCH_CHECK(n_blocks >= 1 && block_size >= 1, "lstm_ext.paper_train: n_blocks and block_size must be >= 1, got ",
               n_blocks, " and ", block_size);
+  TORCH_CHECK(!learn || (std::isfinite(lr) && lr >= 0), "lstm_ext.paper_train: lr must be a finite number >= 0, got ",
+              lr);
   TORCH_CHECK(truncate || !update_each_step || !learn,
               "lstm_ext.paper_train: the full gradient (truncate=False) changes weights once per sequence; "
               "update_each_step needs the truncated gradient");

@@ -299,6 +299,27 @@ def test_bad_input_is_rejected_with_a_message(mutate, message):
         )  # fmt: skip
 
 
+@pytest.mark.parametrize("lr", [-0.1, float("nan"), float("inf")])
+def test_bad_learning_rate_is_rejected_and_leaves_the_weights(lr):
+    spec = SPECS["adding"]
+    net = new_net(spec)
+    before = net.state_dict()
+    b = make_batch(spec, 2, 5, onehot=False, final_only=True)
+    with pytest.raises(RuntimeError, match="lr must be a finite number >= 0"):
+        net.train(b, lr)
+    after = net.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    net.evaluate(b)  # no learning: lr is not used (evaluate passes 0)
+
+
+@pytest.mark.parametrize("kw", [{"init_range": -0.1}, {"init_range": float("nan")}, {"random_bias_range": "x"}])
+def test_bad_init_range_is_rejected(kw):
+    args = {"init_range": 0.1} | kw
+    name = next(iter(kw))
+    with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+        PaperNet(SPECS["adding"]).init_(torch.Generator().manual_seed(0), **args)
+
+
 def test_one_hot_index_out_of_range_is_rejected():
     spec = SPECS["exp2c"]
     net = new_net(spec)

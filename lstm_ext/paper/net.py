@@ -26,6 +26,7 @@ autograd (truncated by ``detach``, or the full gradient), the oracle of the test
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -212,6 +213,9 @@ class PaperNet:
         Every weight uniform in [-init_range, init_range]; then each gate-bias schedule: "r" (HS97's
         code: uniform in [-random_bias_range, random_bias_range]) or one value per block.
         """
+        for name, r in (("init_range", init_range), ("random_bias_range", random_bias_range)):
+            if not _finite_nonnegative(r):
+                raise ValueError(f"PaperNet.init_: {name} must be a finite number >= 0, got {r!r}")
         s = self.spec
         uni = lambda shape, r: (torch.rand(shape, generator=generator, dtype=torch.float64) * 2 - 1) * r  # noqa: E731
         Wh = uni(self.Mh.shape, init_range)
@@ -290,6 +294,14 @@ class PaperNet:
 
         ``truncate``: the 1997 learning rule -- r_{t-1} enters the net inputs as a constant."""
         return forward_ref(self.spec, self.Wh if Wh is None else Wh, self.Wo if Wo is None else Wo, batch, truncate)
+
+
+def _finite_nonnegative(v) -> bool:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v >= 0
 
 
 def _take(batch, idx: Sequence[int]):
