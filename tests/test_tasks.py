@@ -202,6 +202,31 @@ def test_bad_arguments():
         reber_batch(["BTBTXSETE", "BTBTXSEPE"])
 
 
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: adding(2.5, rng()), "n"),
+        (lambda: adding(2, rng(), T=100.0), "T"),
+        (lambda: multiplication(2, rng(), T="100"), "T"),
+        (lambda: noisy_two_sequence(2, rng(), T=100, N=1.5), "N"),
+        (lambda: two_sequence_local(2, rng(), p=10.0), "p"),
+        (lambda: very_long_lag(2, rng(), p=10, q=2.7), "q"),
+        (lambda: very_long_lag(2, rng(), p=10, q=5, distractor_bound=3.0), "distractor_bound"),
+        (lambda: reber_train_test(rng(), n_train=2.0), "n_train"),
+    ],
+)
+def test_sizes_must_be_integers(make, name):
+    # int() would truncate 2.5 to 2 without a word; numpy integers are fine (below)
+    with pytest.raises(TypeError, match=f"{name} must be an integer"):
+        make()
+
+
+def test_numpy_integer_sizes_are_accepted():
+    a = adding(np.int64(3), rng(1), T=np.int32(20))
+    b = adding(3, rng(1), T=20)
+    assert _batches_equal(a, b)
+
+
 # ====================================================================================================
 # Experiment 1: embedded Reber grammar (section 2)
 

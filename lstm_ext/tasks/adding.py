@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import Batch, _check_n_rng, _final_step_batch, _step_mask
+from .batch import Batch, _as_int, _check_n_rng, _final_step_batch, _step_mask
 
 __all__ = ["adding", "multiplication"]
 
 
 def _marked_pairs(n, rng, T, low, high, first_pair_value, combine):  # noqa: N803
     n = _check_n_rng(n, rng)
-    T = int(T)  # noqa: N806
+    T = _as_int("T", T)  # noqa: N806
     if T < 12:
         raise ValueError(f"T must be >= 12, got {T}")
     m = T // 2 - 1  # the second mark falls among the first T/2 - 1 pairs: indices 0 .. m-1

@@ -12,6 +12,7 @@ Conventions (all generators):
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -105,10 +106,18 @@ class Batch:
 # helpers shared by the generators (private)
 
 
+def _as_int(name: str, value) -> int:
+    """``value`` as a Python int (ints and numpy integers); anything else, 12.5 or "12", is a TypeError."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, got {value!r}") from None
+
+
 def _check_n_rng(n: int, rng) -> int:
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    n = int(n)
+    n = _as_int("n", n)
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     return n

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import Batch, _check_n_rng, _next_symbol_batch
+from .batch import Batch, _as_int, _check_n_rng, _next_symbol_batch
 
 __all__ = ["two_sequence_local", "two_sequence_random", "very_long_lag"]
 
 
 def _two_sequence(n: int, rng: np.random.Generator, p: int, random_middle: bool) -> Batch:
     n = _check_n_rng(n, rng)
-    p = int(p)
+    p = _as_int("p", p)
     if p < 2:
         raise ValueError(f"p must be >= 2, got {p}")
     label = rng.integers(0, 2, size=n, dtype=np.int64)
@@ -115,10 +115,10 @@ def very_long_lag(
     and which carries the target), ``extra["num_distractors"]`` (``q + k``).
     """
     n = _check_n_rng(n, rng)
-    p, q = int(p), int(q)
+    p, q = _as_int("p", p), _as_int("q", q)
     if p < 1 or q < 0:
         raise ValueError(f"need p >= 1 and q >= 0, got p={p}, q={q}")
-    bound = p if distractor_bound is None else int(distractor_bound)
+    bound = p if distractor_bound is None else _as_int("distractor_bound", distractor_bound)
     if not 1 <= bound <= p:
         raise ValueError(f"distractor_bound must be in [1, p={p}], got {bound}")
     e_sym, b_sym, x_sym = p, p + 1, p + 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import Batch, _check_n_rng, _next_symbol_batch
+from .batch import Batch, _as_int, _check_n_rng, _next_symbol_batch
 
 __all__ = [
     "SYMBOLS",
@@ -196,7 +196,7 @@ def reber_train_test(
     """
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
-    n_train, n_test = int(n_train), int(n_test)
+    n_train, n_test = _as_int("n_train", n_train), _as_int("n_test", n_test)
     if n_train < 1 or n_test < 1:
         raise ValueError("reber_train_test: n_train and n_test must be >= 1")
 

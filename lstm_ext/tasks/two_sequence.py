@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .batch import Batch, _check_n_rng, _final_step_batch, _step_mask
+from .batch import Batch, _as_int, _check_n_rng, _final_step_batch, _step_mask
 
 __all__ = ["noisy_two_sequence"]
 
@@ -43,7 +43,7 @@ def noisy_two_sequence(
     noise-free target: 1.0/0.0 or 0.2/0.8; 3c's misclassification rule compares against it).
     """
     n = _check_n_rng(n, rng)
-    T, N = int(T), int(N)  # noqa: N806
+    T, N = _as_int("T", T), _as_int("N", N)  # noqa: N806
     if variant not in _CLEAN_TARGETS:
         raise ValueError(f"variant must be 'a', 'b' or 'c', got {variant!r}")
     if T < 1 or not 1 <= N <= T:
