@@ -78,7 +78,13 @@ inline int current_device() {
 template <typename P>
 cudaError_t launch(const void* kernel, const LaunchPlan& plan, const P& params, const PlanArgs& pa,
                    cudaStream_t stream) {
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(plan.smem_bytes));
+  // Always the device's opt-in maximum (as occupancy() sets it), never plan.smem_bytes: the attribute is
+  // per kernel and device, and two host threads launching the same kernel with different plans would
+  // otherwise lower it between the other's set and launch (cudaErrorInvalidValue).
+  int dev = 0, max_smem = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&max_smem, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+  if (err == cudaSuccess) err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem);
   if (err != cudaSuccess) return err;
   const dim3 grid(unsigned(plan.group * plan.n_groups)), block(unsigned(plan.threads));
   void* args[] = {const_cast<P*>(&params)};

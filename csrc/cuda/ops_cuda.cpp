@@ -53,6 +53,8 @@ void check_dtype(const Tensor& A) {
 }
 
 void check_cuda(cudaError_t err, const char* what) {
+  // a failed launch also sets the thread's last error: clear it, or torch's next launch check reports it
+  if (err != cudaSuccess) (void)cudaGetLastError();
   TORCH_CHECK(err == cudaSuccess, "lstm_ext: ", what, " failed: ", cudaGetErrorString(err));
 }
 

@@ -252,7 +252,12 @@ LSTM_DEV void group_sync(unsigned* counter, int group, unsigned epoch) {
     __threadfence();
     red_release_add(counter, 1u);
     const unsigned target = epoch * unsigned(group);
-    while (ld_acquire(counter) < target) {
+    // signed difference: correct across 2^32 wrap-around of the counter (it never runs ahead of target by
+    // more than group - 1); back off so hundreds of spinning CTAs do not saturate the counter's L2 slice
+    while (int(ld_acquire(counter) - target) < 0) {
+#if !defined(LSTM_EXT_CUDA_EMULATE)
+      __nanosleep(32);
+#endif
     }
     __threadfence();
   }
