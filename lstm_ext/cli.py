@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=demo)
     p = sub.add_parser("reproduce", help="the 1997 paper's experiments beside its tables")
     p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, "
-                   "several of them separated by commas (6a,6b), or all")
+                   "several of them separated by commas (6a,6b), a row by its key in the reports (2c-q50-p50), or all")
     p.add_argument("--T", type=_int_list, default=None,
                    help="only the rows of this sequence length, or of several separated by commas (3a-3c, adding, "
                         "multiplication)")

@@ -48,6 +48,14 @@ def test_select_rows():
         select_rows("6a", 100)
     assert [r.key for r in select_rows("6b,3a")] == ["6b", "3a-T100-N3", "3a-T100-N1", "3a-T1000-N3"]
     assert [r.key for r in select_rows("adding, 5", 100)] == ["4-T100", "5-T100"]
+    # rows by their keys, alone or with experiments
+    assert [r.key for r in select_rows("2c-q50-p50,2c-q100-p100")] == ["2c-q50-p50", "2c-q100-p100"]
+    assert [r.key for r in select_rows("3b-T1000-N1,6a")] == ["3b-T1000-N1", "6a"]
+    assert [r.key for r in select_rows("4-T500", 500)] == ["4-T500"]
+    with pytest.raises(ValueError, match="is not of length 100"):
+        select_rows("4-T500", 100)
+    with pytest.raises(ValueError, match="names a row twice"):
+        select_rows("6a,6a")
     with pytest.raises(ValueError, match="unknown experiment 'x'"):
         select_rows("6a,x")
     with pytest.raises(ValueError, match="names a row twice"):

@@ -406,9 +406,10 @@ ALIASES = {"1": "reber", "4": "adding", "5": "multiplication", "exp1": "reber", 
 
 
 def select_rows(experiment: str, T: int | Sequence[int] | None = None) -> list[Row]:
-    """The rows of one experiment, of several separated by commas (``"6a,6b"``), or of ``"all"``; ``T`` (one
-    sequence length or several) keeps the rows of those lengths, or makes a row for a length the paper did not
-    run (adding and multiplication only)."""
+    """The rows of one experiment, of several separated by commas (``"6a,6b"``), or of ``"all"``; a row's own key
+    (``"2c-q50-p50"``, as the reports name it) selects that row alone. ``T`` (one sequence length or several)
+    keeps the rows of those lengths, or makes a row for a length the paper did not run (adding and
+    multiplication only)."""
     names = [name.strip() for name in experiment.split(",")]
     lengths = [None] if T is None else [T] if isinstance(T, int) else list(T)
     if len(names) > 1 or len(lengths) > 1:
@@ -419,6 +420,11 @@ def select_rows(experiment: str, T: int | Sequence[int] | None = None) -> list[R
         return rows
     T = lengths[0]
     name = ALIASES.get(names[0], names[0])
+    by_key = [r for r in all_rows() if r.key == name and name not in EXPERIMENTS]
+    if by_key:
+        if T is not None and f"-T{T}-" not in name + "-":
+            raise ValueError(f"--T {T}: row {name!r} is not of length {T}")
+        return by_key
     if name != "all" and name not in EXPERIMENTS:
         raise ValueError(f"unknown experiment {experiment!r}; choose one of {('all',) + EXPERIMENTS}")
     rows = [r for r in all_rows() if name == "all" or r.experiment == name]
