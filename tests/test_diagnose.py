@@ -52,3 +52,17 @@ def test_reber_probe_runs_both_rules_on_the_same_seeds():
                 assert p["abs_s_recall_max_cell"] >= 0 and 0 < p["h_factor_recall"] <= 1
     md = diagnose.markdown({"reber": r}, "lstm-ext diagnose --probe reber")
     assert "| truncated | 0 |" in md and "| full | 1 |" in md and "## Table 7" not in md
+
+
+def test_two_sequence_probe_follows_the_cell_joining():
+    t = diagnose.two_sequence_abuse(sequences=2_048, trials=1, every=512)
+    run = t["trials"][0]
+    assert [q["sequences"] for q in run["points"]] == [512, 1_024, 1_536, 2_048]
+    for q in run["points"]:
+        assert 0 <= q["local_right"] <= 1 and 0 <= q["final_right"] <= 1 and q["s_final"] >= 0
+        assert q["w_cell_min"] <= q["w_cell_max"]
+        joined = run["cell_joined_after"]
+        if joined is None or q["sequences"] < joined:  # before the cell joins, it has no weights to the outputs
+            assert q["w_cell_min"] == q["w_cell_max"] == 0
+    md = diagnose.markdown({"2a": t}, "lstm-ext diagnose --probe 2a")
+    assert "## Table 2 (2a, p = 100)" in md and "| 0 | 512" in md
