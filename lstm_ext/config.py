@@ -42,6 +42,9 @@ class CellConfig:
     truncate: bool = False
 
     def __post_init__(self):
+        for name in ("forget_gate", "truncate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         if not isinstance(self.block_size, int) or isinstance(self.block_size, bool) or self.block_size < 1:
             raise ValueError(f"block_size must be a positive int, got {self.block_size!r}")
         if self.feedback not in FEEDBACKS:

@@ -71,6 +71,12 @@ def recurrence_ref(A, U, r0, s0, config: CellConfig, lengths=None):
     compute = torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
     A, U, r, s = (t.to(compute) for t in (A, U, r0, s0))
     T, B, _ = A.shape
+    if lengths is not None:  # as the fused op checks them: a length past T would silently count as T
+        if lengths.dtype != torch.int64 or lengths.shape != (B,):
+            raise ValueError(f"lengths must be an int64 tensor of shape ({B},), got {lengths.dtype} {tuple(lengths.shape)}")
+        if B and not bool(((lengths >= 0) & (lengths <= T)).all()):
+            raise ValueError(f"lengths must lie in [0, T] = [0, {T}], got values in "
+                             f"[{int(lengths.min())}, {int(lengths.max())}]")  # fmt: skip
     ys = []
     for t, A_t in enumerate(A.unbind(0)):  # unbind, not A[t]: its backward is one stack, not T full-size zeros
         r_in = r.detach() if config.truncate else r

@@ -23,7 +23,9 @@ MAX_FILES_BACK = 8
 
 def _run(tmp_path: Path, *stages: str, **env: str) -> tuple[subprocess.CompletedProcess, Path]:
     out, work = tmp_path / "out", tmp_path / "work"
-    full_env = dict(os.environ, OUT=str(out), WORK=str(work), **env)
+    # not as an xdist worker: pytest-benchmark disables benchmarks when it sees PYTEST_XDIST_WORKER
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    full_env.update(OUT=str(out), WORK=str(work), **env)
     proc = subprocess.run(["bash", str(SCRIPT), *stages], env=full_env, capture_output=True, text=True, timeout=600)
     return proc, out
 

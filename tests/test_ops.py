@@ -703,6 +703,8 @@ def test_backward_op_bad_input(which, bad, message):
         (dict(block_size=True), r"block_size must be a positive int, got True"),
         (dict(feedback="gates"), r"feedback must be one of \('cells', 'all'\), got 'gates'"),
         (dict(squash="relu"), r"squash must be one of \('tanh', 'paper', 'sigmoid_identity'\), got 'relu'"),
+        (dict(truncate="yes"), r"truncate must be a bool, got 'yes'"),
+        (dict(forget_gate=1), r"forget_gate must be a bool, got 1"),
     ],
 )
 def test_cell_config_rejects(kwargs, message):
@@ -786,3 +788,19 @@ def test_double_backward_raises_clearly():
     g = torch.autograd.grad(y.pow(2).sum(), leaves, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(g[1].sum(), leaves, allow_unused=True)
+
+
+@pytest.mark.parametrize(
+    "lengths, message",
+    [
+        (torch.tensor([4, 1]), r"lengths must lie in \[0, T\] = \[0, 3\], got values in \[1, 4\]"),
+        (torch.tensor([-1, 1]), r"lengths must lie in \[0, T\] = \[0, 3\], got values in \[-1, 1\]"),
+        (torch.tensor([1, 2], dtype=torch.int32), r"lengths must be an int64 tensor of shape \(2,\)"),
+        (torch.tensor([1, 2, 3]), r"lengths must be an int64 tensor of shape \(2,\)"),
+    ],
+)
+def test_reference_checks_lengths_as_the_op_does(lengths, message):
+    # a length past T would otherwise count as T in the oracle and hide a caller's bug
+    A, U, r0, s0 = good_inputs()
+    with pytest.raises(ValueError, match=message):
+        recurrence_ref(A, U, r0, s0, CellConfig(), lengths)
