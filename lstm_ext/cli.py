@@ -61,6 +61,31 @@ def demo(args) -> int:
     return 0
 
 
+def _int_at_least(low: int):
+    """An argparse type: an integer >= low (a clear usage error, not a traceback from deep inside a run)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in text.split(","))
@@ -147,12 +172,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="lstm-ext", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="train LSTM1997 and LSTM2000 briefly on a long-lag task")
-    p.add_argument("--lag", type=int, default=50, help="steps between the bit and the question")
-    p.add_argument("--updates", type=int, default=300)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--hidden", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lag", type=_int_at_least(1), default=50, help="steps between the bit and the question")
+    p.add_argument("--updates", type=_int_at_least(1), default=300)
+    p.add_argument("--batch", type=_int_at_least(1), default=32)
+    p.add_argument("--hidden", type=_int_at_least(1), default=16)
+    p.add_argument("--lr", type=_positive_float, default=1e-2)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.set_defaults(func=demo)
     p = sub.add_parser("reproduce", help="the 1997 paper's experiments beside its tables")
     p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, "
@@ -160,12 +185,12 @@ def main(argv=None) -> int:
     p.add_argument("--T", type=_int_list, default=None,
                    help="only the rows of this sequence length, or of several separated by commas (3a-3c, adding, "
                         "multiplication)")
-    p.add_argument("--trials", type=int, default=None, help="trials per row (default: the paper's)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--trials", type=_int_at_least(1), default=None, help="trials per row (default: the paper's)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--out", default="runs/reproduce", help="directory for the checkpoint, JSON, report and plots")
-    p.add_argument("--jobs", type=int, default=None, help="trials run in parallel (default: one per CPU core)")
-    p.add_argument("--budget", type=int, default=None, help="training sequences before a trial counts as failed")
+    p.add_argument("--jobs", type=_int_at_least(1), default=None, help="trials run in parallel (default: one per CPU core)")
+    p.add_argument("--budget", type=_int_at_least(1), default=None, help="training sequences before a trial counts as failed")
     p.add_argument("--budget-factor", type=float, default=None,
                    help="instead of --budget: each row's budget is this many times the paper's mean sequences "
                         "(2 bounds the whole run; a trial needing more counts as failed)")
@@ -179,7 +204,7 @@ def main(argv=None) -> int:
     p.set_defaults(func=reproduce)
     p = sub.add_parser("diagnose", help="measured probes of why rows of the reproduction miss the paper")
     p.add_argument("--probe", action="append", choices=["adding", "2a", "2c", "reber"], help="run only this probe (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", default="runs/diagnose", help="directory for diagnosis.json and diagnosis.md")
     p.set_defaults(func=diagnose)
     p = sub.add_parser("info", help="how lstm_ext was built")

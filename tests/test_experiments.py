@@ -191,6 +191,33 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     assert "resuming: 6 of 6" in again.stdout and len(ckpt.read_text().splitlines()) == 6
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["reproduce", "adding", "--trials", "0"], "--trials: must be >= 1, got 0"),
+        (["reproduce", "adding", "--trials", "-1"], "--trials: must be >= 1, got -1"),
+        (["reproduce", "adding", "--jobs", "0"], "--jobs: must be >= 1, got 0"),
+        (["reproduce", "adding", "--budget", "-5"], "--budget: must be >= 1, got -5"),
+        (["reproduce", "adding", "--seed", "-1"], "--seed: must be >= 0, got -1"),
+        (["reproduce", "adding", "--trials", "two"], "--trials: expected an integer, got 'two'"),
+        (["reproduce", "adding", "--T", "5"], "T must be >= 12 for the adding and multiplication tasks, got 5"),
+        (["demo", "--lag", "0"], "--lag: must be >= 1, got 0"),
+        (["demo", "--lr", "-0.1"], "--lr: must be a finite number > 0, got -0.1"),
+        (["diagnose", "--seed", "-3"], "--seed: must be >= 0, got -3"),
+    ],
+)
+def test_cli_rejects_bad_numbers_before_running(tmp_path, capsys, args, message):
+    from lstm_ext import cli
+
+    try:
+        code = cli.main([*args, "--out", str(tmp_path / "out")] if args[0] != "demo" else args)
+    except SystemExit as e:  # argparse's usage error
+        code = e.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing ran
+
+
 def test_cli_rejects_bad_arguments(tmp_path):
     p = subprocess.run([*CLI, "reproduce", "nope", "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and "unknown experiment" in p.stderr

@@ -14,6 +14,7 @@ from functools import partial
 from typing import Callable, Sequence
 
 from .. import tasks
+from ..tasks.adding import MIN_T as MIN_MARKED_T
 from ..paper import PaperNetSpec
 
 
@@ -298,6 +299,8 @@ def _two_sequence_rows() -> list[Row]:
 
 
 def adding_row(T: int, paper: dict | None = None) -> Row:
+    if T < MIN_MARKED_T:
+        raise ValueError(f"T must be >= {MIN_MARKED_T} for the adding and multiplication tasks, got {T}")
     spec = PaperNetSpec(2, 1, 2, 2, connectivity="F", bias="all")
     return Row(
         key=f"4-T{T}",
@@ -331,6 +334,8 @@ def _adding_rows() -> list[Row]:
 
 
 def multiplication_row(T: int = 100, paper: dict | None = None) -> Row:
+    if T < MIN_MARKED_T:
+        raise ValueError(f"T must be >= {MIN_MARKED_T} for the adding and multiplication tasks, got {T}")
     spec = PaperNetSpec(2, 1, 2, 2, connectivity="F", bias="all")
     return Row(
         key=f"5-T{T}",

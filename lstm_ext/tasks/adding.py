@@ -12,14 +12,16 @@ import numpy as np
 
 from .batch import Batch, _as_int, _check_n_rng, _final_step_batch, _step_mask
 
-__all__ = ["adding", "multiplication"]
+__all__ = ["MIN_T", "adding", "multiplication"]
+
+MIN_T = 12  # the shortest T whose first half holds both marks (one of the first 10 pairs, then one more)
 
 
 def _marked_pairs(n, rng, T, low, high, first_pair_value, combine):  # noqa: N803
     n = _check_n_rng(n, rng)
     T = _as_int("T", T)  # noqa: N806
-    if T < 12:
-        raise ValueError(f"T must be >= 12, got {T}")
+    if T < MIN_T:
+        raise ValueError(f"T must be >= {MIN_T}, got {T}")
     m = T // 2 - 1  # the second mark falls among the first T/2 - 1 pairs: indices 0 .. m-1
 
     lengths = rng.integers(T, T + T // 10, size=n, endpoint=True, dtype=np.int64)
