@@ -13,7 +13,7 @@ import torch
 
 from lstm_ext.experiments import all_rows, run_trial, select_rows
 from lstm_ext.experiments.protocol import _rngs, _runs, protocol_version
-from lstm_ext.experiments.runner import _key, _task_key, load_checkpoint
+from lstm_ext.experiments.runner import _append, _key, _task_key, load_checkpoint
 from lstm_ext.experiments.report import verdict
 
 CLI = [sys.executable, "-m", "lstm_ext"]
@@ -94,6 +94,20 @@ def test_checkpoints_of_an_older_protocol_are_not_reused(tmp_path):
     done = load_checkpoint(tmp_path / "trials.jsonl")
     assert _task_key((row, 0, 0, row.budget)) not in done
     assert _task_key((row, 0, 0, row.budget)) in {_key(old | {"protocol": protocol_version(row)})}
+
+
+def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
+    """kill -9 during a write leaves a last line without its newline; the next finished trial must not join it."""
+    path = tmp_path / "trials.jsonl"
+    first = {"row": "4-T100", "trial": 0, "seed": 0, "budget": 10, "protocol": 1}
+    second = first | {"trial": 1}
+    path.write_text(json.dumps(first) + "\n" + json.dumps(second)[:25])  # the second torn mid-record
+    third = first | {"trial": 2}
+    _append(path, third)
+    done = load_checkpoint(path)
+    assert sorted(rec["trial"] for rec in done.values()) == [0, 2]
+    _append(path, second)
+    assert sorted(rec["trial"] for rec in load_checkpoint(path).values()) == [0, 1, 2]
 
 
 def test_variants_of_a_row_share_their_trials_seeds():
