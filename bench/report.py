@@ -61,8 +61,13 @@ def load(paths):
     results: dict = defaultdict(dict)
     machine, dates, loads, threads, limits, paper = None, [], [], set(), {}, defaultdict(dict)
     for path in paths:
-        with open(path) as f:
-            data = json.load(f)
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise SystemExit(f"bench.report: cannot read {path} as pytest-benchmark JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise SystemExit(f"bench.report: {path} is not pytest-benchmark JSON (a {type(data).__name__} at the top)")
         machine = machine or data.get("machine_info", {})
         if data.get("datetime"):
             dates.append(data["datetime"])

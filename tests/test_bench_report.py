@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 spec = importlib.util.spec_from_file_location("bench_report", Path(__file__).resolve().parent.parent / "bench" / "report.py")
 report = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(report)
@@ -69,3 +71,13 @@ def test_paper_lines_give_time_per_sequence_step_and_the_speed_up():
     assert lines[2] == "| 4-T100 | 80 ns | 200 µs | 2500× |"
     assert lines[3] == "| 6b | 100 ns | — | — |"  # a peer missing from the run
     assert report.paper_lines({}) == []  # an older JSON without bench/test_bench_paper.py: no section
+
+
+def test_a_file_that_is_not_benchmark_json_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("not json")
+    with pytest.raises(SystemExit, match="cannot read .*bad.json as pytest-benchmark JSON"):
+        report.load([str(bad)])
+    bad.write_text("[1, 2]")
+    with pytest.raises(SystemExit, match="is not pytest-benchmark JSON"):
+        report.load([str(bad)])

@@ -320,6 +320,14 @@ def test_bad_init_range_is_rejected(kw):
         PaperNet(SPECS["adding"]).init_(torch.Generator().manual_seed(0), **args)
 
 
+def test_load_state_dict_names_what_is_wrong():
+    net = new_net(SPECS["adding"])
+    with pytest.raises(ValueError, match="the state has no Wo"):
+        net.load_state_dict({"Wh": net.Wh})
+    with pytest.raises(ValueError, match=r"Wh must have shape \(8, 11\), got \(3, 3\)"):
+        net.load_state_dict({"Wh": torch.zeros(3, 3), "Wo": net.Wo})
+
+
 def test_one_hot_index_out_of_range_is_rejected():
     spec = SPECS["exp2c"]
     net = new_net(spec)

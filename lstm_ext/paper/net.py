@@ -280,6 +280,9 @@ class PaperNet:
         return {"Wh": self.Wh.clone(), "Wo": self.Wo.clone()}
 
     def load_state_dict(self, state: dict) -> None:
+        missing = [name for name in ("Wh", "Wo") if name not in state]
+        if missing:
+            raise ValueError(f"PaperNet.load_state_dict: the state has no {' or '.join(missing)}")
         for name in ("Wh", "Wo"):
             w = state[name]
             ref = getattr(self, name)
