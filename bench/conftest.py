@@ -111,20 +111,12 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 # `python -m bench.report PATH` reads them.
 
 
-def pytest_runtest_logreport(report):
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    yield  # the benchmark fixture has finished its rounds and statistics by now
     path = os.environ.get("LSTM_EXT_BENCH_PARTIAL_JSON")
-    if not path or report.when != "teardown":
-        return
-    write_partial_json(_CONFIG, path)
-
-
-_CONFIG = None
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_sessionstart(session):
-    global _CONFIG
-    _CONFIG = session.config
+    if path:
+        write_partial_json(item.config, path)
 
 
 def write_partial_json(config, path: str) -> None:

@@ -298,9 +298,14 @@ def _two_sequence_rows() -> list[Row]:
     return rows
 
 
-def adding_row(T: int, paper: dict | None = None) -> Row:
+def _check_marked_T(T: int) -> None:  # noqa: N802 (the paper's T)
+    """A length the adding and multiplication generators can make (both marks in the first half)."""
     if T < MIN_MARKED_T:
         raise ValueError(f"T must be >= {MIN_MARKED_T} for the adding and multiplication tasks, got {T}")
+
+
+def adding_row(T: int, paper: dict | None = None) -> Row:
+    _check_marked_T(T)
     spec = PaperNetSpec(2, 1, 2, 2, connectivity="F", bias="all")
     return Row(
         key=f"4-T{T}",
@@ -334,8 +339,7 @@ def _adding_rows() -> list[Row]:
 
 
 def multiplication_row(T: int = 100, paper: dict | None = None) -> Row:
-    if T < MIN_MARKED_T:
-        raise ValueError(f"T must be >= {MIN_MARKED_T} for the adding and multiplication tasks, got {T}")
+    _check_marked_T(T)
     spec = PaperNetSpec(2, 1, 2, 2, connectivity="F", bias="all")
     return Row(
         key=f"5-T{T}",
