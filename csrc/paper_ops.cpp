@@ -20,6 +20,13 @@ Squash parse_squash(c10::string_view squash) {
   return Squash::SigmoidIdentity;
 }
 
+// The output units: "logistic" (the paper's) or "linear".
+bool parse_linear_output(c10::string_view output) {
+  TORCH_CHECK(output == "logistic" || output == "linear",
+              "lstm_ext.paper_train: output must be \"logistic\" or \"linear\", got \"", output, "\"");
+  return output == "linear";
+}
+
 void check_mutable_weight(const at::Tensor& w, const char* name) {
   TORCH_CHECK(w.device().is_cpu(), "lstm_ext.paper_train: ", name, " must be a CPU tensor, got ", w.device());
   TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble,
@@ -44,7 +51,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
     at::Tensor& Wh, at::Tensor& Wo, const at::Tensor& Mh, const at::Tensor& Mo, const std::optional<at::Tensor>& x,
     const std::optional<at::Tensor>& x_index, const at::Tensor& lengths, const at::Tensor& targets,
     const at::Tensor& target_mask, int64_t n_blocks, int64_t block_size, bool forget_gate, bool output_gate,
-    c10::string_view squash, double lr, bool learn, bool update_each_step, bool return_outputs, bool truncate) {
+    c10::string_view squash, double lr, bool learn, bool update_each_step, bool return_outputs, bool truncate,
+    c10::string_view output) {
   check_mutable_weight(Wh, "Wh");
   check_mutable_weight(Wo, "Wo");
   TORCH_CHECK(n_blocks >= 1 && block_size >= 1, "lstm_ext.paper_train: n_blocks and block_size must be >= 1, got ",
@@ -62,6 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
   d.forget_gate = forget_gate;
   d.output_gate = output_gate;
   d.squash = parse_squash(squash);
+  d.linear_output = parse_linear_output(output);
   d.outputs = int(Wo.size(0));
   const int64_t H = d.hidden_rows(), R = d.rec_size();
   TORCH_CHECK(Wh.size(0) == H, "lstm_ext.paper_train: Wh must have ", H,
@@ -144,7 +153,8 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
   m.def(
       "paper_train(Tensor(a!) Wh, Tensor(b!) Wo, Tensor Mh, Tensor Mo, Tensor? x, Tensor? x_index, Tensor lengths, "
       "Tensor targets, Tensor target_mask, int n_blocks, int block_size, bool forget_gate, bool output_gate, "
-      "str squash, float lr, bool learn, bool update_each_step, bool return_outputs, bool truncate=True) "
+      "str squash, float lr, bool learn, bool update_each_step, bool return_outputs, bool truncate=True, "
+      "str output=\"logistic\") "
       "-> (Tensor loss, Tensor err_max, Tensor err_last, Tensor y_last, Tensor y_all)");
 }
 

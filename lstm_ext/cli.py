@@ -94,6 +94,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def reproduce(args) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     from lstm_ext.experiments import report, runner, select_rows
@@ -118,9 +119,13 @@ def reproduce(args) -> int:
     if args.update:
         rows = [r.with_(update=args.update) for r in rows]
     if args.gradient != "truncated":
-        # its own key (checkpoints of both can share an --out), the same seeds: trial k of a row meets the
-        # same initial weights and sequences under either gradient
-        rows = [r.with_(gradient=args.gradient, key=r.key + "-full", seed_key=r.key) for r in rows]
+        rows = [r.variant("-full", "Gradient: the full gradient (back-propagation through time, one weight change "
+                          "per sequence; --gradient full), not the 1997 truncated rule.", gradient=args.gradient)
+                for r in rows]  # fmt: skip
+    if args.output != "logistic":
+        rows = [r.variant("-linear", "Output units: linear (y = net input; --output linear), not the paper's "
+                          "logistic units.", spec=replace(r.spec, output=args.output))
+                for r in rows]  # fmt: skip
     out = Path(args.out)
     command = args.command_line
     start = time.perf_counter()
@@ -199,6 +204,8 @@ def main(argv=None) -> int:
     p.add_argument("--gradient", choices=["truncated", "full"], default="truncated",
                    help="the 1997 truncated gradient (RTRL), or the full gradient (back-propagation through "
                         "time, one weight change per sequence); both run in the fused training op")
+    p.add_argument("--output", choices=["logistic", "linear"], default="logistic",
+                   help="the output units: the paper's logistic sigmoid, or linear (not in the paper)")
     p.add_argument("--quick", action="store_true", help="smoke run: one trial per row, tiny budgets")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)

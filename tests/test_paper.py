@@ -21,6 +21,9 @@ SPECS = {
     "exp3": PaperNetSpec(1, 1, 3, 1, bias="b1"),
     "cerg_forget": PaperNetSpec(7, 7, 4, 2, connectivity="cells", bias="go", forget_gate=True, output_shortcut=True),
     "tanh_forget": PaperNetSpec(3, 2, 2, 1, bias="all", forget_gate=True, squash="tanh"),
+    # linear output units (an option; the paper's are logistic)
+    "adding_linear": PaperNetSpec(2, 1, 2, 2, bias="all", output="linear"),
+    "reber3x2_linear": PaperNetSpec(7, 7, 3, 2, bias="ga", output="linear"),
 }
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 
@@ -144,9 +147,10 @@ def rtrl_numpy(spec, Wh, Wo, Mh, Mo, x, target, mask, lr):
         Sz = Sz + np.outer(yi * (1 - g * g / 4), src)
         Si = Si + np.outer(g * yi * (1 - yi), src)
         osrc = np.concatenate([yc, x[t], [1.0]])
-        y = sig(Wo @ osrc)
+        linear = spec.output == "linear"
+        y = Wo @ osrc if linear else sig(Wo @ osrc)
         if mask[t]:
-            e = (target[t] - y) * y * (1 - y)
+            e = (target[t] - y) * (1 if linear else y * (1 - y))
             dyc = Wo[:, :C].T @ e
             ds = dyc * yo * 0.5 * (1 - h * h)
             dWo = np.outer(e, osrc)
@@ -160,8 +164,9 @@ def rtrl_numpy(spec, Wh, Wo, Mh, Mo, x, target, mask, lr):
     return Wh, Wo
 
 
-def test_update_each_step_matches_the_papers_rtrl():
-    spec = PaperNetSpec(3, 2, 3, 1, bias="all")
+@pytest.mark.parametrize("output", ["logistic", "linear"])
+def test_update_each_step_matches_the_papers_rtrl(output):
+    spec = PaperNetSpec(3, 2, 3, 1, bias="all", output=output)
     net = new_net(spec)
     batch = make_batch(spec, 1, 12, onehot=False, final_only=False)
     Wh, Wo = rtrl_numpy(spec, net.Wh.numpy(), net.Wo.numpy(), net.Mh.numpy(), net.Mo.numpy(),
@@ -175,10 +180,11 @@ def test_update_each_step_matches_the_papers_rtrl():
     assert not torch.allclose(other.Wh, net.Wh)
 
 
-def test_full_and_truncated_gradients_differ_and_fused_forward_matches():
+@pytest.mark.parametrize("name", ["reber3x2", "reber3x2_linear"])
+def test_full_and_truncated_gradients_differ_and_fused_forward_matches(name):
     """The two rules give different weights on a net with recurrent weights; forward_fused (the fused
     recurrence op) is the same net as forward_ref, outputs and full gradients."""
-    spec = SPECS["reber3x2"]
+    spec = SPECS[name]
     batch = make_batch(spec, 2, 6, onehot=True, final_only=False)
     full, truncated = new_net(spec), new_net(spec)
     full.train(batch, 0.3, gradient="full")
@@ -282,6 +288,7 @@ def test_init_sets_gate_bias_schedules():
         (lambda a: a.update(targets=a["targets"][:, :, :0]), "targets must have shape"),
         (lambda a: a.update(Wh=a["Wh"].t()), "contiguous"),
         (lambda a: a.update(squash="relu"), "squash must be"),
+        (lambda a: a.update(output="softmax"), "output must be \"logistic\" or \"linear\""),
     ],
 )
 def test_bad_input_is_rejected_with_a_message(mutate, message):
@@ -290,12 +297,13 @@ def test_bad_input_is_rejected_with_a_message(mutate, message):
     b = make_batch(spec, 2, 5, onehot=False, final_only=True)
     args = dict(Wh=net.Wh.clone(), Wo=net.Wo.clone(), Mh=net.Mh, Mo=net.Mo, x=torch.as_tensor(b.x), x_index=None,
                 lengths=torch.as_tensor(b.lengths), targets=torch.as_tensor(b.targets),
-                target_mask=torch.as_tensor(b.target_mask), squash="paper")  # fmt: skip
+                target_mask=torch.as_tensor(b.target_mask), squash="paper", output="logistic")  # fmt: skip
     mutate(args)
     with pytest.raises(RuntimeError, match=message):
         torch.ops.lstm_ext.paper_train(
             args["Wh"], args["Wo"], args["Mh"], args["Mo"], args["x"], args["x_index"], args["lengths"],
             args["targets"], args["target_mask"], 2, 2, False, True, args["squash"], 0.5, True, False, False,
+            True, args["output"],
         )  # fmt: skip
 
 
@@ -344,5 +352,7 @@ def test_spec_validation():
         PaperNetSpec(2, 1, 2, bias="some")
     with pytest.raises(ValueError, match="n_blocks"):
         PaperNetSpec(2, 1, 0)
+    with pytest.raises(ValueError, match=r"PaperNetSpec.output must be one of \('logistic', 'linear'\), got 'relu'"):
+        PaperNetSpec(2, 1, 2, output="relu")
     with pytest.raises(ValueError, match="update"):
         new_net(SPECS["adding"]).train(make_batch(SPECS["adding"], 1, 3, onehot=False, final_only=True), 0.1, update="x")

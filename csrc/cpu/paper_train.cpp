@@ -326,7 +326,7 @@ class PaperTrainer {
           const T diff = tgt[k] - yo_[k];
           loss += T(0.5) * w * diff * diff;
           err_step = std::max(err_step, std::abs(diff));
-          e_[k] = w * diff * yo_[k] * (T(1) - yo_[k]);
+          e_[k] = d_.linear_output ? w * diff : w * diff * yo_[k] * (T(1) - yo_[k]);
         }
         err_max = std::max(err_max, err_step);
         err_last = err_step;
@@ -540,7 +540,7 @@ class PaperTrainer {
       for (int c = 0; c < C_; ++c) acc += load8(Wo + size_t(c) * Op + k) * yc_[c];
       for (int j = 0; j < n_active && active_[j] < I_; ++j)
         acc += load8(Wo + size_t(C_ + active_[j]) * Op + k) * source(j);
-      store8(yo + k, T(0.5) * tanh8(T(0.5) * acc) + T(0.5));
+      store8(yo + k, d_.linear_output ? acc : T(0.5) * tanh8(T(0.5) * acc) + T(0.5));
     }
   }
 

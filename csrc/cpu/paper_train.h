@@ -3,7 +3,8 @@
 // row-major, contiguous); csrc/paper_ops.cpp checks the tensors and calls it.
 //
 // The network (HS97 Sec. 4, App. A.1): I inputs -> one layer of n_b memory-cell blocks of S cells
-// (C = n_b * S cells; a block's gates are shared by its cells) -> O logistic output units.
+// (C = n_b * S cells; a block's gates are shared by its cells) -> O output units, logistic as in the paper
+// or linear (linear_output: an option the paper does not have).
 //   hidden rows (H) of Wh:   [iota (n_b), phi (n_b, forget gate only), z (C), omega (n_b, output gate only)]
 //   source columns (K) of Wh: [x_t (I), r_{t-1} (R), bias (1)],
 //                             r = [y_iota, (y_phi), (y_omega), y_c]  (gate activations in row order, then cells)
@@ -36,6 +37,7 @@ struct PaperNetDims {
   bool forget_gate;
   bool output_gate;
   Squash squash;
+  bool linear_output;  // output units y = net (not the paper's logistic y = sigma(net))
 
   int n_cells() const { return n_blocks * block_size; }                                   // C
   int n_gates() const { return n_blocks * (1 + int(forget_gate) + int(output_gate)); }

@@ -88,6 +88,12 @@ class Row:
     def with_(self, **kw) -> "Row":
         return replace(self, **kw)
 
+    def variant(self, suffix: str, choice: str, **kw) -> "Row":
+        """This row changed by ``kw``, under its own key (``key + suffix``: the checkpoints of both can share an
+        --out) and with the same seeds (trial k meets the same initial weights and sequences); ``choice`` is
+        added to the notes its report prints."""
+        return replace(self, key=self.key + suffix, seed_key=self.seeds_from, choices=(*self.choices, choice), **kw)
+
     @property
     def paper_sequences(self) -> int | None:
         """The paper's mean training sequences for a whole trial of this row (Exp 5: to its last n_seq)."""

@@ -2,7 +2,8 @@
 
 A paper net: ``I`` inputs -> one layer of ``n_blocks`` memory-cell blocks of ``block_size`` cells
 (a block's input and output gates, and forget gate in the 2000 cell, are shared by its cells) ->
-``O`` logistic output units. Weights (the layout of ``csrc/cpu/paper_train.h``)::
+``O`` output units (logistic, as in the paper; ``PaperNetSpec.output="linear"`` is an option of ours).
+Weights (the layout of ``csrc/cpu/paper_train.h``)::
 
     Wh (H, K)   hidden rows  [iota (n_b), (phi (n_b)), z (C), (omega (n_b))]
                 source cols  [x_t (I), r_{t-1} (R), bias], r = [y_iota, (y_phi), (y_omega), y_c]
@@ -47,6 +48,7 @@ BIAS_CODES = {
 }
 UPDATES = ("sequence", "step")
 GRADIENTS = ("truncated", "full")
+OUTPUTS = ("logistic", "linear")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class PaperNetSpec:
     forget_gate: bool = False
     output_shortcut: bool | None = None  # outputs see the inputs; default: only for connectivity "B"
     squash: str = "paper"
+    output: str = "logistic"  # the output units: the paper's logistic sigmoid, or "linear" (y = net input)
 
     def __post_init__(self):
         for name in ("inputs", "outputs", "n_blocks", "block_size"):
@@ -75,6 +78,8 @@ class PaperNetSpec:
             raise ValueError(f"PaperNetSpec.bias must be one of {tuple(BIAS_CODES)}, got {self.bias!r}")
         if self.squash not in ("tanh", "paper", "sigmoid_identity"):
             raise ValueError(f"PaperNetSpec.squash must be 'tanh', 'paper' or 'sigmoid_identity', got {self.squash!r}")
+        if self.output not in OUTPUTS:
+            raise ValueError(f"PaperNetSpec.output must be one of {OUTPUTS}, got {self.output!r}")
         if self.output_shortcut is None:
             object.__setattr__(self, "output_shortcut", self.connectivity == "B")
 
@@ -259,7 +264,7 @@ class PaperNet:
         loss, err_max, err_last, y_last, y_all = torch.ops.lstm_ext.paper_train(
             self.Wh, self.Wo, self.Mh, self.Mo, x, x_index, lengths, targets, mask,
             s.n_blocks, s.block_size, s.forget_gate, s.output_gate, s.squash,
-            float(lr), learn, update == "step", return_outputs, gradient == "truncated",
+            float(lr), learn, update == "step", return_outputs, gradient == "truncated", s.output,
         )  # fmt: skip
         return Stats(loss, err_max, err_last, y_last, y_all if return_outputs else None)
 
@@ -332,6 +337,11 @@ def _dense_inputs(spec: PaperNetSpec, batch, dtype) -> torch.Tensor:
     return x
 
 
+def _output_units(spec: PaperNetSpec, net: torch.Tensor) -> torch.Tensor:
+    """The output units' activations from their net inputs: logistic (the paper's) or linear."""
+    return net if spec.output == "linear" else torch.sigmoid(net)
+
+
 def forward_fused(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, truncate: bool = True) -> torch.Tensor:
     """``forward_ref`` on the fused recurrence op (``lstm_ext.ops.recurrence``, feedback "all"): outputs
     (n, T, O), differentiable in Wh and Wo. Needs output gates (every net but Exps 2a/2b's)."""
@@ -349,7 +359,7 @@ def forward_fused(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch,
     U = Wh[:, I : I + spec.rec_size]
     y_c, _, _ = recurrence(A.contiguous(), U, x.new_zeros(n, spec.rec_size), x.new_zeros(n, spec.n_cells), cfg, lengths)
     src = torch.cat([y_c.transpose(0, 1), x, x.new_ones(n, T, 1)], dim=2)
-    y = torch.sigmoid(src @ Wo.T)
+    y = _output_units(spec, src @ Wo.T)
     valid = (torch.arange(T)[None, :] < lengths[:, None])[..., None]
     return torch.where(valid, y, torch.zeros_like(y))
 
@@ -378,7 +388,7 @@ def forward_ref(spec: PaperNetSpec, Wh: torch.Tensor, Wo: torch.Tensor, batch, t
         s_new = (per_cell(y_phi) * s if spec.forget_gate else s) + per_cell(y_iota) * g
         h = squash_h(s_new, spec.squash)
         yc = per_cell(y_omega) * h if spec.output_gate else h
-        y = torch.sigmoid(torch.cat([yc, x[:, t], ones], dim=1) @ Wo.T)
+        y = _output_units(spec, torch.cat([yc, x[:, t], ones], dim=1) @ Wo.T)
         active = (t < lengths)[:, None]
         outs.append(torch.where(active, y, torch.zeros_like(y)))
         r_new = torch.cat([v for v in (y_iota, y_phi, y_omega, yc) if v is not None], dim=1)
