@@ -136,6 +136,7 @@ def rtrl_numpy(spec, Wh, Wo, Mh, Mo, x, target, mask, lr):
     s = np.zeros(C)
     Sz = np.zeros((C, spec.cols))
     Si = np.zeros((C, spec.cols))
+    linear = spec.output == "linear"
     for t in range(x.shape[0]):
         src = np.concatenate([x[t], r, [1.0]])
         a = Wh @ src
@@ -147,7 +148,6 @@ def rtrl_numpy(spec, Wh, Wo, Mh, Mo, x, target, mask, lr):
         Sz = Sz + np.outer(yi * (1 - g * g / 4), src)
         Si = Si + np.outer(g * yi * (1 - yi), src)
         osrc = np.concatenate([yc, x[t], [1.0]])
-        linear = spec.output == "linear"
         y = Wo @ osrc if linear else sig(Wo @ osrc)
         if mask[t]:
             e = (target[t] - y) * (1 if linear else y * (1 - y))
