@@ -9,6 +9,7 @@
 #include <string>
 
 #include "cell.h"
+#include "paper_net.h"
 
 namespace lstm_ext {
 
@@ -38,5 +39,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
     const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
     c10::string_view squash, bool truncate);
+
+// Checks of paper_train's arguments (csrc/paper_ops.cpp; every tensor on Wh's device, the values of lengths and
+// x_index in range); returns the net they describe.
+PaperNetDims check_paper_train_args(const at::Tensor& Wh, const at::Tensor& Wo, const at::Tensor& Mh,
+                                    const at::Tensor& Mo, const std::optional<at::Tensor>& x,
+                                    const std::optional<at::Tensor>& x_index, const at::Tensor& lengths,
+                                    const at::Tensor& targets, const at::Tensor& target_mask, int64_t n_blocks,
+                                    int64_t block_size, bool forget_gate, bool output_gate, c10::string_view squash,
+                                    double lr, bool learn, bool update_each_step, bool truncate,
+                                    c10::string_view output);
 
 }  // namespace lstm_ext

@@ -1,5 +1,6 @@
 // The op lstm_ext::paper_train: on-line training (or evaluation) of a paper network on a chunk of
-// sequences, in place on its weights. The network and the learning rule: csrc/cpu/paper_train.h.
+// sequences, in place on its weights. The network and the learning rule: csrc/cpu/paper_train.h. The checks here
+// serve the CPU kernel and the CUDA one (csrc/cuda/paper_ops_cuda.cpp).
 #include <torch/library.h>
 #include <ATen/ATen.h>
 
@@ -28,7 +29,6 @@ bool parse_linear_output(c10::string_view output) {
 }
 
 void check_mutable_weight(const at::Tensor& w, const char* name) {
-  TORCH_CHECK(w.device().is_cpu(), "lstm_ext.paper_train: ", name, " must be a CPU tensor, got ", w.device());
   TORCH_CHECK(w.scalar_type() == at::kFloat || w.scalar_type() == at::kDouble,
               "lstm_ext.paper_train: ", name, " must be float32 or float64, got ", w.scalar_type());
   TORCH_CHECK(w.dim() == 2, "lstm_ext.paper_train: ", name, " must be 2-D, got ", w.dim(), "-D");
@@ -45,14 +45,13 @@ void check_like_wh(const at::Tensor& t, const char* name, at::IntArrayRef shape,
 
 }  // namespace
 
-// Wh (H, K), Wo (O, Ko), masks like them; x (n, T, I) or x_index (n, T); lengths (n,);
-// targets (n, T, O); target_mask (n, T) -> loss, err_max, err_last (n,), y_last (n, O), y_all (n, T, O) | (0,)
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_train_cpu(
-    at::Tensor& Wh, at::Tensor& Wo, const at::Tensor& Mh, const at::Tensor& Mo, const std::optional<at::Tensor>& x,
-    const std::optional<at::Tensor>& x_index, const at::Tensor& lengths, const at::Tensor& targets,
-    const at::Tensor& target_mask, int64_t n_blocks, int64_t block_size, bool forget_gate, bool output_gate,
-    c10::string_view squash, double lr, bool learn, bool update_each_step, bool return_outputs, bool truncate,
-    c10::string_view output) {
+PaperNetDims check_paper_train_args(const at::Tensor& Wh, const at::Tensor& Wo, const at::Tensor& Mh,
+                                    const at::Tensor& Mo, const std::optional<at::Tensor>& x,
+                                    const std::optional<at::Tensor>& x_index, const at::Tensor& lengths,
+                                    const at::Tensor& targets, const at::Tensor& target_mask, int64_t n_blocks,
+                                    int64_t block_size, bool forget_gate, bool output_gate, c10::string_view squash,
+                                    double lr, bool learn, bool update_each_step, bool truncate,
+                                    c10::string_view output) {
   check_mutable_weight(Wh, "Wh");
   check_mutable_weight(Wo, "Wo");
   TORCH_CHECK(n_blocks >= 1 && block_size >= 1, "lstm_ext.paper_train: n_blocks and block_size must be >= 1, got ",
@@ -64,7 +63,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
               "update_each_step needs the truncated gradient");
   TORCH_CHECK(x.has_value() != x_index.has_value(),
               "lstm_ext.paper_train: give exactly one of x (real-valued inputs) and x_index (one-hot inputs)");
-  cpu::PaperNetDims d{};
+  PaperNetDims d{};
   d.n_blocks = int(n_blocks);
   d.block_size = int(block_size);
   d.forget_gate = forget_gate;
@@ -86,9 +85,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
   check_like_wh(Wo, "Wo", {O, C + I + 1}, Wh);
   check_like_wh(Mh, "Mh", Wh.sizes(), Wh);
   check_like_wh(Mo, "Mo", Wo.sizes(), Wh);
-  TORCH_CHECK(lengths.device().is_cpu() && lengths.scalar_type() == at::kLong && lengths.dim() == 1,
-              "lstm_ext.paper_train: lengths must be a 1-D int64 CPU tensor, got ", lengths.scalar_type(), " ",
-              lengths.dim(), "-D on ", lengths.device());
+  TORCH_CHECK(lengths.device() == Wh.device() && lengths.scalar_type() == at::kLong && lengths.dim() == 1,
+              "lstm_ext.paper_train: lengths must be a 1-D int64 tensor on Wh's device ", Wh.device(), ", got ",
+              lengths.scalar_type(), " ", lengths.dim(), "-D on ", lengths.device());
   const int64_t n = lengths.size(0);
   TORCH_CHECK(targets.dim() == 3, "lstm_ext.paper_train: targets must be (n, T, O), got ", targets.dim(), "-D");
   const int64_t T = targets.size(1);
@@ -97,9 +96,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
   if (x.has_value()) {
     check_like_wh(*x, "x", {n, T, I}, Wh);
   } else {
-    TORCH_CHECK(x_index->device().is_cpu() && x_index->scalar_type() == at::kLong,
-                "lstm_ext.paper_train: x_index must be an int64 CPU tensor, got ", x_index->scalar_type(), " on ",
-                x_index->device());
+    TORCH_CHECK(x_index->device() == Wh.device() && x_index->scalar_type() == at::kLong,
+                "lstm_ext.paper_train: x_index must be an int64 tensor on Wh's device ", Wh.device(), ", got ",
+                x_index->scalar_type(), " on ", x_index->device());
     TORCH_CHECK(x_index->sizes() == at::IntArrayRef({n, T}), "lstm_ext.paper_train: x_index must have shape (", n,
                 ", ", T, "), got ", x_index->sizes());
     if (x_index->numel() > 0) {
@@ -111,7 +110,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
     TORCH_CHECK(lengths.min().item<int64_t>() >= 0 && lengths.max().item<int64_t>() <= T,
                 "lstm_ext.paper_train: lengths must be in [0, ", T, "]");
   }
+  return d;
+}
 
+namespace {
+
+// Wh (H, K), Wo (O, Ko), masks like them; x (n, T, I) or x_index (n, T); lengths (n,);
+// targets (n, T, O); target_mask (n, T) -> loss, err_max, err_last (n,), y_last (n, O), y_all (n, T, O) | (0,)
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_train_cpu(
+    at::Tensor& Wh, at::Tensor& Wo, const at::Tensor& Mh, const at::Tensor& Mo, const std::optional<at::Tensor>& x,
+    const std::optional<at::Tensor>& x_index, const at::Tensor& lengths, const at::Tensor& targets,
+    const at::Tensor& target_mask, int64_t n_blocks, int64_t block_size, bool forget_gate, bool output_gate,
+    c10::string_view squash, double lr, bool learn, bool update_each_step, bool return_outputs, bool truncate,
+    c10::string_view output) {
+  TORCH_CHECK(Wh.device().is_cpu(), "lstm_ext.paper_train: the CPU kernel got Wh on ", Wh.device());
+  const PaperNetDims d = check_paper_train_args(Wh, Wo, Mh, Mo, x, x_index, lengths, targets, target_mask, n_blocks,
+                                                block_size, forget_gate, output_gate, squash, lr, learn,
+                                                update_each_step, truncate, output);
+  const int64_t n = lengths.size(0), T = targets.size(1), O = d.outputs;
   const auto xc = x.has_value() ? x->contiguous() : at::Tensor();
   const auto xi = x_index.has_value() ? x_index->contiguous() : at::Tensor();
   const auto lc = lengths.contiguous(), tc = targets.contiguous(), mc = target_mask.contiguous();
@@ -148,6 +164,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
   });
   return {loss, err_max, err_last, y_last, y_all};
 }
+
+}  // namespace
 
 TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
   m.def(

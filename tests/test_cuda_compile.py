@@ -3,15 +3,15 @@
 - Every ``csrc/cuda/*.cu`` compiles with nvcc alone (no torch headers: the kernels are torch-free) for sm_75
   (T4) and sm_90 (H100/H200), each file in ONE nvcc call for both architectures, with the flags the CMake build
   gives nvcc. Skipped when no nvcc is found.
-- ``-Xptxas -v``: every instantiation of the forward and backward kernels exists for both architectures and
-  none spills registers (the table of registers per kernel is printed; ``pytest -s`` shows it).
-- ``csrc/cuda/ops_cuda.cpp`` (the torch-facing file, built only against a CUDA torch) type-checks with g++
+- ``-Xptxas -v``: every instantiation of the forward and backward kernels and of the paper nets' training kernel
+  exists for both architectures and none spills registers (the table of registers per kernel is printed; ``pytest -s`` shows it).
+- ``csrc/cuda/ops_cuda.cpp`` and ``paper_ops_cuda.cpp`` (the torch-facing files, built only against a CUDA torch) type-checks with g++
   -fsyntax-only against the installed torch's headers and the CUDA headers (a CPU torch lacks one generated
   header, c10/cuda/impl/cuda_cmake_macros.h: a stub stands in).
 - The kernels' logic runs under a CPU emulation of the CUDA execution model (csrc/cuda/emu/: one host thread
   per CUDA thread, all CTAs at once) against the CPU kernels, for every cell configuration and every launch
   mode (one CTA per tile, CTA groups with the flag barrier, split reductions, groups looping over tiles, U in
-  global memory). Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
+  global memory); the paper nets' training kernel likewise against the CPU trainer. Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
   device math.
 
 Run with ``pytest tests/test_cuda_compile.py`` (about 2 minutes on 2 cores: nvcc is slow).
@@ -54,6 +54,7 @@ NVCC_FLAGS = ["-std=c++20", "--expt-relaxed-constexpr", "--expt-extended-lambda"
 DTYPES = {"f": "float32", "d": "float64", "6__half": "float16", "13__nv_bfloat16": "bfloat16"}
 TILES = {"float32": (1, 2, 4, 8), "float64": (1, 2, 4), "float16": (1, 2, 4, 8), "bfloat16": (1, 2, 4, 8)}
 KERNEL_RE = re.compile(r"_ZN8lstm_ext4cuda6detail\d+(forward|backward)_kernelI(f|d|6__half|13__nv_bfloat16)Li(\d+)E")
+PAPER_KERNEL_RE = re.compile(r"_ZN8lstm_ext4cuda6detail\d+(paper_train)_kernelI(f|d)E")  # one CTA per net: tile 1
 
 
 def _parse_ptxas(output: str) -> dict:
@@ -64,7 +65,13 @@ def _parse_ptxas(output: str) -> dict:
         m = re.search(r"Compiling entry function '([^']+)' for 'sm_(\d+)'", line)
         if m:
             k = KERNEL_RE.search(m.group(1))
-            current = (k.group(1), DTYPES[k.group(2)], int(k.group(3)), m.group(2)) if k else None
+            p = PAPER_KERNEL_RE.search(m.group(1))
+            if k:
+                current = (k.group(1), DTYPES[k.group(2)], int(k.group(3)), m.group(2))
+            elif p:
+                current = (p.group(1), DTYPES[p.group(2)], 1, m.group(2))
+            else:
+                current = None
             if current:
                 result[current] = {}
             continue
@@ -112,7 +119,7 @@ def _table(kernels: dict) -> str:
 
 def test_there_are_cuda_sources():
     names = {p.name for p in CUDA_SOURCES}
-    assert {"recurrence_fwd.cu", "recurrence_bwd.cu"} <= names, names
+    assert {"recurrence_fwd.cu", "recurrence_bwd.cu", "paper_train.cu"} <= names, names
 
 
 @needs_nvcc
@@ -131,7 +138,7 @@ def test_every_kernel_instantiated_for_both_archs(compiled, kernels):
         for dtype, tiles in TILES.items()
         for tile in tiles
         for arch in ARCHS
-    }
+    } | {("paper_train", dtype, 1, arch) for dtype in ("float32", "float64") for arch in ARCHS}
     missing = sorted(want - set(kernels))
     assert not missing, f"kernels missing from the ptxas output: {missing}"
 
@@ -154,7 +161,8 @@ def _cuda_include() -> Path | None:
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ not found")
-def test_torch_facing_file_type_checks(tmp_path):
+@pytest.mark.parametrize("source", ["ops_cuda.cpp", "paper_ops_cuda.cpp"])
+def test_torch_facing_file_type_checks(tmp_path, source):
     torch = pytest.importorskip("torch")
     import sysconfig
 
@@ -172,7 +180,7 @@ def test_torch_facing_file_type_checks(tmp_path):
         "-I", str(CSRC), "-isystem", str(stub), "-isystem", str(torch_inc),
         "-isystem", str(torch_inc / "torch" / "csrc" / "api" / "include"), "-isystem", str(cuda_inc),
         "-isystem", sysconfig.get_paths()["include"],
-        str(CSRC / "cuda" / "ops_cuda.cpp"),
+        str(CSRC / "cuda" / source),
     ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
@@ -191,3 +199,20 @@ def test_kernels_under_cpu_emulation(tmp_path):
     run = subprocess.run([str(exe), "ci"], capture_output=True, text=True, timeout=600)
     print("\n" + run.stdout[-2000:])
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_paper_kernel_under_cpu_emulation(tmp_path):
+    """The paper nets' training kernel (paper_train_kernel.cuh), run by host threads, against the CPU trainer
+    (emu/paper_emu_check.cpp): every net variant, both dtypes, state in shared or global memory."""
+    exe = tmp_path / "paper_emu_check"
+    build = [
+        GXX, "-std=c++20", "-O1", "-pthread", "-I", str(CSRC),
+        str(CSRC / "cuda" / "emu" / "paper_emu_check.cpp"), str(CSRC / "cpu" / "paper_train.cpp"), "-o", str(exe),
+    ]
+    proc = subprocess.run(build, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run = subprocess.run([str(exe), "ci"], capture_output=True, text=True, timeout=600)
+    print("\n" + run.stdout[-2000:])
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    assert " 0 failures" in run.stdout and "112 cases" in run.stdout, run.stdout[-2000:]

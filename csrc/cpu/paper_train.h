@@ -25,30 +25,12 @@
 
 #include <cstdint>
 
-#include "../cell.h"
+#include "../paper_net.h"
 
 namespace lstm_ext::cpu {
 
-struct PaperNetDims {
-  int inputs;     // I
-  int n_blocks;   // n_b
-  int block_size; // S
-  int outputs;    // O
-  bool forget_gate;
-  bool output_gate;
-  Squash squash;
-  bool linear_output;  // output units y = net (not the paper's logistic y = sigma(net))
+using lstm_ext::PaperNetDims;
 
-  int n_cells() const { return n_blocks * block_size; }                                   // C
-  int n_gates() const { return n_blocks * (1 + int(forget_gate) + int(output_gate)); }
-  int hidden_rows() const { return n_gates() + n_cells(); }                               // H
-  int rec_size() const { return n_gates() + n_cells(); }                                  // R
-  int cols() const { return inputs + rec_size() + 1; }                                    // K
-  int out_cols() const { return n_cells() + inputs + 1; }                                 // Ko
-  int phi_row() const { return n_blocks; }
-  int z_row() const { return forget_gate ? 2 * n_blocks : n_blocks; }
-  int omega_row() const { return z_row() + n_cells(); }
-};
 
 template <typename T>
 struct PaperTrainArgs {
