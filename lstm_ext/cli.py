@@ -99,9 +99,17 @@ def reproduce(args) -> int:
 
     from lstm_ext.experiments import report, runner, select_rows
 
-    if args.device != "cpu":
-        print("lstm-ext reproduce: the paper nets train on the CPU (one core per trial); --device cuda is not "
-              "implemented yet", file=sys.stderr)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("lstm-ext reproduce: --device cuda, but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    from lstm_ext import build_info
+
+    if args.device == "cuda" and not build_info.WITH_CUDA:
+        print("lstm-ext reproduce: --device cuda, but lstm_ext was built without its CUDA kernels (reinstall with "
+              "a CUDA torch and nvcc: pip install --no-build-isolation .)", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and args.gradient == "full":
+        print("lstm-ext reproduce: the full gradient trains on the CPU only (--device cpu)", file=sys.stderr)
         return 2
     try:
         rows = select_rows(args.experiment, args.T)
@@ -130,9 +138,10 @@ def reproduce(args) -> int:
     command = args.command_line
     start = time.perf_counter()
     records = runner.run_rows(rows, out, trials=args.trials, seed=args.seed, jobs=args.jobs, budget=args.budget,
-                              quick=args.quick, progress=not args.no_progress)  # fmt: skip
+                              quick=args.quick, progress=not args.no_progress, device=args.device)  # fmt: skip
     wall = time.perf_counter() - start
-    summary = runner.summary_record(rows, records, command=command, wall_s=wall, quick=args.quick)
+    summary = runner.summary_record(rows, records, command=command, wall_s=wall, quick=args.quick,
+                                    device=args.device)  # fmt: skip
     files = report.write_outputs(summary, rows, records, out)
     for row in summary["rows"]:
         for ln in row["lines"]:
@@ -192,9 +201,12 @@ def main(argv=None) -> int:
                         "multiplication)")
     p.add_argument("--trials", type=_int_at_least(1), default=None, help="trials per row (default: the paper's)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where the nets train: cpu (one trial per core) or cuda (trials side by side, one per SM; "
+                        "the truncated gradient only)")
     p.add_argument("--out", default="runs/reproduce", help="directory for the checkpoint, JSON, report and plots")
-    p.add_argument("--jobs", type=_int_at_least(1), default=None, help="trials run in parallel (default: one per CPU core)")
+    p.add_argument("--jobs", type=_int_at_least(1), default=None,
+                   help="trials run in parallel (default: one per CPU core; with --device cuda one per SM)")
     p.add_argument("--budget", type=_int_at_least(1), default=None, help="training sequences before a trial counts as failed")
     p.add_argument("--budget-factor", type=float, default=None,
                    help="instead of --budget: each row's budget is this many times the paper's mean sequences "

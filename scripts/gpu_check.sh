@@ -3,31 +3,35 @@
 # ninja, scikit-build-core, pytest and pytest-benchmark are installed. Run from anywhere:
 #
 #   OUT=/some/dir scripts/gpu_check.sh                 # every stage
-#   OUT=/some/dir scripts/gpu_check.sh build test      # some stages: build test sanitize bench
+#   OUT=/some/dir scripts/gpu_check.sh build test      # some stages: build test sanitize bench repro
 #   OUT=$OUT DEADLINE_S=560 scripts/gpu_check.sh ...   # stop starting work after 560 s (see below)
 #
 # Stages (logs under $WORK, default /tmp/lstm_ext_gpu_check; see "What comes back" below):
 #   build     pip install --no-build-isolation . with the CUDA kernels required (LSTM_EXT_CUDA=ON),
 #             TORCH_CUDA_ARCH_LIST=9.0 unless set; incremental on a machine that built before (build/)
 #                                                                                -> build.log, env.txt
-#   test      pytest tests/test_cuda.py (the CUDA tests) first, then the rest of tests/ (on pytest-xdist
+#   test      pytest tests/test_cuda.py tests/test_paper_cuda.py (the CUDA tests) first, then the rest of tests/ (on pytest-xdist
 #             workers when it is installed: LSTM_EXT_TEST_WORKERS, default 8; 0 = none);
 #             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure             -> tests_*.log, tests_*.xml
 #   sanitize  compute-sanitizer memcheck and racecheck (failing stages), synccheck and initcheck (logged) on a
-#             small script running every kernel instantiation and launch path   -> sanitize_*.log
+#             small script running every kernel instantiation and launch path, the paper nets' training
+#             kernel included (state in shared memory and in the global workspace) -> sanitize_*.log
 #             (LSTM_EXT_SANITIZE_TOOLS="memcheck" etc. picks tools, e.g. one per call under a time limit)
 #   bench     pytest bench/test_bench_cuda.py --benchmark-only in groups, most important first: the fused
 #             ops and cuDNN, then FlashRNN, then the per-step loops (LSTM_EXT_BENCH_ARGS: one group of your
 #             own instead); each group's results are rewritten after every benchmark, so a group cut off by a
 #             time limit keeps what it measured; then the Markdown table   -> bench_*.log, gpu.json, gpu.md
+#   repro     lstm-ext reproduce on the GPU (--device cuda: trials side by side) and on the CPU (a process per
+#             core), the same rows and seeds (LSTM_EXT_REPRO_ARGS, default: the adding problem at T = 100, 10
+#             trials, budget 2x the paper's), wall times and both reports side by side  -> repro_*.log, repro.md
 #
 # Time limits. The lent GPU machine runs a command for at most 10 minutes. DEADLINE_S=N (seconds from the
 # start) runs every command under `timeout` of the time left, skips what cannot start in time, and leaves
 # DEADLINE_RESERVE_S (default 20) for packing the results.
 #
 # What comes back. The device tool returns at most 8 files from $OUT, so $OUT holds only: summary.txt,
-# env.txt, gpu.json and gpu.md (the benchmarks, when run), tests.txt (the tests' failures and summary lines)
-# and logs.tar.gz (everything under $WORK: every log, the JUnit XML, the plots). They are refreshed after
+# env.txt, gpu.json and gpu.md (the benchmarks, when run), repro.md (the reproduction, when run), tests.txt
+# (the tests' failures and summary lines) and logs.tar.gz (everything under $WORK: every log, the JUnit XML, the plots). They are refreshed after
 # every stage, so a run killed at its limit still returns what the finished stages wrote.
 #
 # Exits non-zero when any failing stage failed (the later stages still run, except after a failed build).
@@ -41,7 +45,7 @@ WORK="${WORK:-/tmp/lstm_ext_gpu_check}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench repro)
 PY="${PYTHON:-python}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export LSTM_EXT_REQUIRE_CUDA=1
@@ -86,7 +90,7 @@ pack() {
   cp "$SUMMARY" "$OUT/summary.txt"
   [ -f "$WORK/env.txt" ] && cp "$WORK/env.txt" "$OUT/env.txt"
   local f
-  for f in gpu.json gpu.md; do [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/$f"; done
+  for f in gpu.json gpu.md repro.md; do [ -f "$WORK/$f" ] && cp "$WORK/$f" "$OUT/$f"; done
   : >"$OUT/tests.txt"
   for f in "$WORK"/tests_*.log; do
     [ -f "$f" ] || continue
@@ -135,14 +139,15 @@ if want test; then
   # plain pytest from the repository root: tests/ goes first on sys.path, the installed lstm_ext is imported.
   # The CUDA tests first, on their own (the GPU's verdict even if the rest runs out of time); then the rest,
   # on pytest-xdist workers when it is installed.
-  (cd "$ROOT" && run tests-cuda "$WORK/tests_cuda.log" pytest tests/test_cuda.py -ra -q -p no:cacheprovider \
-    --junitxml="$WORK/tests_cuda.xml")
+  (cd "$ROOT" && run tests-cuda "$WORK/tests_cuda.log" pytest tests/test_cuda.py tests/test_paper_cuda.py -ra -q \
+    -p no:cacheprovider --junitxml="$WORK/tests_cuda.xml")
   [ $? -ne 0 ] && FAILED=1
   pack
   WORKERS="${LSTM_EXT_TEST_WORKERS:-8}"
   XDIST=()
   if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "$WORKERS"); fi
   (cd "$ROOT" && run tests-rest "$WORK/tests_rest.log" pytest tests/ --ignore=tests/test_cuda.py \
+    --ignore=tests/test_paper_cuda.py \
     ${XDIST[@]+"${XDIST[@]}"} -ra -q -p no:cacheprovider --junitxml="$WORK/tests_rest.xml")
   [ $? -ne 0 ] && FAILED=1
   pack
@@ -154,7 +159,8 @@ if want sanitize; then
   cat >"$CASES" <<'PYEOF'
 """Every CUDA kernel instantiation of lstm_ext (forward and backward; float32/float16/bfloat16 with batch tiles
 1, 2, 4, 8, float64 with 1, 2, 4) plus each launch path (one CTA per tile, CTA groups, groups looping over tiles,
-U in global memory, truncate), small, for compute-sanitizer."""
+U in global memory, truncate), and the paper nets' training kernel (float32/float64, state in shared memory and
+in the global workspace), small, for compute-sanitizer."""
 import sys
 import torch
 import lstm_ext  # noqa: F401
@@ -205,6 +211,35 @@ if "--no-global" not in sys.argv:
         if plan(CellConfig(), C, 1, torch.float32)[6] == 0:
             run(CellConfig(), 2, 1, C, torch.float32, varlen=False)
             break
+# the paper nets' training kernel: dense and one-hot inputs, per-sequence and per-step changes, a forget gate,
+# evaluation with every output; a net too big for shared memory (its state in the global workspace)
+from types import SimpleNamespace
+import numpy as np
+from lstm_ext.paper import PaperNet, PaperNetSpec
+
+
+def paper_batch(spec, n, T, onehot):
+    rng = np.random.default_rng(0)
+    lengths = np.array([T, 0, max(T // 2, 1)] * n)[:n]
+    mask = np.zeros((n, T))
+    mask[np.arange(n)[lengths > 0], lengths[lengths > 0] - 1] = 1
+    return SimpleNamespace(
+        x=None if onehot else rng.uniform(-1, 1, (n, T, spec.inputs)),
+        x_index=np.where(rng.random((n, T)) < 0.8, rng.integers(0, spec.inputs, (n, T)), -1) if onehot else None,
+        lengths=lengths, targets=rng.uniform(0, 1, (n, T, spec.outputs)), target_mask=mask)
+
+
+for spec, onehot in ((PaperNetSpec(2, 1, 2, 2, bias="all"), False), (PaperNetSpec(7, 7, 3, 2, bias="ga"), True),
+                     (PaperNetSpec(3, 2, 2, 1, bias="all", forget_gate=True, squash="tanh"), False),
+                     (PaperNetSpec(30000, 2, 1, 1, bias="none"), True)):
+    for dtype in (torch.float32, torch.float64):
+        net = PaperNet(spec, dtype=dtype, device="cuda").init_(torch.Generator().manual_seed(0), 0.2)
+        b = paper_batch(spec, 4, 6, onehot)
+        net.train(b, 0.5, update="sequence")
+        net.train(b, 0.5, update="step")
+        net.evaluate(b, return_outputs=True)
+        torch.cuda.synchronize()
+        print(f"ok paper_train {dtype} inputs={spec.inputs} blocks={spec.n_blocks}x{spec.block_size}", flush=True)
 print("all cases ran")
 PYEOF
   if [ -z "$SANITIZER" ]; then
@@ -278,6 +313,27 @@ PYEOF
     pack
   done
   [ -s "$WORK/gpu.json" ] && note "bench results: gpu.json gpu.md (plots in logs.tar.gz)"
+fi
+
+# ---- the reproduction on the GPU and on the CPU --------------------------------------------------------------
+if want repro; then
+  read -r -a REPRO <<<"${LSTM_EXT_REPRO_ARGS:-adding --T 100 --trials 10 --seed 0 --budget-factor 2}"
+  : >"$WORK/repro.md"
+  for device in cuda cpu; do
+    rm -rf "$WORK/repro_$device"  # a fresh run: its wall time is the measurement
+    (cd "$WORK" && run "repro-$device" "$WORK/repro_$device.log" lstm-ext reproduce "${REPRO[@]}" --device "$device" \
+      --out "$WORK/repro_$device" --no-progress)
+    [ $? -ne 0 ] && FAILED=1
+    {
+      echo "## --device $device"
+      echo
+      echo "\`lstm-ext reproduce ${REPRO[*]} --device $device\`: $(grep -E '^wall' "$WORK/repro_$device.log" || echo 'no wall time (see the log)')"
+      echo
+      [ -f "$WORK/repro_$device/report.md" ] && cat "$WORK/repro_$device/report.md"
+      echo
+    } >>"$WORK/repro.md"
+    pack
+  done
 fi
 
 note "stages: ${STAGES[*]}; $([ $FAILED -eq 0 ] && echo 'all passed' || echo 'SOME FAILED')"

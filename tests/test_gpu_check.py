@@ -61,7 +61,7 @@ def test_a_stage_that_cannot_start_before_the_deadline_is_skipped_and_fails(tmp_
     assert not (out / "gpu.json").exists()
 
 
-@pytest.mark.parametrize("stage", ["build", "test", "sanitize", "bench"])
+@pytest.mark.parametrize("stage", ["build", "test", "sanitize", "bench", "repro"])
 def test_every_stage_is_documented(stage):
     head = SCRIPT.read_text().split("set -uo pipefail")[0]
     assert f"#   {stage} " in head

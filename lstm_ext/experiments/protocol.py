@@ -123,7 +123,7 @@ class _CellGrower:
         net = self.net
         w = (torch.rand(self.mask.shape, generator=self.generator, dtype=torch.float64) * 2 - 1) * self.row.init_range
         net.Mo[:, self.cells] = self.mask
-        net.Wo[:, self.cells] = (w * self.mask).to(net.dtype)
+        net.Wo[:, self.cells] = (w.to(self.mask.device) * self.mask).to(net.dtype)
         self.done = True
         return True
 
@@ -170,34 +170,36 @@ class _Chunks:
             self.pool.shutdown(wait=True)
 
 
-def trial_net(row: Row, trial: int, seed: int = 0, dtype=torch.float32):
+def trial_net(row: Row, trial: int, seed: int = 0, dtype=torch.float32, device="cpu"):
     """Trial ``trial``'s initial net, and its generators: (net, data rng, init generator, test-set seed)."""
     data_rng, init_gen, set_seed = _rngs(seed, row, trial)
-    net = PaperNet(row.spec, dtype=dtype).init_(
+    net = PaperNet(row.spec, dtype=dtype, device=device).init_(
         init_gen, row.init_range, input_gate_bias=row.input_gate_bias, output_gate_bias=row.output_gate_bias
     )
     return net, data_rng, init_gen, set_seed
 
 
 def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dtype=torch.float32,
-              prefetch: bool = True) -> dict:  # fmt: skip
+              prefetch: bool = True, device="cpu") -> dict:  # fmt: skip
     """Train one net of ``row`` (trial number ``trial``) and return its record. ``prefetch``: generate the
-    next chunk of sequences while the current one trains (the same record either way, faster)."""
+    next chunk of sequences while the current one trains (the same record either way, faster). ``device``:
+    where the net trains ("cpu", or a CUDA device: the op's kernel on the current stream)."""
     chunks = _Chunks(row, prefetch)
     try:  # (the worker thread is joined whatever happens)
-        return _run_trial(row, trial, seed, budget, dtype, chunks)
+        return _run_trial(row, trial, seed, budget, dtype, chunks, device)
     finally:
         chunks.close()
 
 
-def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunks: _Chunks) -> dict:
+def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunks: _Chunks, device="cpu") -> dict:
     torch.set_num_threads(1)
     start = time.perf_counter()
-    net, data_rng, init_gen, set_seed = trial_net(row, trial, seed, dtype)
+    net, data_rng, init_gen, set_seed = trial_net(row, trial, seed, dtype, device)
     chunks.rng = data_rng
     budget = row.budget if budget is None else budget
     rule = row.rule
     record = {"row": row.key, "trial": trial, "seed": seed, "budget": budget, "weights": net.num_weights,
+              "device": net.device.type,
               "update": row.update, "gradient": row.gradient, "protocol": protocol_version(row)}
     curve = _Curve()
     seen = 0

@@ -1,5 +1,8 @@
-"""Run table rows: trials in parallel worker processes, a checkpoint line after every finished trial,
-then the records, the report beside the paper's tables, and the learning curves.
+"""Run table rows: trials in parallel worker processes (or side by side on a GPU), a checkpoint line after
+every finished trial, then the records, the report beside the paper's tables, and the learning curves.
+
+On a GPU (``device="cuda"``) every trial is a thread of this process with its own CUDA stream: its chunks train
+in the op's CUDA kernel (one CTA per net), so as many trials train at once as there are threads, each on an SM.
 
 The checkpoint is ``<out>/trials.jsonl``: one JSON line per finished trial, appended and fsync'ed.
 A run that is interrupted (even by ``kill -9``) and started again with the same ``--out`` reads it,
@@ -24,7 +27,7 @@ QUICK_BUDGET = 10_000  # training sequences per trial in --quick smoke runs
 QUICK_TEST = 256
 
 
-def hardware() -> str:
+def hardware(device: str = "cpu") -> str:
     model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -34,7 +37,10 @@ def hardware() -> str:
                     break
     except OSError:
         pass
-    return f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+    text = f"{model}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if torch.device(device).type == "cuda":
+        text += f", trained on {torch.cuda.get_device_name(torch.device(device))}"
+    return text
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -86,6 +92,18 @@ def _worker(task, prefetch: bool = False):
     return run_trial(row, trial, seed=seed, budget=budget, prefetch=prefetch)
 
 
+def _cuda_worker(task, device: torch.device):
+    """One trial on the GPU, on a stream of its own (trials in other threads run beside it)."""
+    row, trial, seed, budget = task
+    with torch.cuda.stream(torch.cuda.Stream(device=device)):
+        return run_trial(row, trial, seed=seed, budget=budget, prefetch=False, device=device)
+
+
+def cuda_jobs(device) -> int:
+    """Trials side by side on a GPU by default: one per SM (each trains in one CTA)."""
+    return torch.cuda.get_device_properties(torch.device(device)).multi_processor_count
+
+
 def run_rows(
     rows: list[Row],
     out: Path,
@@ -95,8 +113,15 @@ def run_rows(
     budget: int | None = None,
     quick: bool = False,
     progress: bool = True,
+    device: str = "cpu",
 ) -> list[dict]:
-    """Run every trial of ``rows`` that ``out`` has not finished yet; return all their records."""
+    """Run every trial of ``rows`` that ``out`` has not finished yet; return all their records.
+
+    ``device="cpu"``: ``jobs`` worker processes (default: one per core). A CUDA device: ``jobs`` trials side by
+    side, threads of this process with a stream each (default: one per SM)."""
+    device = torch.device(device)
+    if device.type == "cuda" and any(r.gradient == "full" for r in rows):
+        raise ValueError("the full gradient trains on the CPU only: run --gradient full with --device cpu")
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "trials.jsonl"
     if quick:
@@ -110,7 +135,8 @@ def run_rows(
     done = load_checkpoint(ckpt)
     todo = [task for task in plan if _task_key(task) not in done]
     cost = {id(task): _expected_cost(task[0], task[3]) for task in todo}
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(todo) or 1))
+    default_jobs = cuda_jobs(device) if device.type == "cuda" else os.cpu_count() or 1
+    jobs = max(1, min(jobs or default_jobs, len(todo) or 1))
     if len(todo) < len(plan):
         print(f"resuming: {len(plan) - len(todo)} of {len(plan)} trials already finished in {ckpt}", flush=True)
     bar = _progress_bar(sum(cost.values()), len(todo), progress)
@@ -121,7 +147,14 @@ def run_rows(
         done[_key(rec)] = rec
         bar.update(cost[id(task)], rec)
 
-    if jobs == 1:  # in this process; a second core, if any, generates the sequences ahead
+    if device.type == "cuda":
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        with ThreadPoolExecutor(jobs, thread_name_prefix="lstm_ext-trial") as pool:
+            futures = {pool.submit(_cuda_worker, task, device): task for task in todo}
+            for fut in as_completed(futures):
+                finished(futures[fut], fut.result())
+    elif jobs == 1:  # in this process; a second core, if any, generates the sequences ahead
         for task in todo:
             finished(task, _worker(task, prefetch=(os.cpu_count() or 1) > 1))
     elif todo:
@@ -175,13 +208,15 @@ class _progress_bar:
             self.bar.close()
 
 
-def summary_record(rows: list[Row], records: list[dict], *, command: str, wall_s: float, quick: bool) -> dict:
+def summary_record(rows: list[Row], records: list[dict], *, command: str, wall_s: float, quick: bool,
+                   device: str = "cpu") -> dict:  # fmt: skip
     """The run as one JSON document: per row, our figures beside the paper's."""
     from .report import summarize_row
 
     return {
         "command": command,
-        "hardware": hardware(),
+        "hardware": hardware(device),
+        "device": torch.device(device).type,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "wall_s": wall_s,
         "trial_s": float(sum(r["wall_s"] for r in records)),

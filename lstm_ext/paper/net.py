@@ -184,21 +184,33 @@ class PaperNet:
     """A paper network: weights, masks, initialisation and on-line training on the fused op.
 
     ``dtype`` float64 (default: the paper's nets are tiny, and double costs about the same as float
-    here) or float32. Weights live on the CPU.
+    here) or float32. ``device``: where the weights live and the op trains them, "cpu" (default) or a CUDA
+    device (one CTA trains the net on a chunk; the truncated gradient only). The initialisation is drawn on the
+    CPU whatever the device, so a trial's initial net is the same everywhere; the per-sequence statistics of
+    ``train``/``evaluate`` come back on the CPU.
     """
 
-    def __init__(self, spec: PaperNetSpec, dtype: torch.dtype = torch.float64):
+    def __init__(self, spec: PaperNetSpec, dtype: torch.dtype = torch.float64, device: torch.device | str = "cpu"):
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"PaperNet dtype must be torch.float32 or torch.float64, got {dtype}")
+        device = torch.device(device)
+        if device.type not in ("cpu", "cuda"):
+            raise ValueError(f"PaperNet device must be a CPU or CUDA device, got {device}")
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"PaperNet: device {device} was asked for, but torch sees no CUDA device")
         self.spec = spec
         Mh, Mo = spec.masks()
-        self.Mh, self.Mo = Mh.to(dtype), Mo.to(dtype)
+        self.Mh, self.Mo = Mh.to(device, dtype), Mo.to(device, dtype)
         self.Wh = torch.zeros_like(self.Mh)
         self.Wo = torch.zeros_like(self.Mo)
 
     @property
     def dtype(self) -> torch.dtype:
         return self.Wh.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.Wh.device
 
     @property
     def num_weights(self) -> int:
@@ -237,19 +249,19 @@ class PaperNet:
                 Wh[rows, -1] = uni((s.n_blocks,), random_bias_range)
             else:
                 Wh[rows, -1] = torch.from_numpy(values.copy())
-        self.Wh = (Wh * self.Mh.double()).to(self.dtype).contiguous()
-        self.Wo = (Wo * self.Mo.double()).to(self.dtype).contiguous()
+        self.Wh = (Wh * self.Mh.double().cpu()).to(self.device, self.dtype).contiguous()
+        self.Wo = (Wo * self.Mo.double().cpu()).to(self.device, self.dtype).contiguous()
         return self
 
     # ---- on-line training on the fused op ---------------------------------------------------------
 
     def _tensors(self, batch):
-        dt = self.dtype
-        x = None if batch.x is None else torch.as_tensor(batch.x).to(dt)
-        x_index = None if batch.x_index is None else torch.as_tensor(batch.x_index).long()
-        lengths = torch.as_tensor(batch.lengths).long()
-        targets = torch.as_tensor(batch.targets).to(dt)
-        mask = torch.as_tensor(batch.target_mask).to(dt)
+        dt, dev = self.dtype, self.device
+        x = None if batch.x is None else torch.as_tensor(batch.x).to(dev, dt)
+        x_index = None if batch.x_index is None else torch.as_tensor(batch.x_index).to(dev, torch.long)
+        lengths = torch.as_tensor(batch.lengths).to(dev, torch.long)
+        targets = torch.as_tensor(batch.targets).to(dev, dt)
+        mask = torch.as_tensor(batch.target_mask).to(dev, dt)
         return x, x_index, lengths, targets, mask
 
     def _call(self, batch, lr: float, learn: bool, update: str, return_outputs: bool, gradient: str = "truncated"):
@@ -266,6 +278,8 @@ class PaperNet:
             s.n_blocks, s.block_size, s.forget_gate, s.output_gate, s.squash,
             float(lr), learn, update == "step", return_outputs, gradient == "truncated", s.output,
         )  # fmt: skip
+        if loss.device.type != "cpu":  # the statistics go to numpy: one copy per chunk
+            loss, err_max, err_last, y_last, y_all = (t.cpu() for t in (loss, err_max, err_last, y_last, y_all))
         return Stats(loss, err_max, err_last, y_last, y_all if return_outputs else None)
 
     def train(self, batch, lr: float, update: str = "sequence", return_outputs: bool = False,
@@ -293,7 +307,7 @@ class PaperNet:
             ref = getattr(self, name)
             if w.shape != ref.shape:
                 raise ValueError(f"{name} must have shape {tuple(ref.shape)}, got {tuple(w.shape)}")
-            setattr(self, name, w.to(self.dtype).contiguous().clone())
+            setattr(self, name, w.to(ref.device, self.dtype).contiguous().clone())
 
     # ---- the same network in plain PyTorch (autograd) ---------------------------------------------
 
