@@ -71,7 +71,7 @@ struct PaperLayout {
     size_t at = 0;
     auto take = [&at](size_t n) {
       const size_t start = at;
-      at += (n + 1) / 2 * 2;  // keep every array 16-byte aligned for float (8 for double: always)
+      at += (n + 1) / 2 * 2;  // an even number of elements: every array 8-byte aligned for float too
       return start;
     };
     L.WT = take(K * H);
