@@ -168,3 +168,16 @@ def test_the_full_gradient_is_refused_on_the_gpu_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="full gradient trains on the CPU only"):
         runner.run_rows([row], tmp_path, trials=1, quick=True, progress=False, device="cuda")
     assert not (tmp_path / "trials.jsonl").exists()
+
+
+def test_side_by_side_threads_give_the_records_of_the_processes():
+    """The GPU's runner path (trials as threads of one process), here with the CPU worker: every trial comes back
+    once, with the record a trial in its own process gives."""
+    row = select_rows("adding", (100,))[0]
+    todo = [(row, t, 0, 600) for t in range(3)]
+    got = {task[1]: rec for task, rec in runner._side_by_side(todo, 2, runner._worker)}
+    assert sorted(got) == [0, 1, 2]
+    want = run_trial(row, 1, seed=0, budget=600, prefetch=False)
+    assert {k: v for k, v in got[1].items() if k not in ("wall_s", "ns_per_step")} == {
+        k: v for k, v in want.items() if k not in ("wall_s", "ns_per_step")
+    }

@@ -16,6 +16,7 @@ import multiprocessing as mp
 import os
 import platform
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -148,12 +149,8 @@ def run_rows(
         bar.update(cost[id(task)], rec)
 
     if device.type == "cuda":
-        from concurrent.futures import ThreadPoolExecutor, as_completed
-
-        with ThreadPoolExecutor(jobs, thread_name_prefix="lstm_ext-trial") as pool:
-            futures = {pool.submit(_cuda_worker, task, device): task for task in todo}
-            for fut in as_completed(futures):
-                finished(futures[fut], fut.result())
+        for task, rec in _side_by_side(todo, jobs, partial(_cuda_worker, device=device)):
+            finished(task, rec)
     elif jobs == 1:  # in this process; a second core, if any, generates the sequences ahead
         for task in todo:
             finished(task, _worker(task, prefetch=(os.cpu_count() or 1) > 1))
@@ -163,6 +160,16 @@ def run_rows(
                 finished(task, rec)
     bar.close()
     return [done[_task_key(t)] for t in plan]
+
+
+def _side_by_side(todo, jobs: int, worker):
+    """(task, record) as trials finish, each ``worker(task)`` in one of ``jobs`` threads of this process."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(jobs, thread_name_prefix="lstm_ext-trial") as pool:
+        futures = {pool.submit(worker, task): task for task in todo}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
 
 
 def _unordered(pool, todo):
