@@ -50,4 +50,46 @@ PaperNetDims check_paper_train_args(const at::Tensor& Wh, const at::Tensor& Wo, 
                                     double lr, bool learn, bool update_each_step, bool truncate,
                                     c10::string_view output);
 
+// paper_train's tensors as its kernels take them (after check_paper_train_args): the inputs contiguous, the
+// outputs allocated on Wh's device (zeros; y_all is (0,) unless return_outputs).
+struct PaperTrainTensors {
+  at::Tensor x, x_index, lengths, targets, target_mask, Mh, Mo;  // x or x_index undefined
+  at::Tensor loss, err_max, err_last, y_last, y_all;
+  bool return_outputs = false;
+
+  template <typename T>
+  PaperTrainArgs<T> args(const PaperNetDims& d, at::Tensor& Wh, at::Tensor& Wo, double lr, bool learn,
+                         bool update_each_step, bool truncate) const {
+    auto in = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<T>() : nullptr; };
+    PaperTrainArgs<T> p{};
+    p.d = d;
+    p.Wh = Wh.mutable_data_ptr<T>();
+    p.Mh = in(Mh);
+    p.Wo = Wo.mutable_data_ptr<T>();
+    p.Mo = in(Mo);
+    p.n = lengths.size(0);
+    p.steps = targets.size(1);
+    p.x = in(x);
+    p.x_index = x_index.defined() ? x_index.const_data_ptr<int64_t>() : nullptr;
+    p.lengths = lengths.const_data_ptr<int64_t>();
+    p.targets = in(targets);
+    p.target_mask = in(target_mask);
+    p.lr = T(lr);
+    p.learn = learn;
+    p.update_each_step = update_each_step;
+    p.truncate = truncate;
+    p.loss = loss.mutable_data_ptr<T>();
+    p.err_max = err_max.mutable_data_ptr<T>();
+    p.err_last = err_last.mutable_data_ptr<T>();
+    p.y_last = y_last.mutable_data_ptr<T>();
+    p.y_all = return_outputs ? y_all.mutable_data_ptr<T>() : nullptr;
+    return p;
+  }
+};
+PaperTrainTensors paper_train_tensors(const PaperNetDims& d, const at::Tensor& Wh, const at::Tensor& Mh,
+                                      const at::Tensor& Mo, const std::optional<at::Tensor>& x,
+                                      const std::optional<at::Tensor>& x_index, const at::Tensor& lengths,
+                                      const at::Tensor& targets, const at::Tensor& target_mask,
+                                      bool return_outputs);
+
 }  // namespace lstm_ext

@@ -113,6 +113,30 @@ PaperNetDims check_paper_train_args(const at::Tensor& Wh, const at::Tensor& Wo, 
   return d;
 }
 
+PaperTrainTensors paper_train_tensors(const PaperNetDims& d, const at::Tensor& Wh, const at::Tensor& Mh,
+                                      const at::Tensor& Mo, const std::optional<at::Tensor>& x,
+                                      const std::optional<at::Tensor>& x_index, const at::Tensor& lengths,
+                                      const at::Tensor& targets, const at::Tensor& target_mask,
+                                      bool return_outputs) {
+  const int64_t n = lengths.size(0), T = targets.size(1), O = d.outputs;
+  const auto opts = Wh.options();
+  PaperTrainTensors t;
+  t.x = x.has_value() ? x->contiguous() : at::Tensor();
+  t.x_index = x_index.has_value() ? x_index->contiguous() : at::Tensor();
+  t.lengths = lengths.contiguous();
+  t.targets = targets.contiguous();
+  t.target_mask = target_mask.contiguous();
+  t.Mh = Mh.contiguous();
+  t.Mo = Mo.contiguous();
+  t.loss = at::zeros({n}, opts);
+  t.err_max = at::zeros({n}, opts);
+  t.err_last = at::zeros({n}, opts);
+  t.y_last = at::zeros({n, O}, opts);
+  t.y_all = return_outputs ? at::zeros({n, T, O}, opts) : at::zeros({0}, opts);
+  t.return_outputs = return_outputs;
+  return t;
+}
+
 namespace {
 
 // Wh (H, K), Wo (O, Ko), masks like them; x (n, T, I) or x_index (n, T); lengths (n,);
@@ -127,42 +151,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> paper_tra
   const PaperNetDims d = check_paper_train_args(Wh, Wo, Mh, Mo, x, x_index, lengths, targets, target_mask, n_blocks,
                                                 block_size, forget_gate, output_gate, squash, lr, learn,
                                                 update_each_step, truncate, output);
-  const int64_t n = lengths.size(0), T = targets.size(1), O = d.outputs;
-  const auto xc = x.has_value() ? x->contiguous() : at::Tensor();
-  const auto xi = x_index.has_value() ? x_index->contiguous() : at::Tensor();
-  const auto lc = lengths.contiguous(), tc = targets.contiguous(), mc = target_mask.contiguous();
-  const auto Mhc = Mh.contiguous(), Moc = Mo.contiguous();
-  auto opts = Wh.options();
-  auto loss = at::zeros({n}, opts), err_max = at::zeros({n}, opts), err_last = at::zeros({n}, opts);
-  auto y_last = at::zeros({n, O}, opts);
-  auto y_all = return_outputs ? at::zeros({n, T, O}, opts) : at::zeros({0}, opts);
-
+  const PaperTrainTensors t = paper_train_tensors(d, Wh, Mh, Mo, x, x_index, lengths, targets, target_mask, return_outputs);
   AT_DISPATCH_FLOATING_TYPES(Wh.scalar_type(), "paper_train", [&] {
-    cpu::PaperTrainArgs<scalar_t> p{};
-    p.d = d;
-    p.Wh = Wh.data_ptr<scalar_t>();
-    p.Mh = Mhc.data_ptr<scalar_t>();
-    p.Wo = Wo.data_ptr<scalar_t>();
-    p.Mo = Moc.data_ptr<scalar_t>();
-    p.n = n;
-    p.steps = T;
-    p.x = xc.defined() ? xc.data_ptr<scalar_t>() : nullptr;
-    p.x_index = xi.defined() ? xi.data_ptr<int64_t>() : nullptr;
-    p.lengths = lc.data_ptr<int64_t>();
-    p.targets = tc.data_ptr<scalar_t>();
-    p.target_mask = mc.data_ptr<scalar_t>();
-    p.lr = scalar_t(lr);
-    p.learn = learn;
-    p.update_each_step = update_each_step;
-    p.truncate = truncate;
-    p.loss = loss.data_ptr<scalar_t>();
-    p.err_max = err_max.data_ptr<scalar_t>();
-    p.err_last = err_last.data_ptr<scalar_t>();
-    p.y_last = y_last.data_ptr<scalar_t>();
-    p.y_all = return_outputs ? y_all.data_ptr<scalar_t>() : nullptr;
-    cpu::paper_train(p);
+    cpu::paper_train(t.args<scalar_t>(d, Wh, Wo, lr, learn, update_each_step, truncate));
   });
-  return {loss, err_max, err_last, y_last, y_all};
+  return {t.loss, t.err_max, t.err_last, t.y_last, t.y_all};
 }
 
 }  // namespace

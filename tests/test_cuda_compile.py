@@ -186,33 +186,30 @@ def test_torch_facing_file_type_checks(tmp_path, source):
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
 
 
-@pytest.mark.skipif(GXX is None, reason="g++ not found")
-def test_kernels_under_cpu_emulation(tmp_path):
-    """The kernels' code (recurrence_kernels.cuh), run by host threads, against the CPU kernels (emu/emu_check.cpp)."""
-    exe = tmp_path / "emu_check"
+def _emulation_check(tmp_path: Path, program: str, cpu_source: str) -> str:
+    """Builds csrc/cuda/emu/<program>.cpp with the CPU kernel it checks against, runs its CI subset; its stdout."""
+    exe = tmp_path / program
     build = [
         GXX, "-std=c++20", "-O1", "-pthread", "-I", str(CSRC),
-        str(CSRC / "cuda" / "emu" / "emu_check.cpp"), str(CSRC / "cpu" / "recurrence_cpu.cpp"), "-o", str(exe),
+        str(CSRC / "cuda" / "emu" / f"{program}.cpp"), str(CSRC / "cpu" / cpu_source), "-o", str(exe),
     ]
     proc = subprocess.run(build, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     run = subprocess.run([str(exe), "ci"], capture_output=True, text=True, timeout=600)
     print("\n" + run.stdout[-2000:])
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    return run.stdout
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_kernels_under_cpu_emulation(tmp_path):
+    """The kernels' code (recurrence_kernels.cuh), run by host threads, against the CPU kernels (emu/emu_check.cpp)."""
+    _emulation_check(tmp_path, "emu_check", "recurrence_cpu.cpp")
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ not found")
 def test_paper_kernel_under_cpu_emulation(tmp_path):
     """The paper nets' training kernel (paper_train_kernel.cuh), run by host threads, against the CPU trainer
     (emu/paper_emu_check.cpp): every net variant, both dtypes, state in shared or global memory."""
-    exe = tmp_path / "paper_emu_check"
-    build = [
-        GXX, "-std=c++20", "-O1", "-pthread", "-I", str(CSRC),
-        str(CSRC / "cuda" / "emu" / "paper_emu_check.cpp"), str(CSRC / "cpu" / "paper_train.cpp"), "-o", str(exe),
-    ]
-    proc = subprocess.run(build, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    run = subprocess.run([str(exe), "ci"], capture_output=True, text=True, timeout=600)
-    print("\n" + run.stdout[-2000:])
-    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
-    assert " 0 failures" in run.stdout and "112 cases" in run.stdout, run.stdout[-2000:]
+    out = _emulation_check(tmp_path, "paper_emu_check", "paper_train.cpp")
+    assert "112 cases, 0 failures" in out, out[-2000:]

@@ -30,32 +30,8 @@
 namespace lstm_ext::cpu {
 
 using lstm_ext::PaperNetDims;
+using lstm_ext::PaperTrainArgs;
 
-
-template <typename T>
-struct PaperTrainArgs {
-  PaperNetDims d;
-  T* Wh;                     // (H, K)   in/out: hidden weights
-  const T* Mh;               // (H, K)   1 where a weight exists
-  T* Wo;                     // (O, Ko)  in/out: output weights
-  const T* Mo;               // (O, Ko)
-  int64_t n;                 // sequences in the chunk, trained in order
-  int64_t steps;             // T_max
-  const T* x;                // (n, T_max, I) real-valued inputs, or nullptr
-  const int64_t* x_index;    // (n, T_max) one-hot input index (-1: none), or nullptr
-  const int64_t* lengths;    // (n)
-  const T* targets;          // (n, T_max, O)
-  const T* target_mask;      // (n, T_max) weight of each step's error (0: no target)
-  T lr;
-  bool learn;                // false: forward only (evaluation); weights untouched
-  bool update_each_step;
-  bool truncate = true;      // false: the full gradient (back-propagation through time; per-sequence updates)
-  T* loss;                   // (n) out: 1/2 sum of weighted squared errors
-  T* err_max;                // (n) out: max |target - y| over outputs and target steps
-  T* err_last;               // (n) out: max |target - y| over outputs at the last target step
-  T* y_last;                 // (n, O) out: outputs at the sequence's last step
-  T* y_all;                  // (n, T_max, O) out: outputs at every step (0 past the length), or nullptr
-};
 
 template <typename T>
 void paper_train(const PaperTrainArgs<T>& p);

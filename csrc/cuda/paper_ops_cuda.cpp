@@ -44,46 +44,18 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> paper_train_cuda(
   TORCH_CHECK(truncate || !learn,
               "lstm_ext.paper_train: the full gradient (truncate=False) has no CUDA kernel; train on the CPU");
   const c10::cuda::CUDAGuard guard(Wh.device());
-  const int64_t n = lengths.size(0), T = targets.size(1), O = d.outputs;
-  const Tensor xc = x.has_value() ? x->contiguous() : Tensor();
-  const Tensor xi = x_index.has_value() ? x_index->contiguous() : Tensor();
-  const Tensor lc = lengths.contiguous(), tc = targets.contiguous(), mc = target_mask.contiguous();
-  const Tensor Mhc = Mh.contiguous(), Moc = Mo.contiguous();
-  const auto opts = Wh.options();
-  Tensor loss = at::empty({n}, opts), err_max = at::empty({n}, opts), err_last = at::empty({n}, opts);
-  Tensor y_last = at::empty({n, O}, opts);
-  Tensor y_all = return_outputs ? at::empty({n, T, O}, opts) : at::zeros({0}, opts);
+  const PaperTrainTensors t = paper_train_tensors(d, Wh, Mh, Mo, x, x_index, lengths, targets, target_mask, return_outputs);
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(Wh.scalar_type(), "paper_train_cuda", [&] {
     const cuda::PaperTrainPlan plan =
         cuda::plan_paper_train<scalar_t>(d, learn, update_each_step, max_smem_optin(Wh.get_device()));
-    Tensor ws = at::empty({int64_t(plan.workspace_bytes) + 1}, opts.dtype(at::kByte));
-    cuda::PaperTrainArgs<scalar_t> p{};
-    p.d = d;
-    p.Wh = Wh.mutable_data_ptr<scalar_t>();
-    p.Mh = Mhc.const_data_ptr<scalar_t>();
-    p.Wo = Wo.mutable_data_ptr<scalar_t>();
-    p.Mo = Moc.const_data_ptr<scalar_t>();
-    p.n = n;
-    p.steps = T;
-    p.x = xc.defined() ? xc.const_data_ptr<scalar_t>() : nullptr;
-    p.x_index = xi.defined() ? xi.const_data_ptr<int64_t>() : nullptr;
-    p.lengths = lc.const_data_ptr<int64_t>();
-    p.targets = tc.const_data_ptr<scalar_t>();
-    p.target_mask = mc.const_data_ptr<scalar_t>();
-    p.lr = scalar_t(lr);
-    p.learn = learn;
-    p.update_each_step = update_each_step;
-    p.loss = loss.mutable_data_ptr<scalar_t>();
-    p.err_max = err_max.mutable_data_ptr<scalar_t>();
-    p.err_last = err_last.mutable_data_ptr<scalar_t>();
-    p.y_last = y_last.mutable_data_ptr<scalar_t>();
-    p.y_all = return_outputs ? y_all.mutable_data_ptr<scalar_t>() : nullptr;
+    Tensor ws = at::empty({int64_t(plan.workspace_bytes) + 1}, Wh.options().dtype(at::kByte));
+    const auto p = t.args<scalar_t>(d, Wh, Wo, lr, learn, update_each_step, truncate);
     const cudaError_t err = cuda::paper_train<scalar_t>(p, plan, ws.mutable_data_ptr(), stream);
     if (err != cudaSuccess) (void)cudaGetLastError();
     TORCH_CHECK(err == cudaSuccess, "lstm_ext.paper_train: the CUDA kernel launch failed: ", cudaGetErrorString(err));
   });
-  return {loss, err_max, err_last, y_last, y_all};
+  return {t.loss, t.err_max, t.err_last, t.y_last, t.y_all};
 }
 
 }  // namespace

@@ -16,44 +16,15 @@
 // What is not here: the full gradient (truncate = false) runs on the CPU only.
 #pragma once
 
-#if defined(LSTM_EXT_CUDA_EMULATE)  // the CPU emulation (emu/emulate.h, included first)
-using cudaStream_t = void*;
-using cudaError_t = int;
-#else
-#include <cuda_runtime.h>
-#endif
-
 #include <cstddef>
 #include <cstdint>
 
 #include "../paper_net.h"
+#include "runtime.cuh"
 
 namespace lstm_ext::cuda {
 
-// The arguments of cpu::PaperTrainArgs (same meaning and layout), every pointer in device memory.
-template <typename T>
-struct PaperTrainArgs {
-  PaperNetDims d;
-  T* Wh;                   // (H, K)   in/out
-  const T* Mh;             // (H, K)
-  T* Wo;                   // (O, Ko)  in/out
-  const T* Mo;             // (O, Ko)
-  int64_t n;               // sequences, trained in order
-  int64_t steps;           // T_max
-  const T* x;              // (n, T_max, I) or nullptr
-  const int64_t* x_index;  // (n, T_max) one-hot input index (-1: none), or nullptr
-  const int64_t* lengths;  // (n)
-  const T* targets;        // (n, T_max, O)
-  const T* target_mask;    // (n, T_max)
-  T lr;
-  bool learn;
-  bool update_each_step;
-  T* loss;                 // (n) out
-  T* err_max;              // (n) out
-  T* err_last;             // (n) out
-  T* y_last;               // (n, O) out
-  T* y_all;                // (n, T_max, O) out, or nullptr
-};
+using lstm_ext::PaperTrainArgs;  // (paper_net.h) the truncated rule only: `truncate` is not read
 
 constexpr int kPaperMaxThreads = 256;
 

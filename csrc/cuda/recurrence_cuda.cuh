@@ -20,17 +20,11 @@
 // (read through L2 every step: correct, but slow).
 #pragma once
 
-#if defined(LSTM_EXT_CUDA_EMULATE)  // the CPU emulation (emu/): no CUDA runtime
-using cudaStream_t = void*;
-using cudaError_t = int;
-#else
-#include <cuda_runtime.h>
-#endif
-
 #include <cstddef>
 #include <cstdint>
 
 #include "../cell.h"
+#include "runtime.cuh"
 
 namespace lstm_ext::cuda {
 

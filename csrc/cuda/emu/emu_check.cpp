@@ -48,14 +48,7 @@ struct Buffer {  // "device" memory, pre-filled with NaN so that an element nobo
 template <typename T>
 bool close(const char* what, const std::string& ctx, const std::vector<T>& got, const std::vector<T>& want,
            size_t n, double tol) {
-  for (size_t i = 0; i < n; ++i) {
-    const double g = double(got[i]), w = double(want[i]);
-    if (!(std::fabs(g - w) <= tol * (1.0 + std::fabs(w)))) {
-      std::printf("MISMATCH %s [%zu]: got %.17g want %.17g  (%s)\n", what, i, g, w, ctx.c_str());
-      return false;
-    }
-  }
-  return true;
+  return emu_close(what, ctx, got.data(), want.data(), n, tol);
 }
 
 template <typename T, typename P>

@@ -8,6 +8,9 @@
 #define LSTM_EXT_CUDA_EMULATE 1
 
 #include <atomic>
+#include <cmath>
+#include <cstdio>
+#include <string>
 #include <barrier>
 #include <condition_variable>
 #include <functional>
@@ -152,4 +155,17 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
     emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));
     kernel(params);
   });
+}
+
+// Whether got[i] is within tol * (1 + |want[i]|) of want[i] for every i < n; prints the first mismatch and ctx.
+template <typename T>
+bool emu_close(const char* what, const std::string& ctx, const T* got, const T* want, size_t n, double tol) {
+  for (size_t i = 0; i < n; ++i) {
+    const double g = double(got[i]), w = double(want[i]);
+    if (!(std::fabs(g - w) <= tol * (1.0 + std::fabs(w)))) {
+      std::printf("MISMATCH %s [%zu]: got %.17g want %.17g  (%s)\n", what, i, g, w, ctx.c_str());
+      return false;
+    }
+  }
+  return true;
 }

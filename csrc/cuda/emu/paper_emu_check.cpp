@@ -33,18 +33,6 @@ struct Case {
 };
 
 template <typename T>
-bool close(const char* what, const std::string& ctx, const T* got, const T* want, size_t n, double tol) {
-  for (size_t i = 0; i < n; ++i) {
-    const double g = double(got[i]), w = double(want[i]);
-    if (!(std::fabs(g - w) <= tol * (1.0 + std::fabs(w)))) {
-      std::printf("MISMATCH %s [%zu]: got %.17g want %.17g  (%s)\n", what, i, g, w, ctx.c_str());
-      return false;
-    }
-  }
-  return true;
-}
-
-template <typename T>
 void run_case(const Case& cs, std::mt19937& rng, double tol) {
   const PaperNetDims& d = cs.d;
   const int H = d.hidden_rows(), K = d.cols(), O = d.outputs, Ko = d.out_cols(), I = d.inputs;
@@ -72,8 +60,8 @@ void run_case(const Case& cs, std::mt19937& rng, double tol) {
       if (cs.every_step_target || t == lengths[i] - 1) mask[i * Tm + t] = T(t % 3 == 1 ? 0.5 : 1.0);
   const T lr = T(0.7);
 
-  auto args_cpu = [&](std::vector<T>& wh, std::vector<T>& wo, std::vector<T>& out) {
-    cpu::PaperTrainArgs<T> p{};
+  auto args_for = [&](std::vector<T>& wh, std::vector<T>& wo, std::vector<T>& out) {
+    PaperTrainArgs<T> p{};
     p.d = d;
     p.Wh = wh.data();
     p.Mh = Mh.data();
@@ -99,13 +87,10 @@ void run_case(const Case& cs, std::mt19937& rng, double tol) {
   };
   const size_t n_out = size_t(3 * n + n * O + n * Tm * O);
   std::vector<T> wh_c = Wh, wo_c = Wo, out_c(n_out, T(0));
-  cpu::paper_train<T>(args_cpu(wh_c, wo_c, out_c));
+  cpu::paper_train<T>(args_for(wh_c, wo_c, out_c));
 
   std::vector<T> wh_g = Wh, wo_g = Wo, out_g(n_out, T(std::nan("")));  // NaN: an output nobody writes shows up
-  const cpu::PaperTrainArgs<T> c = args_cpu(wh_g, wo_g, out_g);
-  cuda::PaperTrainArgs<T> g{d,         c.Wh, c.Mh,    c.Wo,    c.Mo,          c.n,      c.steps,   c.x,
-                            c.x_index, c.lengths, c.targets, c.target_mask, c.lr, c.learn, c.update_each_step,
-                            c.loss,    c.err_max, c.err_last, c.y_last, c.y_all};
+  const PaperTrainArgs<T> g = args_for(wh_g, wo_g, out_g);  // the same arguments, the kernel's copies
   cuda::PaperTrainPlan plan = cuda::plan_paper_train<T>(d, cs.learn, cs.each, cs.in_smem ? 1 << 20 : 0);
   if (cs.threads > 0) plan.threads = cs.threads;
   std::vector<T> ws(plan.workspace_bytes / sizeof(T) + 1, T(std::nan("")));
@@ -120,9 +105,9 @@ void run_case(const Case& cs, std::mt19937& rng, double tol) {
                 int(d.squash), d.linear_output, cs.one_hot, cs.learn, cs.each, cs.every_step_target, cs.y_all,
                 plan.in_smem, plan.threads);
   const size_t n_cmp = cs.y_all ? n_out : size_t(3 * n + n * O);
-  const bool ok = close("Wh", buf, wh_g.data(), wh_c.data(), wh_c.size(), tol) &&
-                  close("Wo", buf, wo_g.data(), wo_c.data(), wo_c.size(), tol) &&
-                  close("outputs", buf, out_g.data(), out_c.data(), n_cmp, tol);
+  const bool ok = emu_close("Wh", buf, wh_g.data(), wh_c.data(), wh_c.size(), tol) &&
+                  emu_close("Wo", buf, wo_g.data(), wo_c.data(), wo_c.size(), tol) &&
+                  emu_close("outputs", buf, out_g.data(), out_c.data(), n_cmp, tol);
   ++cases;
   if (!ok) ++failures;
 }
