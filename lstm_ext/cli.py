@@ -99,18 +99,20 @@ def reproduce(args) -> int:
 
     from lstm_ext.experiments import report, runner, select_rows
 
-    if args.device == "cuda" and not torch.cuda.is_available():
-        print("lstm-ext reproduce: --device cuda, but torch sees no CUDA device", file=sys.stderr)
-        return 2
-    from lstm_ext import build_info
+    if args.device == "cuda":
+        from lstm_ext import build_info
 
-    if args.device == "cuda" and not build_info.WITH_CUDA:
-        print("lstm-ext reproduce: --device cuda, but lstm_ext was built without its CUDA kernels (reinstall with "
-              "a CUDA torch and nvcc: pip install --no-build-isolation .)", file=sys.stderr)
-        return 2
-    if args.device == "cuda" and args.gradient == "full":
-        print("lstm-ext reproduce: the full gradient trains on the CPU only (--device cpu)", file=sys.stderr)
-        return 2
+        problem = None
+        if not torch.cuda.is_available():
+            problem = "--device cuda, but torch sees no CUDA device"
+        elif not build_info.WITH_CUDA:
+            problem = ("--device cuda, but lstm_ext was built without its CUDA kernels (reinstall with a CUDA torch "
+                       "and nvcc: pip install --no-build-isolation .)")  # fmt: skip
+        elif args.gradient == "full":
+            problem = "the full gradient trains on the CPU only (--device cpu)"
+        if problem:
+            print(f"lstm-ext reproduce: {problem}", file=sys.stderr)
+            return 2
     try:
         rows = select_rows(args.experiment, args.T)
     except ValueError as e:
