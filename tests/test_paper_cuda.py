@@ -181,3 +181,22 @@ def test_side_by_side_threads_give_the_records_of_the_processes():
     assert {k: v for k, v in got[1].items() if k not in ("wall_s", "ns_per_step")} == {
         k: v for k, v in want.items() if k not in ("wall_s", "ns_per_step")
     }
+
+
+def test_the_simulation_of_side_by_side_trials_runs_and_stays_below_its_ideal():
+    """scripts/simulate_gpu_trials.py (the README's ceiling of --device cuda): it runs, and no rate it reports beats
+    its ideal (every simulated step waits --gpu-ns with the GIL released, so only Python can make it slower)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "simulate_gpu_trials.py"
+    proc = subprocess.run([sys.executable, str(script), "--row", "4-T100", "--budget", "600", "--threads", "1,2",
+                           "--gpu-ns", "200"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rows = re.findall(r"^\| (\d+) \| ([\d.]+) \| ([\d.]+) \| (\d+)% \|$", proc.stdout, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2], proc.stdout
+    for _, rate, ideal, _ in rows:
+        assert 0 < float(rate) <= float(ideal), proc.stdout
+    assert re.search(r"one core of --device cpu\): [\d.]+ M steps/s", proc.stdout), proc.stdout
