@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -272,3 +273,26 @@ def test_cli_rejects_bad_arguments(tmp_path):
     p = subprocess.run([*CLI, "reproduce", "adding", "--T", "100,x", "--out", str(tmp_path)], capture_output=True,
                        text=True, cwd=tmp_path)  # fmt: skip
     assert p.returncode == 2 and "integers separated by commas" in p.stderr
+
+
+def test_try_row_variant_changes_the_row_and_keeps_its_seeds():
+    """scripts/try_row_variant.py (the fidelity probes of the session notes): FIELD=VALUE and spec.FIELD=VALUE change
+    the row, the seeds stay the row's, unknown fields are refused; a run prints one line per call."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "try_row_variant.py"
+    spec = importlib.util.spec_from_file_location("try_row_variant", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    row = next(r for r in all_rows() if r.key == "2c-q50-p50")
+    v = mod.variant(row, ["lr=0.5", "input_gate_bias=[-1.0, -2.0]", "spec.connectivity=cells", "update=step"])
+    assert (v.lr, v.input_gate_bias, v.spec.connectivity, v.update) == (0.5, [-1.0, -2.0], "cells", "step")
+    assert v.spec.inputs == row.spec.inputs and v.seeds_from == row.seeds_from
+    for bad in (["lr"], ["nope=1"], ["spec.nope=1"]):
+        with pytest.raises(SystemExit):
+            mod.variant(row, bad)
+    proc = subprocess.run([sys.executable, str(path), "4-T100", "--trials", "2", "--budget", "300", "--set", "lr=1.0"],
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(r"4-T100 lr=1\.0: [0-2]/2 within 300 sequences, mean .* per trial: ", proc.stdout), proc.stdout
