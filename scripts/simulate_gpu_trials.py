@@ -30,7 +30,7 @@ def _simulated_call(gpu_ns: float):
     real_call = net_mod.PaperNet._call
     cache = {}
 
-    def call(self, batch, lr, train, update, return_outputs, gradient="truncated"):
+    def call(self, batch, lr, learn, update, return_outputs, gradient="truncated"):
         key = (batch.n, return_outputs)
         if key not in cache:
             cache[key] = real_call(self, batch, 0.0, False, "sequence", return_outputs)
