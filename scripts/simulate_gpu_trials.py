@@ -67,16 +67,11 @@ def main() -> None:
     for threads in (int(t) for t in args.threads.split(",")):
         tasks = [(row, t, 0, args.budget) for t in range(threads)]
         start = time.perf_counter()
-        steps = sum(r["steps"] for _, r in runner._side_by_side(tasks, threads, _simulated_worker))
+        # runner._worker: run_trial with the chunks generated in line, as runner._cuda_worker has them
+        steps = sum(r["steps"] for _, r in runner._side_by_side(tasks, threads, runner._worker))
         rate = steps / (time.perf_counter() - start) / 1e6
         ideal = threads / args.gpu_ns * 1e3
         print(f"| {threads} | {rate:.1f} | {ideal:.1f} | {rate / ideal:.0%} |")
-
-
-def _simulated_worker(task):
-    """runner._cuda_worker without the stream: one trial, chunks generated in line."""
-    row, trial, seed, budget = task
-    return run_trial(row, trial, seed=seed, budget=budget, prefetch=False)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from multiprocessing import get_context
 import numpy as np
 
 from lstm_ext.experiments import rows as rows_mod
-from lstm_ext.experiments.protocol import run_trial
+from lstm_ext.experiments import runner
 
 
 def _literal(text: str):
@@ -56,12 +56,6 @@ def variant(row: rows_mod.Row, settings: list[str]) -> rows_mod.Row:
     return row.with_(**row_kw)
 
 
-def _trial(args):
-    row, trial, seed, budget = args
-    rec = run_trial(row, trial, seed=seed, budget=budget)
-    return trial, rec["success"], rec["sequences"]
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("row", help="a row key of the reports, e.g. 1-3x2-lr0.5, 2c-q100-p100, 4-T100")
@@ -78,10 +72,10 @@ def main() -> None:
     budget = row.budget if args.budget is None else args.budget
     start = time.perf_counter()
     with get_context("spawn").Pool(args.jobs) as pool:
-        results = pool.map(_trial, [(row, t, args.seed, budget) for t in range(args.trials)])
-    ok = [seq for _, success, seq in results if success]
+        records = pool.map(runner._worker, [(row, t, args.seed, budget) for t in range(args.trials)])
+    ok = [r["sequences"] for r in records if r["success"]]
     mean = f"{np.mean(ok):,.0f}" if ok else "-"
-    per_trial = ", ".join(f"{seq:,}" if success else "-" for _, success, seq in results)
+    per_trial = ", ".join(f"{r['sequences']:,}" if r["success"] else "-" for r in records)
     paper = row.paper_sequences
     print(f"{args.row} {' '.join(args.set) or '(as is)'}: {len(ok)}/{args.trials} within {budget:,} sequences, "
           f"mean {mean} (paper: {row.paper.get('success_pct', '-')} %, {paper if paper is None else f'{paper:,}'}); "
