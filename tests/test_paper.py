@@ -227,6 +227,37 @@ def test_unrolled_step_of_the_paper_shapes_gives_the_general_steps_bits():
     assert torch.equal(e2.y_all, e4.y_all)
 
 
+@pytest.mark.parametrize("key", ["1-4x1-lr0.5", "1-3x2-lr0.5", "2a-p100", "2c-q100-p100", "3a-T100-N3", "4-T100", "6a", "6b"])
+def test_unrolled_step_gives_the_general_steps_bits_on_every_paper_shape(key, monkeypatch):
+    """Each row's net (float32, its own task, its own update rule) trained and evaluated with the unrolled
+    step and with the general step (LSTM_EXT_PAPER_GENERAL_STEP=1): the same bits. Covers one-hot and dense
+    inputs, error at every step with a weight change after each (Exp 1), and per-sequence changes."""
+    from lstm_ext.experiments.protocol import trial_net
+    from lstm_ext.experiments.rows import all_rows
+
+    from lstm_ext import tasks
+
+    row = next(r for r in all_rows() if r.key == key)
+    if row.generate is None:  # Exp 1: strings from a fixed training set
+        train_set, _ = tasks.reber_train_test(np.random.default_rng(0))
+        generate = lambda n, rng: train_set.take(rng.integers(0, train_set.n, size=n))  # noqa: E731
+    else:
+        generate = row.generate
+    runs = []
+    for general in ("0", "1"):
+        monkeypatch.setenv("LSTM_EXT_PAPER_GENERAL_STEP", general)
+        net, rng, _, _ = trial_net(row, 0, dtype=torch.float32)
+        stats = [net.train(generate(64, rng), row.lr, update=row.update) for _ in range(3)]
+        stats.append(net.evaluate(generate(16, rng), return_outputs=True))
+        runs.append((net, stats))
+    (net_u, stats_u), (net_g, stats_g) = runs
+    assert torch.equal(net_u.Wh, net_g.Wh) and torch.equal(net_u.Wo, net_g.Wo)
+    assert not torch.equal(net_u.Wh, trial_net(row, 0, dtype=torch.float32)[0].Wh)  # it did learn
+    for su, sg in zip(stats_u, stats_g):
+        for a, b in zip(su, sg):
+            assert (a is None and b is None) or torch.equal(a, b)
+
+
 def test_full_gradient_needs_per_sequence_updates():
     spec = SPECS["adding"]
     with pytest.raises(ValueError, match="once per sequence"):

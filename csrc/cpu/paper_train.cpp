@@ -14,8 +14,10 @@
 //  - the paper's own shapes (float, no forget gate, truncated rule or evaluation; Shape below) have a step
 //    with every loop unrolled that carries the recurrent sources r_{t-1} from step to step in registers,
 //    each broadcast from its lane: the previous step's gates and cell outputs reach the next step's net
-//    inputs without a round trip through memory. It does the same operations in the same order as the
-//    general step, so both give the same bits.
+//    inputs without a round trip through memory, and reach the source vector only at the steps whose
+//    outputs or error read it. It does the same operations in the same order as the general step, so both
+//    give the same bits (tests/test_paper.py compares them, with LSTM_EXT_PAPER_GENERAL_STEP=1 for the
+//    general step).
 #include "paper_train.h"
 
 #include <algorithm>
@@ -306,18 +308,19 @@ class PaperTrainer {
     const bool full = learn && !p_.truncate;
     StepRegs regs{};  // a Shape's r_{-1} = 0 and s_{-1} = 0
     for (int64_t t = 0; t < len; ++t) {
-      const int n_active = load_inputs(i, t);
+      const T w = p_.target_mask[i * p_.steps + t];
+      const bool need_out = w != T(0) || p_.y_all != nullptr || t == len - 1;
+      int n_active = n_fixed_;
       if constexpr (kShaped) {
-        shaped_step(regs, learn);
+        shaped_step(regs, i, t, learn, need_out);
       } else {
+        n_active = load_inputs(i, t);
         forward_hidden(n_active);
         if (full)
           record_step(t);
         else if (learn)
           carry_sensitivities(n_active);
       }
-      const T w = p_.target_mask[i * p_.steps + t];
-      const bool need_out = w != T(0) || p_.y_all != nullptr || t == len - 1;
       if (need_out) forward_output(n_active);
       if (w != T(0)) {
         const T* tgt = p_.targets + (i * p_.steps + t) * O_;
@@ -341,7 +344,7 @@ class PaperTrainer {
       }
       if (p_.y_all != nullptr) std::copy(yo_.begin(), yo_.begin() + O_, p_.y_all + (i * p_.steps + t) * O_);
       if (t == len - 1) std::copy(yo_.begin(), yo_.begin() + O_, p_.y_last + i * O_);
-      store_recurrent_source();
+      if constexpr (!kShaped) store_recurrent_source();  // a Shape's step carries r_t and s_t in registers
     }
     if (p_.y_all != nullptr)
       std::fill(p_.y_all + (i * p_.steps + std::max<int64_t>(len, 0)) * O_, p_.y_all + (i + 1) * p_.steps * O_, T(0));
@@ -409,43 +412,61 @@ class PaperTrainer {
     }
   }
 
-  // forward_hidden and carry_sensitivities of a Shape in one unrolled step: the recurrent sources come from
-  // the registers of the previous step (st), and st becomes this step's. The same operations in the same
-  // order as the general step (the net input's two partial sums over the active columns, one each for odd
-  // and even positions), so the same bits.
-  __attribute__((always_inline)) inline void shaped_step(StepRegs& st, bool learn) {
+  // load_inputs, forward_hidden and carry_sensitivities of a Shape in one unrolled step: the recurrent sources
+  // come from the registers of the previous step (st), and st becomes this step's. The same operations in the
+  // same order as the general step (the net input's two partial sums over the active columns, one each for odd
+  // and even positions), so the same bits. need_src: the outputs or the error of this step read the sources
+  // (x_t, r_{t-1}) from src_, so they are stored there too.
+  __attribute__((always_inline)) inline void shaped_step(StepRegs& st, int64_t i, int64_t t, bool learn, bool need_src) {
     constexpr int NG = Sh::NG, NB = Sh::NB, S = Sh::S, NIN = Sh::NIN, R = Sh::R, Hp = NG * kLanes;
     constexpr int NJ = NIN + R + 1;  // active columns: inputs (or the one-hot slot), r_{t-1}, bias
     static_assert(std::is_same_v<T, float> && CP == kLanes && (NG == 2 || NG == 3) && NB * S <= kLanes);
-    size_t k[NJ];  // the source column of active column j
-    V8f v[NJ];     // its source, in every lane
-    for (int j = 0; j < NIN; ++j) {
-      const T x = src_[active_[j]];
-      k[j] = size_t(active_[j]);
-      v[j] = V8f{x, x, x, x, x, x, x, x};
+    // column j of WhT_ / the sensitivities: the inputs' (dense: 0..NIN-1; one-hot: this step's), then those of
+    // r_{t-1} and the bias, which follow the I_ input columns
+    size_t k_in[NIN];
+    V8f v[NJ];  // the source of column j, in every lane
+    if (p_.x_index != nullptr) {
+      load_inputs(i, t);
+      k_in[0] = size_t(active_[0]);
+      const T x = src_[active_[0]];
+      v[0] = V8f{x, x, x, x, x, x, x, x};
+    } else {
+      const T* xt = p_.x + (i * p_.steps + t) * NIN;  // a dense Shape has NIN = I inputs
+#pragma GCC unroll 16
+      for (int j = 0; j < NIN; ++j) {
+        const T x = xt[j];
+        k_in[j] = size_t(j);
+        v[j] = V8f{x, x, x, x, x, x, x, x};
+        if (need_src) src_[j] = x;
+      }
     }
+#pragma GCC unroll 32
     for (int r = 0; r < R; ++r) {
-      k[NIN + r] = size_t(I_ + r);
       if (r < NB)
         v[NIN + r] = broadcast_lane(st.iota, r * S);
       else if (NG == 3 && r < 2 * NB)
         v[NIN + r] = broadcast_lane(st.omega, (r - NB) * S);
       else
         v[NIN + r] = broadcast_lane(st.yc, r - (NG - 1) * NB);
+      if (need_src) src_[I_ + r] = v[NIN + r][0];
     }
-    k[NJ - 1] = size_t(K_ - 1);
     v[NJ - 1] = V8f{1, 1, 1, 1, 1, 1, 1, 1};
+    const size_t k_rec = size_t(I_);
+    auto col = [&](int j) { return j < NIN ? k_in[j] : k_rec + size_t(j - NIN); };
     const T* W = WhT_.data();
-    auto w = [&](int j, int g) { return load8(W + k[j] * Hp + g * kLanes); };  // column j, row group g
+    auto w = [&](int j, int g) { return load8(W + col(j) * Hp + g * kLanes); };  // column j, row group g
 
     V8f acc0[NG], acc1[NG];
+#pragma GCC unroll 4
     for (int g = 0; g < NG; ++g) {
       acc0[g] = w(0, g) * v[0];
       acc1[g] = V8f{};
       opaque(acc0[g]);  // the first product is rounded, as in the general step's loop (not fused into a sum)
       opaque(acc1[g]);
     }
+#pragma GCC unroll 64
     for (int j = 1; j < NJ; ++j)
+#pragma GCC unroll 4
       for (int g = 0; g < NG; ++g) {
         if (j % 2 == 1)
           acc0[g] += w(j, g) * v[j];
@@ -453,6 +474,7 @@ class PaperTrainer {
           acc1[g] += w(j, g) * v[j];
       }
     V8f a[NG];
+#pragma GCC unroll 4
     for (int g = 0; g < NG; ++g) {
       const int r0 = g * kLanes;
       a[g] = load8(mul_.data() + r0) * tanh8(load8(pre_.data() + r0) * (acc0[g] + acc1[g])) + load8(add_.data() + r0);
@@ -463,6 +485,7 @@ class PaperTrainer {
     const V8f h = h_identity_ ? s_new : T(hq_.mul) * tanh8(T(hq_.pre) * s_new);
     const V8f yc = NG == 3 ? a[2] * h : h;
     store8(act_.data(), iota);
+#pragma GCC unroll 4
     for (int g = 1; g < NG; ++g) store8(act_.data() + g * kLanes, a[g]);
     store8(h_.data(), h);
     store8(yc_.data(), yc);
@@ -477,9 +500,12 @@ class PaperTrainer {
       const V8f u = (gv - ga) * inv_gm;
       const V8f kz = io * gpm * (T(1) - u * u);
       const V8f ki = gv * io * (T(1) - io);
+      T* Sz = Sz_.data();
+      T* Si = Si_.data();
+#pragma GCC unroll 64
       for (int j = 0; j < NJ; ++j) {
-        T* sz = &Sz_[k[j] * kLanes];
-        T* si = &Si_[k[j] * kLanes];
+        T* sz = Sz + col(j) * kLanes;
+        T* si = Si + col(j) * kLanes;
         store8(sz, load8(sz) + v[j] * kz);
         store8(si, load8(si) + v[j] * ki);
       }
@@ -802,10 +828,16 @@ struct ShapeList {
 using PaperShapes = ShapeList<Shape<3, 4, 1, 1>, Shape<3, 3, 2, 1>, Shape<2, 1, 1, 1>, Shape<3, 2, 1, 1>,
                               Shape<3, 3, 1, 1>, Shape<3, 2, 2, 2>, Shape<3, 2, 2, 1>>;
 
+// LSTM_EXT_PAPER_GENERAL_STEP=1: every net trains with the general step (tests compare the two bit for bit).
+bool general_step_only() {
+  const char* v = std::getenv("LSTM_EXT_PAPER_GENERAL_STEP");
+  return v != nullptr && v[0] == '1';
+}
+
 template <typename T>
 void paper_train(const PaperTrainArgs<T>& p) {
   if constexpr (std::is_same_v<T, float>) {
-    if (PaperShapes::run(p)) return;
+    if (!general_step_only() && PaperShapes::run(p)) return;
   }
   // the paper nets have at most 8 cells: their lane count is fixed at compile time
   if (padded(p.d.n_cells()) == kLanes) return PaperTrainer<T, kLanes>(p).run();
