@@ -201,41 +201,16 @@ def test_full_and_truncated_gradients_differ_and_fused_forward_matches(name):
         torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-12, atol=1e-12)
 
 
-def test_unrolled_step_of_the_paper_shapes_gives_the_general_steps_bits():
-    """float32 nets of the paper's shapes train with an unrolled step (csrc/cpu/paper_train.cpp, Shape);
-    the committed reproductions were made with the general step, so the two must agree bit for bit. The
-    adding net (2 dense inputs: unrolled) against the same net with two more inputs that are always 0
-    (4 inputs: the general step, the same products and sums in the same order), on the adding task."""
-    from lstm_ext import tasks
-
-    spec2, spec4 = PaperNetSpec(2, 1, 2, 2, bias="all"), PaperNetSpec(4, 1, 2, 2, bias="all")
-    net2 = PaperNet(spec2, torch.float32).init_(torch.Generator().manual_seed(3), 0.1, input_gate_bias=[-3.0, -6.0])
-    net4 = PaperNet(spec4, torch.float32)
-    net4.Wh[:, :2], net4.Wh[:, 2:4], net4.Wh[:, 4:] = net2.Wh[:, :2], 0.1, net2.Wh[:, 2:]
-    net4.Wo[:, :4], net4.Wo[:, -1] = net2.Wo[:, :4], net2.Wo[:, -1]
-    rng = np.random.default_rng(0)
-    for _ in range(4):  # 2048 sequences: rounding differences (e.g. at the +-1 markers) show within ~500
-        b2 = tasks.adding(512, rng, T=100)
-        b4 = SimpleNamespace(x=np.concatenate([b2.x, np.zeros_like(b2.x)], axis=-1), x_index=None,
-                             lengths=b2.lengths, targets=b2.targets, target_mask=b2.target_mask)  # fmt: skip
-        s2, s4 = net2.train(b2, 0.5), net4.train(b4, 0.5)
-        for a, b in zip(s2[:4], s4[:4]):
-            assert torch.equal(a, b)
-    assert torch.equal(net4.Wh[:, :2], net2.Wh[:, :2]) and torch.equal(net4.Wh[:, 4:], net2.Wh[:, 2:])
-    assert torch.equal(net4.Wo[:, :4], net2.Wo[:, :4]) and torch.equal(net4.Wo[:, -1], net2.Wo[:, -1])
-    e2, e4 = net2.evaluate(b2, return_outputs=True), net4.evaluate(b4, return_outputs=True)
-    assert torch.equal(e2.y_all, e4.y_all)
-
-
 @pytest.mark.parametrize("key", ["1-4x1-lr0.5", "1-3x2-lr0.5", "2a-p100", "2c-q100-p100", "3a-T100-N3", "4-T100", "6a", "6b"])
 def test_unrolled_step_gives_the_general_steps_bits_on_every_paper_shape(key, monkeypatch):
-    """Each row's net (float32, its own task, its own update rule) trained and evaluated with the unrolled
-    step and with the general step (LSTM_EXT_PAPER_GENERAL_STEP=1): the same bits. Covers one-hot and dense
-    inputs, error at every step with a weight change after each (Exp 1), and per-sequence changes."""
+    """float32 nets of the paper's shapes train with an unrolled step (csrc/cpu/paper_train.cpp, Shape); the
+    committed reproductions were made with the general step, so the two must agree bit for bit. Each row's net
+    (its own task, its own update rule) trained and evaluated with the unrolled step and with the general step
+    (LSTM_EXT_PAPER_GENERAL_STEP=1). Covers one-hot and dense inputs, error at every step with a weight change
+    after each (Exp 1), and per-sequence changes."""
+    from lstm_ext import tasks
     from lstm_ext.experiments.protocol import trial_net
     from lstm_ext.experiments.rows import all_rows
-
-    from lstm_ext import tasks
 
     row = next(r for r in all_rows() if r.key == key)
     if row.generate is None:  # Exp 1: strings from a fixed training set

@@ -829,7 +829,7 @@ using PaperShapes = ShapeList<Shape<3, 4, 1, 1>, Shape<3, 3, 2, 1>, Shape<2, 1, 
                               Shape<3, 3, 1, 1>, Shape<3, 2, 2, 2>, Shape<3, 2, 2, 1>>;
 
 // LSTM_EXT_PAPER_GENERAL_STEP=1: every net trains with the general step (tests compare the two bit for bit).
-bool general_step_only() {
+static bool general_step_only() {
   const char* v = std::getenv("LSTM_EXT_PAPER_GENERAL_STEP");
   return v != nullptr && v[0] == '1';
 }
