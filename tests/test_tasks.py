@@ -26,6 +26,7 @@ from lstm_ext.tasks import (
     multiplication,
     noisy_two_sequence,
     reber_batch,
+    reber_possible_targets,
     reber_step_correct,
     reber_train_test,
     temporal_order,
@@ -357,6 +358,19 @@ def test_reber_step_correct():
     bad[0, 4, :] = 0.5  # a tie is not "most active"
     ok = reber_step_correct(bad, b)
     assert not ok[0, 4] and ok.sum() == ok.size - 1
+
+
+def test_reber_possible_targets():
+    b = reber_batch(VALID_EMBEDDED + list(embedded_reber_strings(200, rng(6))))
+    p = reber_possible_targets(b)
+    allowed = b.extra["allowed_next"]
+    np.testing.assert_array_equal(p.targets, allowed.astype(np.float32))  # 1 on every allowed successor
+    np.testing.assert_array_equal(p.target_mask, b.target_mask)
+    np.testing.assert_array_equal(p.x_index, b.x_index)
+    assert (p.targets.sum(axis=2) == 2).any()  # branches: both successors are targets
+    assert np.all(p.targets >= b.targets)  # the symbol that follows is one of them
+    assert reber_step_correct(p.targets * 0.9 + 0.05, p).all()  # reaching the targets is right everywhere
+    assert p.take([1, 0]).targets.shape == (2, b.T_max, 7)
 
 
 def test_reber_train_test_sets():

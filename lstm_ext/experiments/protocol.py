@@ -215,6 +215,10 @@ def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunk
     if rule.kind == "reber":
         pair = np.random.default_rng(np.random.SeedSequence([seed, trial // 10, 1997]))
         train_set, test_set = tasks.reber_train_test(pair)
+        if row.reber_targets not in ("next", "possible"):
+            raise ValueError(f"reber_targets must be 'next' or 'possible', got {row.reber_targets!r}")
+        if row.reber_targets == "possible":
+            train_set = tasks.reber_possible_targets(train_set)
         both = [train_set, test_set]
         success = None
         while seen < budget:

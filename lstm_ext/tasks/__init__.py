@@ -28,6 +28,7 @@ from .reber import (
     is_embedded_reber,
     is_reber,
     reber_batch,
+    reber_possible_targets,
     reber_step_correct,
     reber_train_test,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "multiplication",
     "noisy_two_sequence",
     "reber_batch",
+    "reber_possible_targets",
     "reber_step_correct",
     "reber_train_test",
     "temporal_order",

@@ -20,6 +20,8 @@ Coding is local: symbol ``k`` of ``SYMBOLS`` is input/output unit ``k`` (7 input
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from .batch import Batch, _as_int, _check_n_rng, _next_symbol_batch
@@ -30,6 +32,7 @@ __all__ = [
     "is_embedded_reber",
     "is_reber",
     "reber_batch",
+    "reber_possible_targets",
     "reber_step_correct",
     "reber_train_test",
 ]
@@ -161,6 +164,16 @@ def reber_batch(strings) -> Batch:
     return _next_symbol_batch(
         x_index, lengths, len(SYMBOLS), extra={"allowed_next": allowed, "strings": np.asarray(strings)}
     )
+
+
+def reber_possible_targets(batch: Batch) -> Batch:
+    """``batch`` with each step's target the set of symbols the grammar allows next (1 on every one of them,
+    0 elsewhere) instead of the one symbol that follows: at a branch both successors get 1. The same steps
+    carry targets (``target_mask`` unchanged); HS97 does not say which of the two targets it trained towards.
+    """
+    allowed = batch.extra["allowed_next"]
+    targets = (allowed & (batch.target_mask[..., None] > 0)).astype(np.float32)
+    return dataclasses.replace(batch, targets=targets)
 
 
 def reber_step_correct(outputs: np.ndarray, batch: Batch) -> np.ndarray:
