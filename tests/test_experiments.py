@@ -16,7 +16,8 @@ import torch
 from lstm_ext.experiments import all_rows, run_trial, select_rows
 from lstm_ext.experiments.protocol import _rngs, _runs, protocol_version
 from lstm_ext.experiments.runner import _append, _key, _task_key, load_checkpoint
-from lstm_ext.experiments.report import verdict
+from lstm_ext.experiments.misses import MISS_NOTES
+from lstm_ext.experiments.report import markdown, summarize_row, verdict
 
 CLI = [sys.executable, "-m", "lstm_ext"]
 
@@ -135,6 +136,31 @@ def test_verdict():
     assert "success 90% < 100%" in verdict(line)
     assert "undecided" not in verdict(line | {"budget": 2000})
     assert "undecided: the budget of 1,999 sequences" in verdict(line | {"budget": 1999})
+
+
+def _summary(records_by_row: dict, quick: bool = False) -> dict:
+    rows = {r.key: r for r in all_rows()}
+    return {"command": "test", "hardware": "test", "wall_s": 1.0, "date": "today", "quick": quick,
+            "rows": [summarize_row(rows[k], recs) for k, recs in records_by_row.items()]}  # fmt: skip
+
+
+def test_report_says_why_a_row_misses():
+    """The measured note of an experiment stands under its table when one of its rows misses (decidedly), and
+    nowhere else: not under a table whose rows meet, not in a --quick run, not for an undecided miss."""
+    def recs(successes, sequences, budget):
+        return [{"success": ok, "sequences": sequences if ok else budget, "wall_s": 1.0, "ns_per_step": 100.0,
+                 "budget": budget} for ok in successes]  # fmt: skip
+
+    missing = recs([True] * 9 + [False], 50_000, 148_000)  # 4-T100: 9 of 10 within twice the paper's mean
+    meeting = recs([True] * 10, 30_000, 79_700)  # 3a-T100-N3: every trial, below the paper's mean
+    report = markdown(_summary({"4-T100": missing, "3a-T100-N3": meeting}))
+    assert report.count("**Why it misses**") == 1
+    table7 = report[report.index("## Table 7") :]
+    assert MISS_NOTES["adding"] in table7 and MISS_NOTES["3a"] not in report
+    assert "**Why it misses**" not in markdown(_summary({"4-T100": missing}, quick=True))
+    undecided = recs([True] * 9 + [False], 50_000, 100_000)  # a cap below twice the paper's 74,000
+    assert "**Why it misses**" not in markdown(_summary({"4-T100": undecided}))
+    assert set(MISS_NOTES) <= {r.experiment for r in all_rows()}
 
 
 def test_streak_stop_is_exact_and_deterministic():

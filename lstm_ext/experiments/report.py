@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .misses import MISS_NOTES
 from .rows import Row
 
 FIDELITY = "success rate at least the paper's and mean sequences to success within 2x of the paper's"
@@ -58,6 +59,11 @@ def verdict(line: dict) -> str:
         reasons.append(f"undecided: the budget of {budget:,} sequences per trial is below 2x the paper's mean; "
                        f"--budget {2 * p['mean_sequences']:,} or more decides")
     return "meets" if not reasons else "misses (" + "; ".join(reasons) + ")"
+
+
+def _decided_miss(line: dict) -> bool:
+    """A line that misses the fidelity target with a budget large enough to tell (not 'undecided')."""
+    return line["verdict"].startswith("misses") and "undecided" not in line["verdict"]
 
 
 def summarize_row(row: Row, recs: list[dict]) -> dict:
@@ -135,6 +141,13 @@ def markdown(summary: dict) -> str:
                 choices += [c for c in row["choices"] if c not in choices]
         if choices:
             out += [""] + [f"- {c}" for c in choices]
+        if not summary["quick"]:
+            notes = []
+            for row in summary["rows"]:
+                note = MISS_NOTES.get(row["experiment"])
+                if note and row["table"] == table and note not in notes and any(map(_decided_miss, row["lines"])):
+                    notes.append(note)
+            out += [f"- **Why it misses** (what we measured with the paper's settings): {n}" for n in notes]
     out += ["", "## Speed", "", "| row | trials | budget (sequences per trial) | wall s (sum over trials) | ns per sequence step |",
             "|---|---|---|---|---|"]  # fmt: skip
     for row in summary["rows"]:
@@ -190,3 +203,17 @@ def write_outputs(summary: dict, rows: list[Row], records: list[dict], out: Path
     (out / "report.md").write_text(markdown(summary))
     pngs = plot_curves(rows, records, out)
     return {"json": out / "results.json", "markdown": out / "report.md", "plots": pngs}
+
+
+def rewrite_report(out: Path) -> Path:
+    """Write ``out``/report.md again from ``out``/results.json (the notes as this version has them)."""
+    summary = json.loads((out / "results.json").read_text())
+    (out / "report.md").write_text(markdown(summary))
+    return out / "report.md"
+
+
+if __name__ == "__main__":  # python -m lstm_ext.experiments.report DIR...: the reports of finished runs again
+    import sys
+
+    for arg in sys.argv[1:]:
+        print(rewrite_report(Path(arg)))
