@@ -11,7 +11,8 @@
 - The kernels' logic runs under a CPU emulation of the CUDA execution model (csrc/cuda/emu/: one host thread
   per CUDA thread, all CTAs at once) against the CPU kernels, for every cell configuration and every launch
   mode (one CTA per tile, CTA groups with the flag barrier, split reductions, groups looping over tiles, U in
-  global memory); the paper nets' training kernel likewise against the CPU trainer. Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
+  global memory), in float64, float32, float16 and bfloat16, with every vector access checked for alignment (a
+  GPU faults where a CPU does not); the paper nets' training kernel likewise against the CPU trainer. Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
   device math.
 
 Run with ``pytest tests/test_cuda_compile.py`` (about 2 minutes on 2 cores: nvcc is slow).
@@ -203,8 +204,12 @@ def _emulation_check(tmp_path: Path, program: str, cpu_source: str) -> str:
 
 @pytest.mark.skipif(GXX is None, reason="g++ not found")
 def test_kernels_under_cpu_emulation(tmp_path):
-    """The kernels' code (recurrence_kernels.cuh), run by host threads, against the CPU kernels (emu/emu_check.cpp)."""
-    _emulation_check(tmp_path, "emu_check", "recurrence_cpu.cpp")
+    """The kernels' code (recurrence_kernels.cuh), run by host threads, against the CPU kernels (emu/emu_check.cpp),
+    in every storage type the CUDA ops take (the 16-bit ones within one unit in the last place)."""
+    out = _emulation_check(tmp_path, "emu_check", "recurrence_cpu.cpp")
+    for dtype in ("f64", "f32", "f16", "bf16"):
+        match = re.search(rf"^{dtype}: (\d+) cases$", out, re.MULTILINE)
+        assert match and int(match.group(1)) > 0, f"no {dtype} case ran:\n{out[-2000:]}"
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ not found")

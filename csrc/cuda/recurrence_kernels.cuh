@@ -32,6 +32,7 @@
 #define LSTM_DEV __device__ __forceinline__
 #define LSTM_KERNEL __global__
 #define LSTM_LAUNCH_BOUNDS(n) __launch_bounds__(n, 1)
+#define LSTM_ASSERT_ALIGNED(p, align) ((void)0)  // checked by the emulation (a GPU faults on a misaligned vector)
 #endif
 
 #include "recurrence_cuda.cuh"
@@ -78,7 +79,6 @@ LSTM_DEV T from_acc(float x) { return T(x); }
 template <typename T>
 LSTM_DEV T from_acc(double x) { return T(x); }
 
-#if !defined(LSTM_EXT_CUDA_EMULATE)
 template <typename A>
 LSTM_DEV A to_acc(__half x) { return A(__half2float(x)); }
 template <typename A>
@@ -87,7 +87,6 @@ template <>
 LSTM_DEV __half from_acc<__half>(float x) { return __float2half_rn(x); }
 template <>
 LSTM_DEV __nv_bfloat16 from_acc<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-#endif
 
 // Storage zero without the conversion constructors of __half / __nv_bfloat16 (torch builds often disable them).
 template <typename T>
@@ -105,6 +104,7 @@ LSTM_DEV void load_vec(const A* p, A (&out)[N]) {
   constexpr int per = (sizeof(A) * N >= 16) ? int(16 / sizeof(A)) : N;  // elements per vector load
 #pragma unroll
   for (int i = 0; i < N; i += per) {
+    LSTM_ASSERT_ALIGNED(p + i, alignof(Vec<A, per>));
     const Vec<A, per> v = *reinterpret_cast<const Vec<A, per>*>(p + i);
 #pragma unroll
     for (int j = 0; j < per; ++j) out[i + j] = v.v[j];
@@ -272,30 +272,32 @@ constexpr int kProductUnroll = 8 / (BT * int(sizeof(A) / 4)) < 1 ? 1 : (8 / (BT 
 // Two adjacent weights W[o], W[o + 1] (o even, W 2-element aligned) as accumulators.
 template <typename A>
 LSTM_DEV void load_pair(const float* w, A& u0, A& u1) {
+  LSTM_ASSERT_ALIGNED(w, sizeof(float2));
   const float2 v = *reinterpret_cast<const float2*>(w);
   u0 = A(v.x);
   u1 = A(v.y);
 }
 template <typename A>
 LSTM_DEV void load_pair(const double* w, A& u0, A& u1) {
+  LSTM_ASSERT_ALIGNED(w, sizeof(double2));
   const double2 v = *reinterpret_cast<const double2*>(w);
   u0 = A(v.x);
   u1 = A(v.y);
 }
-#if !defined(LSTM_EXT_CUDA_EMULATE)
 template <typename A>
 LSTM_DEV void load_pair(const __half* w, A& u0, A& u1) {
+  LSTM_ASSERT_ALIGNED(w, sizeof(__half2));
   const float2 v = __half22float2(*reinterpret_cast<const __half2*>(w));
   u0 = A(v.x);
   u1 = A(v.y);
 }
 template <typename A>
 LSTM_DEV void load_pair(const __nv_bfloat16* w, A& u0, A& u1) {
+  LSTM_ASSERT_ALIGNED(w, sizeof(__nv_bfloat162));
   const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(w));
   u0 = A(v.x);
   u1 = A(v.y);
 }
-#endif
 
 // out[b][o] (= init[b][o] +) sum_{m < K} in_s[m][b] W[m][o]  for o < nout, b < BT, written where bit b of
 // `mask` is set. Each thread computes two adjacent outputs o, o + 1 (ldw even; W[m][nout] exists when nout is

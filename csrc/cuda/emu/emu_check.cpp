@@ -1,7 +1,9 @@
 // Runs the CUDA recurrence kernels under the CPU emulation (emulate.h) against the CPU kernels, over every cell
 // configuration, with and without lengths, for batch sizes that leave padding rows in a tile, and for device
 // limits that force each launch mode: one CTA per tile, groups of CTAs (flag barrier, exchange buffers), the
-// reduction split over thread sets, groups looping over tiles, and U slices in the global workspace.
+// reduction split over thread sets, groups looping over tiles, and U slices in the global workspace. Every
+// storage type: float64, float32, float16 and bfloat16 (the 16-bit ones against the float CPU kernel on the same
+// rounded inputs, within one unit in the last place); every vector access is checked for alignment.
 //
 //   g++ -std=c++20 -O1 -pthread -I csrc csrc/cuda/emu/emu_check.cpp csrc/cpu/recurrence_cpu.cpp -o emu_check
 //   ./emu_check [full|quick|ci]     (ci: a subset that still covers every launch mode, ~10 s)
@@ -15,6 +17,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <type_traits>
 
 #include "../../cpu/recurrence_cpu.h"
 #include "../recurrence_kernels.cuh"
@@ -38,15 +41,55 @@ int emu_occupancy(int, int threads, size_t smem, void* ctx) {
   return by_threads < by_smem ? by_threads : by_smem;
 }
 
+// The CPU kernels' type for a storage type: itself, or float for the 16-bit types (the CUDA kernels compute in
+// float and keep the cell state in float; only what they read and write is 16-bit).
+template <typename T>
+using RefType = std::conditional_t<sizeof(T) == 2, float, T>;
+
+template <typename T>
+T to_storage(double x) {
+  return from_acc<T>(typename AccType<T>::type(x));
+}
+
+template <typename T>
+const char* dtype_name() {
+  if constexpr (std::is_same_v<T, double>) return "f64";
+  if constexpr (std::is_same_v<T, float>) return "f32";
+  if constexpr (std::is_same_v<T, __half>) return "f16";
+  return "bf16";
+}
+
+// Tolerance: f32/f64 as the CPU and CUDA sums differ in order; the 16-bit types one unit in the last place (the
+// kernels round each result once, from float).
+template <typename T>
+double tolerance() {
+  if constexpr (std::is_same_v<T, double>) return 1e-12;
+  if constexpr (std::is_same_v<T, float>) return 2e-5;
+  if constexpr (std::is_same_v<T, __half>) return 1.0 / 1024;  // 2^-10
+  return 1.0 / 128;                                            // bfloat16: 2^-7
+}
+
+// Rounds `ref` to the values T holds and returns them as T: the CUDA kernel reads the T copy, the CPU kernel the
+// rounded `ref`, so both see the same numbers.
+template <typename T>
+std::vector<T> to_device(std::vector<RefType<T>>& ref) {
+  std::vector<T> dev(ref.size());
+  for (size_t i = 0; i < ref.size(); ++i) {
+    dev[i] = to_storage<T>(ref[i]);
+    ref[i] = RefType<T>(emu_to_double(dev[i]));
+  }
+  return dev;
+}
+
 template <typename T>
 struct Buffer {  // "device" memory, pre-filled with NaN so that an element nobody writes shows up
   std::vector<T> v;
-  explicit Buffer(size_t n) : v(n + 1, std::nan("")) {}
+  explicit Buffer(size_t n) : v(n + 1, to_storage<T>(std::nan(""))) {}
   T* p() { return v.data(); }
 };
 
-template <typename T>
-bool close(const char* what, const std::string& ctx, const std::vector<T>& got, const std::vector<T>& want,
+template <typename T, typename R>
+bool close(const char* what, const std::string& ctx, const std::vector<T>& got, const std::vector<R>& want,
            size_t n, double tol) {
   return emu_close(what, ctx, got.data(), want.data(), n, tol);
 }
@@ -99,21 +142,23 @@ std::string describe(const CellDims& d, int T, int B, bool varlen, const LaunchP
 template <typename T>
 void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& dev, std::mt19937& rng) {
   using A = typename AccType<T>::type;
-  const int G = d.gate_rows, R = d.rec_size, C = d.n_cells;
+  using R = RefType<T>;
+  const int G = d.gate_rows, Rn = d.rec_size, C = d.n_cells;
   const int ts = int(sizeof(T)), as = int(sizeof(A));
   DeviceInfo devc = dev;
   const LaunchPlan pf = plan_launch(true, d, B, dev, ts, as, &emu_occupancy, &devc);
   const LaunchPlan pb = plan_launch(false, d, B, dev, ts, as, &emu_occupancy, &devc);
   if (!pf.ok || !pb.ok) return;  // this device cannot run it: another variant will
   std::normal_distribution<double> nd;
-  auto fill = [&](std::vector<T>& v, double scale) {
-    for (auto& x : v) x = T(scale * nd(rng));
+  auto fill = [&](size_t n, double scale) {
+    std::vector<R> v(n);
+    for (auto& x : v) x = R(scale * nd(rng));
+    return v;
   };
-  std::vector<T> Ain(size_t(T_) * B * G), U(size_t(G) * R), r0(size_t(B) * R), s0(size_t(B) * C);
-  fill(Ain, 1.0);
-  fill(U, 1.0 / std::sqrt(double(R)));
-  fill(r0, 0.5);
-  fill(s0, 1.0);
+  std::vector<R> Ain = fill(size_t(T_) * B * G, 1.0), U = fill(size_t(G) * Rn, 1.0 / std::sqrt(double(Rn)));
+  std::vector<R> r0 = fill(size_t(B) * Rn, 0.5), s0 = fill(size_t(B) * C, 1.0);
+  const std::vector<T> Ain_d = to_device<T>(Ain), U_d = to_device<T>(U), r0_d = to_device<T>(r0),
+                       s0_d = to_device<T>(s0);
   std::vector<int64_t> lengths(size_t(B), T_);
   if (varlen) {
     const int64_t pattern[] = {T_, 0, T_ / 2, 1, T_ > 0 ? T_ - 1 : 0};
@@ -121,50 +166,50 @@ void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& d
   }
   const int64_t* len = varlen ? lengths.data() : nullptr;
   const size_t nTBG = size_t(T_) * B * G, nTBC = size_t(T_) * B * C;
+  const double tol = tolerance<T>();
 
   // CPU
-  std::vector<T> y(nTBC), rT(size_t(B) * R), sT(size_t(B) * C), act(nTBG), s_all(nTBC);
-  cpu::recurrence_forward<T>({d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, y.data(), rT.data(),
+  std::vector<R> y(nTBC), rT(size_t(B) * Rn), sT(size_t(B) * C), act(nTBG), s_all(nTBC);
+  cpu::recurrence_forward<R>({d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, y.data(), rT.data(),
                               sT.data(), act.data(), s_all.data()});
   // emulated CUDA
-  Buffer<T> gy(nTBC), grT(size_t(B) * R), gsT(size_t(B) * C), gact(nTBG), gs_all(nTBC);
+  Buffer<T> gy(nTBC), grT(size_t(B) * Rn), gsT(size_t(B) * C), gact(nTBG), gs_all(nTBC);
   std::vector<double> wsf = make_workspace(true, d, pf, ts, as);
-  FwdKernelParams<T> fp{{d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, gy.p(), grT.p(), gsT.p(),
-                         gact.p(), gs_all.p()},
+  FwdKernelParams<T> fp{{d, T_, B, Ain_d.data(), U_d.data(), r0_d.data(), s0_d.data(), len, gy.p(), grT.p(),
+                         gsT.p(), gact.p(), gs_all.p()},
                         plan_args(true, d, pf, wsf.data(), ts, as)};
   launch_bt<T>(true, pf.bt, pf, fp);
-  const double tol = sizeof(T) == 8 ? 1e-12 : 2e-5;
-  const std::string cf = "fwd " + describe(d, T_, B, varlen, pf, sizeof(T) == 8 ? "f64" : "f32");
-  bool ok = close("y", cf, gy.v, y, nTBC, tol) && close("r_T", cf, grT.v, rT, size_t(B) * R, tol) &&
+  const std::string cf = "fwd " + describe(d, T_, B, varlen, pf, dtype_name<T>());
+  bool ok = close("y", cf, gy.v, y, nTBC, tol) && close("r_T", cf, grT.v, rT, size_t(B) * Rn, tol) &&
             close("s_T", cf, gsT.v, sT, size_t(B) * C, tol) && close("act", cf, gact.v, act, nTBG, tol) &&
             close("s_all", cf, gs_all.v, s_all, nTBC, tol);
   // inference: act and s_all not kept (nullptr), the same y and final state
-  Buffer<T> iy(nTBC), irT(size_t(B) * R), isT(size_t(B) * C);
+  Buffer<T> iy(nTBC), irT(size_t(B) * Rn), isT(size_t(B) * C);
   std::vector<double> wsi = make_workspace(true, d, pf, ts, as);
-  FwdKernelParams<T> ip{{d, T_, B, Ain.data(), U.data(), r0.data(), s0.data(), len, iy.p(), irT.p(), isT.p(), nullptr,
-                         nullptr},
+  FwdKernelParams<T> ip{{d, T_, B, Ain_d.data(), U_d.data(), r0_d.data(), s0_d.data(), len, iy.p(), irT.p(),
+                         isT.p(), nullptr, nullptr},
                         plan_args(true, d, pf, wsi.data(), ts, as)};
   launch_bt<T>(true, pf.bt, pf, ip);
-  const std::string ci = "fwd (inference) " + describe(d, T_, B, varlen, pf, sizeof(T) == 8 ? "f64" : "f32");
-  ok = ok && close("y", ci, iy.v, y, nTBC, tol) && close("r_T", ci, irT.v, rT, size_t(B) * R, tol) &&
+  const std::string ci = "fwd (inference) " + describe(d, T_, B, varlen, pf, dtype_name<T>());
+  ok = ok && close("y", ci, iy.v, y, nTBC, tol) && close("r_T", ci, irT.v, rT, size_t(B) * Rn, tol) &&
        close("s_T", ci, isT.v, sT, size_t(B) * C, tol);
 
-  // backward from the CPU forward's saved tensors
-  std::vector<T> dy(nTBC), drT(size_t(B) * R), dsT(size_t(B) * C);
-  fill(dy, 1.0);
-  fill(drT, 1.0);
-  fill(dsT, 1.0);
-  std::vector<T> dA(nTBG), dU(size_t(G) * R), dr0(size_t(B) * R), ds0(size_t(B) * C);
-  cpu::recurrence_backward<T>({d, T_, B, dy.data(), drT.data(), dsT.data(), U.data(), r0.data(), s0.data(), y.data(),
+  // backward from the CPU forward's saved tensors (rounded to T for both)
+  to_device<T>(y);  // the CPU backward reads y too: rounded like act and s_all
+  const std::vector<T> act_d = to_device<T>(act), s_all_d = to_device<T>(s_all);
+  std::vector<R> dy = fill(nTBC, 1.0), drT = fill(size_t(B) * Rn, 1.0), dsT = fill(size_t(B) * C, 1.0);
+  const std::vector<T> dy_d = to_device<T>(dy), drT_d = to_device<T>(drT), dsT_d = to_device<T>(dsT);
+  std::vector<R> dA(nTBG), dU(size_t(G) * Rn), dr0(size_t(B) * Rn), ds0(size_t(B) * C);
+  cpu::recurrence_backward<R>({d, T_, B, dy.data(), drT.data(), dsT.data(), U.data(), r0.data(), s0.data(), y.data(),
                                act.data(), s_all.data(), len, dA.data(), dU.data(), dr0.data(), ds0.data()});
-  Buffer<T> gdA(nTBG), gdr0(size_t(B) * R), gds0(size_t(B) * C);
+  Buffer<T> gdA(nTBG), gdr0(size_t(B) * Rn), gds0(size_t(B) * C);
   std::vector<double> wsb = make_workspace(false, d, pb, ts, as);
-  BwdKernelParams<T> bp{{d, T_, B, dy.data(), drT.data(), dsT.data(), U.data(), s0.data(), act.data(), s_all.data(),
-                         len, gdA.p(), gdr0.p(), gds0.p()},
+  BwdKernelParams<T> bp{{d, T_, B, dy_d.data(), drT_d.data(), dsT_d.data(), U_d.data(), s0_d.data(), act_d.data(),
+                         s_all_d.data(), len, gdA.p(), gdr0.p(), gds0.p()},
                         plan_args(false, d, pb, wsb.data(), ts, as)};
   launch_bt<T>(false, pb.bt, pb, bp);
-  const std::string cb = "bwd " + describe(d, T_, B, varlen, pb, sizeof(T) == 8 ? "f64" : "f32");
-  ok = ok && close("dA", cb, gdA.v, dA, nTBG, tol) && close("dr0", cb, gdr0.v, dr0, size_t(B) * R, tol) &&
+  const std::string cb = "bwd " + describe(d, T_, B, varlen, pb, dtype_name<T>());
+  ok = ok && close("dA", cb, gdA.v, dA, nTBG, tol) && close("dr0", cb, gdr0.v, dr0, size_t(B) * Rn, tol) &&
        close("ds0", cb, gds0.v, ds0, size_t(B) * C, tol);
   if (!ok) ++failures;
   ++cov.cases;
@@ -243,8 +288,16 @@ void run_all() {
 int main(int argc, char** argv) {
   const std::string arg = argc > 1 ? argv[1] : "full";
   mode = arg == "ci" ? Mode::Ci : arg == "quick" ? Mode::Quick : Mode::Full;
-  run_all<double>();
-  run_all<float>();
+  auto run_type = [](auto tag) {
+    using T = decltype(tag);
+    const int before = cov.cases;
+    run_all<T>();
+    std::printf("%s: %d cases\n", dtype_name<T>(), cov.cases - before);
+  };
+  run_type(double{});
+  run_type(float{});
+  run_type(__half{});
+  run_type(__nv_bfloat16{});
   std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, groups looping over tiles %d, "
               "U in global memory %d, padded tiles %d\n",
               cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.global_u, cov.padded);

@@ -1,7 +1,8 @@
 // A CPU emulation of the little of CUDA that the recurrence kernels use, to run their logic without a GPU:
 // one host thread per CUDA thread, all CTAs of a launch at once (so the group barrier works), a std::barrier
-// per CTA for __syncthreads, a buffer per CTA for dynamic shared memory. Only float and double storage.
-// It checks indexing, masking, the exchange between the CTAs of a group and the barrier protocol; it does
+// per CTA for __syncthreads, a buffer per CTA for dynamic shared memory, host versions of the 16-bit types.
+// It checks indexing, masking, the alignment of vector accesses, the exchange between the CTAs of a group and
+// the barrier protocol; it does
 // not model warps, the CUDA memory model or device math (float uses cell.h's host polynomials).
 #pragma once
 
@@ -9,7 +10,9 @@
 
 #include <atomic>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 #include <barrier>
 #include <condition_variable>
@@ -29,6 +32,62 @@ struct alignas(8) float2 {
 struct alignas(16) double2 {
   double x, y;
 };
+
+// The 16-bit storage types and the conversions the kernels use (cuda_fp16.h / cuda_bf16.h on the GPU): raw bits,
+// no arithmetic, round to nearest even (half through the compiler's _Float16, bfloat16 by hand).
+struct __half {
+  unsigned short bits;
+};
+struct __nv_bfloat16 {
+  unsigned short bits;
+};
+struct alignas(4) __half2 {
+  __half x, y;
+};
+struct alignas(4) __nv_bfloat162 {
+  __nv_bfloat16 x, y;
+};
+inline float __half2float(__half h) {
+  _Float16 f;
+  std::memcpy(&f, &h.bits, 2);
+  return float(f);
+}
+inline __half __float2half_rn(float x) {
+  const _Float16 f = _Float16(x);
+  __half h;
+  std::memcpy(&h.bits, &f, 2);
+  return h;
+}
+inline float __bfloat162float(__nv_bfloat16 b) {
+  const uint32_t u = uint32_t(b.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline __nv_bfloat16 __float2bfloat16_rn(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if (std::isnan(x)) return {static_cast<unsigned short>((u >> 16) | 0x40u)};  // a quiet NaN
+  u += 0x7FFFu + ((u >> 16) & 1u);                                             // round to nearest even
+  return {static_cast<unsigned short>(u >> 16)};
+}
+inline float2 __half22float2(__half2 v) { return {__half2float(v.x), __half2float(v.y)}; }
+inline float2 __bfloat1622float2(__nv_bfloat162 v) { return {__bfloat162float(v.x), __bfloat162float(v.y)}; }
+
+inline double emu_to_double(float x) { return x; }
+inline double emu_to_double(double x) { return x; }
+inline double emu_to_double(__half x) { return __half2float(x); }
+inline double emu_to_double(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+// A GPU faults on a vector access (float2, a 16-byte load, __half2) at an address not aligned to its size; a
+// host CPU does not, so the emulation checks every such access (LSTM_ASSERT_ALIGNED in the kernels).
+inline void emu_check_aligned(const void* p, size_t align, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % align != 0) {
+    std::fprintf(stderr, "MISALIGNED %s: %p is not %zu-byte aligned\n", what, p, align);
+    std::abort();
+  }
+}
+#define LSTM_ASSERT_ALIGNED(p, align) emu_check_aligned(p, align, #p)
 
 inline thread_local EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
 inline thread_local std::barrier<>* emu_cta_barrier = nullptr;
@@ -158,10 +217,10 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
 }
 
 // Whether got[i] is within tol * (1 + |want[i]|) of want[i] for every i < n; prints the first mismatch and ctx.
-template <typename T>
-bool emu_close(const char* what, const std::string& ctx, const T* got, const T* want, size_t n, double tol) {
+template <typename G, typename W>
+bool emu_close(const char* what, const std::string& ctx, const G* got, const W* want, size_t n, double tol) {
   for (size_t i = 0; i < n; ++i) {
-    const double g = double(got[i]), w = double(want[i]);
+    const double g = emu_to_double(got[i]), w = emu_to_double(want[i]);
     if (!(std::fabs(g - w) <= tol * (1.0 + std::fabs(w)))) {
       std::printf("MISMATCH %s [%zu]: got %.17g want %.17g  (%s)\n", what, i, g, w, ctx.c_str());
       return false;
