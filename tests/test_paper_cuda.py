@@ -137,7 +137,7 @@ def test_a_trial_on_the_gpu_follows_the_cpu_trial():
 @requires_cuda
 def test_cli_reproduce_on_the_gpu_side_by_side(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["reproduce", "adding,6a", "--T", "100", "--quick", "--trials", "3", "--device", "cuda",
+    assert main(["reproduce", "4-T100,6a", "--quick", "--trials", "3", "--device", "cuda",
                  "--out", str(out), "--no-progress"]) == 0  # fmt: skip
     lines = (out / "trials.jsonl").read_text().splitlines()
     assert len(lines) == 6 and all('"device": "cuda"' in ln for ln in lines)
