@@ -14,6 +14,8 @@ lstm_ext; with ``LSTM_EXT_REQUIRE_CUDA=1`` (scripts/gpu_check.sh) a missing GPU 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -112,7 +114,7 @@ def check(cfg, T, B, C, dtype, lengths, seed=0, scale=1.0):
 
 
 def launch_plan(cfg, C, B, dtype, backward=False):
-    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes)."""
+    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma)."""
     return OPS.cuda_launch_plan(
         C, B, dtype, cfg.forget_gate, cfg.block_size, cfg.feedback, cfg.squash, cfg.truncate, backward,
         torch.cuda.current_device(),
@@ -250,6 +252,35 @@ def test_no_plan_is_a_clear_error():
         launch_plan(CellConfig(), 1 << 16, 8, torch.float64)
 
 
+@requires_cuda
+def test_tensor_core_product_and_its_switch():
+    """On sm_80+ (built for the device's own arch) the per-step products of a 16-bit tile of 8 rows run on the
+    tensor cores, forward and backward; test_low_precision_op_error checks their error. LSTM_EXT_CUDA_MMA=0 turns
+    them off; it is read once per process, so that test runs again in a process of its own with it set."""
+    switched_off = os.environ.get("LSTM_EXT_CUDA_MMA") == "0"
+    major, minor = torch.cuda.get_device_capability()
+    own_arch = f"{major}.{minor}" in lstm_ext._build.build_info.CUDA_ARCHS.replace(" ", ";").split(";")
+    for dtype in (torch.float16, torch.bfloat16):
+        for backward in (False, True):
+            mma = launch_plan(CellConfig(), 64, 8, dtype, backward)[9]
+            if switched_off or major < 8:
+                assert mma == 0
+            elif own_arch:
+                assert mma == 1, (dtype, backward)
+        assert launch_plan(CellConfig(), 64, 4, dtype)[9] == 0  # a tile of 4 rows: the SIMT product
+    assert launch_plan(CellConfig(), 64, 8, torch.float32)[9] == 0
+    if switched_off:
+        return
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "test_low_precision_op_error or test_tensor_core_product_and_its_switch"],
+        env={**os.environ, "LSTM_EXT_CUDA_MMA": "0"}, cwd=os.path.dirname(__file__), capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
 # ---- 3. LSTM2000 against cuDNN nn.LSTM, LSTM1997 against its reference ------------------------------------------
 
 D_IN, HIDDEN, T_LEN, BATCH = 5, 16, 9, 4
@@ -344,6 +375,27 @@ def rel_errors(got, want):
     return [rel_error(a, b) for a, b in zip(got, want)]
 
 
+def recurrence_rounded_r(A, U, r0, s0, config, lengths=None):
+    """recurrence_ref's float32 loop with each step's product reading r_{t-1} rounded to A's dtype: the arithmetic
+    of the tensor-core product (and of cuDNN, which keeps h in the storage type); outputs rounded to A's dtype."""
+    dtype = A.dtype
+    U32, s = U.float(), s0.float()
+    r = r0.float()
+    ys = []
+    for t in range(A.shape[0]):
+        r_in = r.detach() if config.truncate else r
+        y_c, s_new, gates = cell_step_ref(A[t].float() + r_in.to(dtype).float() @ U32.t(), s, config)
+        r_new = y_c if config.feedback == "cells" else torch.cat(gates + [y_c], dim=1)
+        if lengths is None:
+            r, s = r_new, s_new
+            ys.append(y_c)
+        else:
+            active = (t < lengths).to(A.device).unsqueeze(1)
+            r, s = torch.where(active, r_new, r), torch.where(active, s_new, s)
+            ys.append(torch.where(active, y_c, torch.zeros_like(y_c)))
+    return torch.stack(ys).to(dtype), r.to(dtype), s.to(dtype)
+
+
 def recurrence_in_dtype(A, U, r0, s0, config, lengths=None):
     """The PyTorch implementation computed in A's dtype: recurrence_ref's loop without its float32 upcast, so
     every op (and everything autograd saves) is in that dtype, as a user's own float16/bfloat16 loop would be."""
@@ -374,10 +426,11 @@ def recurrence_in_dtype(A, U, r0, s0, config, lengths=None):
 def test_low_precision_op_error(cfg, C, dtype):
     """Errors against float64 on the unrounded inputs, each at most 2x the PyTorch implementation's in dtype:
     outputs y, r_T, s_T against recurrence_ref run in dtype (it computes in float32 inside and rounds at the
-    end), gradients against the same loop computed in dtype (recurrence_in_dtype). The kernel computes in float32
-    too, but its backward reads act and s_all as the forward returned them, in dtype (the op's contract), so its
-    gradients are compared with an implementation that saves its activations in dtype as well; their ratio to
-    recurrence_ref's is reported in the message."""
+    end), or, where the plan runs the product on the tensor cores (which read r_{t-1} in dtype), against the same
+    loop with r_{t-1} rounded for the product (recurrence_rounded_r); gradients against the loop computed in
+    dtype (recurrence_in_dtype). The kernel computes in float32 too, but its backward reads act and s_all as the
+    forward returned them, in dtype (the op's contract), so its gradients are compared with an implementation
+    that saves its activations in dtype as well; their ratio to recurrence_ref's is reported in the message."""
     T, B = 20, 6
     inputs64 = make_inputs(cfg, T, B, C, torch.float64)
     lengths = varied_lengths(B, T)
@@ -389,6 +442,9 @@ def test_low_precision_op_error(cfg, C, dtype):
     ref_in_dtype = outputs_and_grads(recurrence_in_dtype, low, cfg, lengths.to(DEV), upstream)
     assert all(t.dtype == dtype for t in ours)
     e_ours, e_f32, e_low = (rel_errors(x, truth) for x in (ours, ref_f32_inside, ref_in_dtype))
+    if launch_plan(cfg, C, B, dtype)[9]:  # the tensor-core product
+        ref_rounded_r = outputs_and_grads(recurrence_rounded_r, low, cfg, lengths.to(DEV), upstream)
+        e_f32 = rel_errors(ref_rounded_r, truth)
     report = ", ".join(
         f"{n}: {a:.2e} (ref {b:.2e}, ref in {dtype} {c:.2e})" for n, a, b, c in zip(NAMES, e_ours, e_f32, e_low)
     )

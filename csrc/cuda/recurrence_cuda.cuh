@@ -7,6 +7,9 @@
 //     (csrc/cuda/ops_cuda.cpp does it with torch);
 //   * float16 / bfloat16 storage: every product accumulates in float32, the cell state and the recurrent
 //     source r stay float32 inside the kernel (only what is written out is rounded to the storage type).
+//     On sm_80 and later the per-step product of a tile of 8 rows runs on the tensor cores (mma.sync
+//     m16n8k16, float32 accumulation): its operand r_{t-1} (forward) or da_t (backward) is then rounded to the
+//     storage type for the product, as cuDNN and nn.LSTM do in these dtypes; LSTM_EXT_CUDA_MMA=0 turns it off.
 //
 // Design (../shared/design.md §6): ONE persistent launch per sequence for the forward and one for the backward.
 // A "group" of G_n CTAs runs a batch tile of BT rows through all T steps; the memory-cell blocks are split over
@@ -71,6 +74,7 @@ struct DeviceInfo {
   int max_smem_per_sm = 0;
   int max_threads_per_sm = 0;
   int cooperative = 0;         // cooperative launch supported
+  int mma = 0;                 // tensor-core product for 16-bit storage (sm_80+, unless LSTM_EXT_CUDA_MMA=0)
 };
 
 // How one launch runs (see plan_forward / plan_backward). Plain data.
@@ -85,6 +89,7 @@ struct LaunchPlan {
   int ksplit = 1;               // split of the reduction dimension of the per-step product over thread sets
   int max_blocks = 0;           // most memory-cell blocks one CTA owns
   bool u_in_smem = true;        // false: U slices in the global workspace
+  bool mma = false;             // the per-step product on the tensor cores (16-bit storage, bt = 8)
   size_t smem_bytes = 0;        // dynamic shared memory per CTA
   size_t workspace_bytes = 0;   // global workspace the caller provides
 };

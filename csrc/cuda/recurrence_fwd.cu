@@ -2,6 +2,9 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstdlib>
+#include <string>
+
 #include "launch_common.cuh"
 #include "recurrence_cuda.cuh"
 
@@ -37,6 +40,14 @@ DeviceInfo device_info(int device) {
   (void)cudaDeviceGetAttribute(&info.max_smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device);
   (void)cudaDeviceGetAttribute(&info.max_threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor, device);
   (void)cudaDeviceGetAttribute(&info.cooperative, cudaDevAttrCooperativeLaunch, device);
+  int major = 0;
+  (void)cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device);
+  const char* mma = std::getenv("LSTM_EXT_CUDA_MMA");
+  // the tensor-core product needs sm_80 code: not where the kernels run from older PTX (JIT-compiled)
+  cudaFuncAttributes fa{};
+  const bool sm80_code =
+      cudaFuncGetAttributes(&fa, forward_kernel_for<__half>(8)) == cudaSuccess && fa.ptxVersion >= 80;
+  info.mma = major >= 8 && sm80_code && !(mma != nullptr && std::string(mma) == "0");
   (void)cudaGetLastError();
   cache.emplace(device, info);
   return info;

@@ -156,13 +156,23 @@ LSTM_HD int rec_of(const CellDims& d, const Slice& sl, int lk) {
 
 LSTM_HD size_t align16(size_t x) { return (x + 15) & ~size_t(15); }
 
+// The slice of U a CTA multiplies with (K: the reduction, R forward and G backward; ld: its stride of outputs,
+// glp forward and rlp backward). SIMT product: W[k][o], o contiguous. Tensor-core product (mma): W[o][k], k
+// contiguous, rows padded to a multiple of 16 and k to a multiple of 16 plus 8 (so that the 8 rows a warp reads
+// at once start in different banks), zeros in the padding.
+LSTM_HD int mma_ldk(int K) { return (K + 15) / 16 * 16 + 8; }
+LSTM_HD int mma_rows(int ld) { return (ld + 15) / 16 * 16; }
+LSTM_HD size_t w_slice_elems(bool mma, int K, int ld) {
+  return mma ? size_t(mma_rows(ld)) * size_t(mma_ldk(K)) : size_t(K) * size_t(ld);
+}
+
 struct FwdSmem {
   size_t r, a, part, s, st, len, u, total;
 };
 
 // R: size of r;  glp / clp: strides of local gate rows / cells;  ks: reduction split;  ts / as: sizes of the
 // storage and accumulation types.
-LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem) {
+LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem, bool mma) {
   FwdSmem L{};
   size_t o = 0;
   L.r = o;    o = align16(o + size_t(R) * bt * as);
@@ -171,7 +181,7 @@ LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int bt, int ks, int ts, int as
   L.s = o;    o = align16(o + size_t(bt) * clp * as);
   L.st = o;   o = align16(o + size_t(bt) * glp * ts);
   L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
-  L.u = o;    o = align16(o + (u_smem ? size_t(R) * glp * ts : 0));
+  L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, R, glp) * ts : 0));
   L.total = o;
   return L;
 }
@@ -181,7 +191,8 @@ struct BwdSmem {
 };
 
 // G: gate rows;  rlp / glp / clp: strides of local r entries / gate rows / cells.
-LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem) {
+LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem,
+                         bool mma) {
   BwdSmem L{};
   size_t o = 0;
   L.da = o;   o = align16(o + size_t(G) * bt * as);
@@ -192,7 +203,7 @@ LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int t
   L.dy = o;   o = align16(o + size_t(bt) * clp * ts);
   L.s = o;    o = align16(o + size_t(2) * bt * clp * ts);
   L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
-  L.u = o;    o = align16(o + (u_smem ? size_t(G) * rlp * ts : 0));
+  L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, G, rlp) * ts : 0));
   L.total = o;
   return L;
 }
@@ -207,9 +218,10 @@ struct PlanArgs {
   int ksplit;
   int glp, clp, rlp;  // strides (from the largest slice)
   bool u_in_smem;
+  bool mma;            // the per-step product on the tensor cores (W in the mma layout)
   unsigned* counters;  // (n_groups) group barrier epochs, zero at launch (group > 1)
   void* exch;          // (n_groups, 2, BT, R | G) accumulators (group > 1)
-  void* u_work;        // (grid, R | G, glp | rlp) U slices when !u_in_smem
+  void* u_work;        // (grid, w_slice_elems) U slices when !u_in_smem
 };
 
 template <typename T>
@@ -365,10 +377,130 @@ LSTM_DEV void step_product(const A* in_s, const T* W, int ldw, int K, int nout, 
   }
 }
 
-// The product with W in shared memory (the compiler then emits shared loads) or in the global workspace.
+// ---- the per-step product on the tensor cores (16-bit storage, BT = 8, sm_80+) --------------------------------
+
+// The 16 bits of a storage value, and two floats rounded to the storage type as one 32-bit register (lo first).
+#if !defined(LSTM_EXT_CUDA_EMULATE)
+LSTM_DEV unsigned bits16(__half x) { return __half_as_ushort(x); }
+LSTM_DEV unsigned bits16(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+#endif
+template <typename T>
+LSTM_DEV unsigned pack2(float lo, float hi) {
+  return bits16(from_acc<T>(lo)) | (bits16(from_acc<T>(hi)) << 16);
+}
+template <typename T>
+LSTM_DEV unsigned load32(const T* p) {  // two adjacent 16-bit values (p 4-byte aligned)
+  LSTM_ASSERT_ALIGNED(p, 4);
+  return *reinterpret_cast<const unsigned*>(p);
+}
+
+// c (16 x 8, float32) += a (16 x 16) b (16 x 8), a warp's mma.sync.m16n8k16 (row.col) in T = __half or
+// __nv_bfloat16. Lane l (g = l / 4, q = l % 4) holds a rows g, g + 8 at columns 2q, 2q + 1 (a[0], a[1]) and
+// 2q + 8, 2q + 9 (a[2], a[3]); b rows 2q, 2q + 1 (b[0]) and 2q + 8, 2q + 9 (b[1]) of column g; c rows g (c[0],
+// c[1]) and g + 8 (c[2], c[3]) at columns 2q, 2q + 1. The planner picks it only where the kernels run sm_80 code.
+#if defined(LSTM_EXT_CUDA_EMULATE)
+template <typename T>
+LSTM_DEV void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  emu_mma_16816<T>(c, a, b);
+}
+#else
+template <typename T>
+LSTM_DEV void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]);
+template <>
+LSTM_DEV void mma_16816<__half>(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();
+#endif
+}
+template <>
+LSTM_DEV void mma_16816<__nv_bfloat16>(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  __trap();
+#endif
+}
+#endif
+
+// step_product for a tile of 8 rows on the tensor cores, W in the mma layout (W[o][k], stride mma_ldk(K)):
+// out[b][o] (= init[b][o] +) sum_{k < K} in_s[k][b] W[o][k]. Each warp of a thread set computes 16 outputs x
+// 8 rows per mma (M = outputs, N = rows, K = the reduction in steps of 16); in_s is rounded to T for the product.
+// The reduction splits into `ks` chunks of whole k16 steps as in step_product. Ends with a __syncthreads.
+template <typename T>
+LSTM_DEV void step_product_mma(const float* in_s, const T* W, int K, int nout, int ks, const T* init, int ldi,
+                               float* out, int ldo, float* part, unsigned mask) {
+  constexpr int BT = 8;
+  const int ldk = mma_ldk(K);
+  const int nrt = int(blockDim.x) / ks;  // a multiple of 32 (the planner's condition)
+  const int kq = int(threadIdx.x) / nrt, lr = int(threadIdx.x) % nrt;
+  const int warp = lr / 32, nwarps = nrt / 32, g = (lr % 32) / 4, q = lr % 4;
+  const int kc = ((K + ks - 1) / ks + 15) / 16 * 16;
+  const int k0 = kq * kc, k1 = k0 + kc < K ? k0 + kc : K;
+  // in_s[k][g] rounded, 0 past K (W is 0 there too, but in_s past K is not ours to read)
+  auto in_at = [&](int k) { return k < K ? in_s[size_t(k) * BT + g] : 0.f; };
+  for (int o0 = 16 * warp; o0 < nout; o0 += 16 * nwarps) {  // uniform over the warp
+    const int oa = o0 + g, ob = oa + 8;                      // the rows of c[0..1] and c[2..3]
+    float c[4];
+    const bool in = ks == 1 && init != nullptr;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int o = j < 2 ? oa : ob, b = 2 * q + (j & 1);
+      c[j] = in && o < nout ? to_acc<float>(init[b * ldi + o]) : 0.f;
+    }
+    const T* wa = W + size_t(oa) * ldk + 2 * q;  // rows oa and ob (< mma_rows: zero-padded), columns 2q, 2q + 1
+    const T* wb = W + size_t(ob) * ldk + 2 * q;
+    for (int k = k0; k < k1; k += 16) {
+      const unsigned a[4] = {load32(wa + k), load32(wb + k), load32(wa + k + 8), load32(wb + k + 8)};
+      const int kb = k + 2 * q;
+      const unsigned b[2] = {pack2<T>(in_at(kb), in_at(kb + 1)), pack2<T>(in_at(kb + 8), in_at(kb + 9))};
+      mma_16816<T>(c, a, b);
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int o = j < 2 ? oa : ob, b = 2 * q + (j & 1);
+      if (o >= nout) continue;
+      if (ks > 1) {
+        part[(kq * BT + b) * ldo + o] = c[j];
+      } else if (mask >> b & 1u) {
+        out[b * ldo + o] = c[j];
+      }
+    }
+  }
+  __syncthreads();
+  if (ks > 1) {
+    for (int i = int(threadIdx.x); i < BT * nout; i += int(blockDim.x)) {
+      const int b = i / nout, o = i - b * nout;
+      if (!(mask >> b & 1u)) continue;
+      float v = init != nullptr ? to_acc<float>(init[b * ldi + o]) : 0.f;
+      for (int j = 0; j < ks; ++j) v += part[(j * BT + b) * ldo + o];
+      out[b * ldo + o] = v;
+    }
+    __syncthreads();
+  }
+}
+
+// The per-step product of a kernel: on the tensor cores where the plan says so (mma), else with W in shared
+// memory (the compiler then emits shared loads) or in the global workspace. ldw: the SIMT layout's stride.
 template <int BT, typename T, typename A>
-LSTM_DEV void step_product_any(bool w_in_smem, const A* in_s, const T* W_smem, const T* W_global, int ldw, int K,
-                               int nout, int ks, const T* init, int ldi, A* out, int ldo, A* part, unsigned mask) {
+LSTM_DEV void step_product_any(bool w_in_smem, bool mma, const A* in_s, const T* W_smem, const T* W_global, int ldw,
+                               int K, int nout, int ks, const T* init, int ldi, A* out, int ldo, A* part,
+                               unsigned mask) {
+  if constexpr (sizeof(T) == 2 && BT == 8) {
+    if (mma) {
+      step_product_mma<T>(in_s, w_in_smem ? W_smem : W_global, K, nout, ks, init, ldi, out, ldo, part, mask);
+      return;
+    }
+  }
   if (w_in_smem) {
     step_product<BT, true>(in_s, W_smem, ldw, K, nout, ks, init, ldi, out, ldo, part, mask);
   } else {
@@ -419,7 +551,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   const int64_t B = a.batch, Tn = a.steps;
   const bool keep = a.act != nullptr;  // act and s_all kept for the backward (both, or neither: inference)
 
-  const FwdSmem L = fwd_smem(R, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem);
+  const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
+  const FwdSmem L = fwd_smem(R, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma);
   unsigned char* sm = lstm_dynamic_smem();
   A* r_s = reinterpret_cast<A*>(sm + L.r);     // [R][BT]   r_{t-1}, full
   A* a_s = reinterpret_cast<A*>(sm + L.a);     // [BT][glp] net inputs of the owned gate rows
@@ -427,16 +560,23 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   A* s_s = reinterpret_cast<A*>(sm + L.s);     // [BT][clp] cell states of the owned cells
   T* st_s = reinterpret_cast<T*>(sm + L.st);   // [BT][glp] A[t] of the owned gate rows
   int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
-  T* W_smem = reinterpret_cast<T*>(sm + L.u);  // [R][glp]  U^T slice (smem mode)
-  T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + size_t(blockIdx.x) * R * glp;
+  T* W_smem = reinterpret_cast<T*>(sm + L.u);  // [R][glp] U^T slice, or [rows][ldk] U slice (mma)
+  T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, R, glp);
   T* W = p.u_in_smem ? W_smem : W_glob;
   A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * R : nullptr;
   unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
 
-  // U^T slice: W[k][lg] = U[g(lg)][k] (0 in the padding columns up to glp)
-  for (int i = tid; i < glp * R; i += nthr) {
-    const int lg = i / R, k = i - lg * R;
-    W[size_t(k) * glp + lg] = lg < GL ? a.U[size_t(gate_of(d, sl, lg)) * R + k] : zero<T>();
+  if (mma) {  // U slice: W[lg][k] = U[g(lg)][k] (0 in the padding)
+    const int ldk = mma_ldk(R);
+    for (int i = tid; i < mma_rows(glp) * ldk; i += nthr) {
+      const int lg = i / ldk, k = i - lg * ldk;
+      W[i] = lg < GL && k < R ? a.U[size_t(gate_of(d, sl, lg)) * R + k] : zero<T>();
+    }
+  } else {  // U^T slice: W[k][lg] = U[g(lg)][k] (0 in the padding columns up to glp)
+    for (int i = tid; i < glp * R; i += nthr) {
+      const int lg = i / R, k = i - lg * R;
+      W[size_t(k) * glp + lg] = lg < GL ? a.U[size_t(gate_of(d, sl, lg)) * R + k] : zero<T>();
+    }
   }
 
   // Prefetch: local gate rows v = tid + j nthr, their global gate row (or -1).
@@ -486,8 +626,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
       }
       // 1. net inputs of the owned gate rows
       if (live)
-        step_product_any<BT>(p.u_in_smem, r_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s, glp, part_s,
-                             (1u << BT) - 1u);
+        step_product_any<BT>(p.u_in_smem, mma, r_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s, glp,
+                             part_s, (1u << BT) - 1u);
 
       // 2. the cells of the owned blocks
       for (int item = tid; item < BT * nbl; item += nthr) {
@@ -608,7 +748,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   const int64_t B = a.batch, Tn = a.steps;
   const bool product = !d.truncate;  // the gradient through r_{t-1}
 
-  const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem);
+  const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
+  const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma);
   unsigned char* sm = lstm_dynamic_smem();
   A* da_s = reinterpret_cast<A*>(sm + L.da);    // [G][BT]   da_t, full
   A* dr_s = reinterpret_cast<A*>(sm + L.dr);    // [BT][rlp] gradient on the owned entries of r_t
@@ -618,14 +759,20 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   T* dy_st = reinterpret_cast<T*>(sm + L.dy);    // [BT][clp]    dy[t]
   T* s_st = reinterpret_cast<T*>(sm + L.s);      // [2][BT][clp] s_u in buffer u & 1 (s_{-1} = s0 in buffer 1)
   int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
-  T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp]  U column slice (smem mode)
-  T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + size_t(blockIdx.x) * G * rlp;
+  T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp] U column slice, or [rows][ldk] its transpose (mma)
+  T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, G, rlp);
   T* W = p.u_in_smem ? W_smem : W_glob;
   A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * G : nullptr;
   unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
   auto s_buf = [&](int64_t u) { return s_st + size_t(u & 1) * BT * clp; };
 
-  if (product) {  // W[g][lk] = U[g][k(lk)] (0 in the padding columns up to rlp)
+  if (product && mma) {  // W[lk][g] = U[g][k(lk)] (0 in the padding)
+    const int ldk = mma_ldk(G);
+    for (int i = tid; i < mma_rows(rlp) * ldk; i += nthr) {
+      const int lk = i / ldk, g = i - lk * ldk;
+      W[i] = lk < RL && g < G ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
+    }
+  } else if (product) {  // W[g][lk] = U[g][k(lk)] (0 in the padding columns up to rlp)
     for (int i = tid; i < G * rlp; i += nthr) {
       const int g = i / rlp, lk = i - g * rlp;
       W[size_t(g) * rlp + lk] = lk < RL ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
@@ -820,8 +967,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
         }
       }
       if (product) {  // ends with a __syncthreads
-        step_product_any<BT>(p.u_in_smem, da_s, W_smem, W_glob, rlp, G, RL, p.ksplit, static_cast<const T*>(nullptr),
-                             0, dr_s, rlp, part_s, mask);
+        step_product_any<BT>(p.u_in_smem, mma, da_s, W_smem, W_glob, rlp, G, RL, p.ksplit,
+                             static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask);
       } else {
         __syncthreads();
       }
@@ -879,7 +1026,7 @@ inline Workspace workspace_layout(bool forward, const CellDims& d, const LaunchP
   w.u_work = o;
   if (!plan.u_in_smem)
     o += size_t(plan.group) * plan.n_groups *
-         (forward ? size_t(d.rec_size) * st.glp : size_t(d.gate_rows) * st.rlp) * tsize;
+         w_slice_elems(plan.mma, forward ? d.rec_size : d.gate_rows, forward ? st.glp : st.rlp) * tsize;
   w.total = o;
   return w;
 }
@@ -898,6 +1045,7 @@ inline PlanArgs plan_args(bool forward, const CellDims& d, const LaunchPlan& pla
   p.clp = st.clp;
   p.rlp = st.rlp;
   p.u_in_smem = plan.u_in_smem;
+  p.mma = plan.mma;
   p.counters = plan.group > 1 ? reinterpret_cast<unsigned*>(ws + w.counters) : nullptr;
   p.exch = w.u_work > w.exch ? static_cast<void*>(ws + w.exch) : nullptr;
   p.u_work = plan.u_in_smem ? nullptr : static_cast<void*>(ws + w.u_work);
@@ -943,10 +1091,12 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
     plan.threads = threads;
     plan.ksplit = ks;
     plan.u_in_smem = u_smem || !product;
+    // tensor cores: 16-bit storage, a full tile of 8 rows, whole warps in every thread set
+    plan.mma = dev.mma && tsize == 2 && bt == 8 && product && threads % (32 * ks) == 0;
     const Strides st = plan_strides(d, plan);
-    const size_t smem = forward ? fwd_smem(R, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem).total
+    const size_t smem = forward ? fwd_smem(R, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem, plan.mma).total
                                 : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize,
-                                           plan.u_in_smem && product).total;
+                                           plan.u_in_smem && product, plan.mma).total;
     if (smem > size_t(dev.max_smem_per_block)) return false;
     const int per_sm = occ(bt, threads, smem, occ_ctx);
     if (per_sm < 1) return false;

@@ -30,6 +30,7 @@ namespace {
 
 struct Coverage {
   int group1 = 0, group_n = 0, split = 0, looping = 0, global_u = 0, padded = 0, cases = 0;
+  int mma = 0, mma_group_n = 0, mma_split = 0, mma_global_u = 0;  // plans with the tensor-core product
 };
 Coverage cov;
 int failures = 0;
@@ -60,13 +61,14 @@ const char* dtype_name() {
 }
 
 // Tolerance: f32/f64 as the CPU and CUDA sums differ in order; the 16-bit types one unit in the last place (the
-// kernels round each result once, from float).
+// kernels round each result once, from float), two with the tensor-core product (which rounds its operand r_{t-1}
+// or da_t to the storage type as well).
 template <typename T>
-double tolerance() {
+double tolerance(bool mma) {
   if constexpr (std::is_same_v<T, double>) return 1e-12;
   if constexpr (std::is_same_v<T, float>) return 2e-5;
-  if constexpr (std::is_same_v<T, __half>) return 1.0 / 1024;  // 2^-10
-  return 1.0 / 128;                                            // bfloat16: 2^-7
+  const double ulp = std::is_same_v<T, __half> ? 1.0 / 1024 : 1.0 / 128;  // 2^-10, 2^-7
+  return mma ? 2 * ulp : ulp;
 }
 
 // Rounds `ref` to the values T holds and returns them as T: the CUDA kernel reads the T copy, the CPU kernel the
@@ -132,10 +134,10 @@ std::string describe(const CellDims& d, int T, int B, bool varlen, const LaunchP
   char buf[400];
   std::snprintf(buf, sizeof buf,
                 "%s fg=%d S=%d C=%d fb=%s sq=%d tr=%d T=%d B=%d varlen=%d | bt=%d group=%d n_groups=%d tiles=%d "
-                "threads=%d ks=%d u_smem=%d smem=%zu ws=%zu",
+                "threads=%d ks=%d u_smem=%d mma=%d smem=%zu ws=%zu",
                 dtype, d.forget_gate, d.block_size, d.n_cells, d.feedback_all ? "all" : "cells", int(d.squash),
                 d.truncate, T, B, varlen, p.bt, p.group, p.n_groups, p.n_tiles, p.threads, p.ksplit, p.u_in_smem,
-                p.smem_bytes, p.workspace_bytes);
+                p.mma, p.smem_bytes, p.workspace_bytes);
   return buf;
 }
 
@@ -166,7 +168,7 @@ void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& d
   }
   const int64_t* len = varlen ? lengths.data() : nullptr;
   const size_t nTBG = size_t(T_) * B * G, nTBC = size_t(T_) * B * C;
-  const double tol = tolerance<T>();
+  const double tol = tolerance<T>(pf.mma || pb.mma);
 
   // CPU
   std::vector<R> y(nTBC), rT(size_t(B) * Rn), sT(size_t(B) * C), act(nTBG), s_all(nTBC);
@@ -219,15 +221,22 @@ void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& d
     if (p->n_groups < p->n_tiles) ++cov.looping;
     if (!p->u_in_smem) ++cov.global_u;
     if (B % p->bt != 0) ++cov.padded;
+    if (p->mma) {
+      ++cov.mma;
+      if (p->group > 1) ++cov.mma_group_n;
+      if (p->ksplit > 1) ++cov.mma_split;
+      if (!p->u_in_smem) ++cov.mma_global_u;
+    }
   }
 }
 
-// Device variants that force each launch mode for this problem: the full device, then ever less shared memory
-// per block (wider groups, then U in global memory), on many SMs and on two.
 enum class Mode { Full, Quick, Ci };
 Mode mode = Mode::Full;
 
-std::vector<DeviceInfo> devices_for(const CellDims& d, int B, int ts, int as) {
+// Device variants that force each launch mode for this problem (with or without the tensor-core product):
+// the full device, then ever less shared memory per block (wider groups, then U in global memory), on many SMs
+// and on two.
+std::vector<DeviceInfo> device_variants(const CellDims& d, int B, int ts, int as, bool mma) {
   std::vector<DeviceInfo> out;
   DeviceInfo big;
   big.sm_count = 16;
@@ -235,6 +244,7 @@ std::vector<DeviceInfo> devices_for(const CellDims& d, int B, int ts, int as) {
   big.max_smem_per_sm = 1 << 22;
   big.max_threads_per_sm = 2048;
   big.cooperative = 1;
+  big.mma = mma ? 1 : 0;
   out.push_back(big);
   DeviceInfo c = big;
   const LaunchPlan p = plan_launch(true, d, B, big, ts, as, &emu_occupancy, &c);
@@ -248,6 +258,16 @@ std::vector<DeviceInfo> devices_for(const CellDims& d, int B, int ts, int as) {
       v.max_smem_per_sm = v.max_smem_per_block;  // one CTA per SM
       out.push_back(v);
     }
+  }
+  return out;
+}
+
+// 16-bit storage: every variant without and with the tensor-core product.
+std::vector<DeviceInfo> devices_for(const CellDims& d, int B, int ts, int as) {
+  std::vector<DeviceInfo> out = device_variants(d, B, ts, as, false);
+  if (ts == 2) {
+    const std::vector<DeviceInfo> mma = device_variants(d, B, ts, as, true);
+    out.insert(out.end(), mma.begin(), mma.end());
   }
   return out;
 }
@@ -272,10 +292,24 @@ void run_all() {
                   if (mode != Mode::Ci || varlen) run_case<T>(d, T_, B, varlen, dev, rng);
             }
           }
-  // a larger problem: reduction split over thread sets, several rows per thread
+  // a larger problem: reduction split over thread sets, several rows per thread; for 16-bit storage also a full
+  // tile of 8 rows and a padded one (the tensor-core product)
   for (bool all : {false, true}) {
     const CellDims d = make_cell_dims(40, 1, true, all, false, Squash::Tanh);
-    for (const DeviceInfo& dev : devices_for(d, 3, int(sizeof(T)), int(sizeof(A)))) run_case<T>(d, 3, 3, true, dev, rng);
+    for (int B : {3, 8, 9}) {
+      if (sizeof(T) != 2 && B != 3) continue;
+      for (const DeviceInfo& dev : devices_for(d, B, int(sizeof(T)), int(sizeof(A)))) run_case<T>(d, 3, B, true, dev, rng);
+    }
+  }
+  // 16-bit storage: the tensor-core product with U in global memory (its slice does not fit 64 KB on two SMs, the
+  // rest of a tile of 8 rows does)
+  if constexpr (sizeof(T) == 2) {
+    const CellDims d = make_cell_dims(200, 1, true, false, false, Squash::Tanh);
+    DeviceInfo dev = devices_for(d, 8, int(sizeof(T)), int(sizeof(A)))[0];
+    dev.sm_count = 2;
+    dev.max_smem_per_block = dev.max_smem_per_sm = 64 * 1024;
+    dev.mma = 1;
+    run_case<T>(d, 2, 8, true, dev, rng);
   }
   // empty sequences
   const CellDims d = make_cell_dims(4, 2, true, true, false, Squash::Paper);
@@ -299,9 +333,11 @@ int main(int argc, char** argv) {
   run_type(__half{});
   run_type(__nv_bfloat16{});
   std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, groups looping over tiles %d, "
-              "U in global memory %d, padded tiles %d\n",
-              cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.global_u, cov.padded);
-  const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.global_u && cov.padded;
+              "U in global memory %d, padded tiles %d; tensor cores %d (group>1 %d, split %d, U in global memory %d)\n",
+              cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.global_u, cov.padded, cov.mma,
+              cov.mma_group_n, cov.mma_split, cov.mma_global_u);
+  const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.global_u && cov.padded &&
+                       cov.mma && cov.mma_group_n && cov.mma_split && cov.mma_global_u;
   if (!covered) std::printf("not every launch mode was exercised\n");
   return failures == 0 && covered ? 0 : 1;
 }

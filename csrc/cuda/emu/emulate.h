@@ -74,6 +74,9 @@ inline __nv_bfloat16 __float2bfloat16_rn(float x) {
 inline float2 __half22float2(__half2 v) { return {__half2float(v.x), __half2float(v.y)}; }
 inline float2 __bfloat1622float2(__nv_bfloat162 v) { return {__bfloat162float(v.x), __bfloat162float(v.y)}; }
 
+inline unsigned bits16(__half x) { return x.bits; }
+inline unsigned bits16(__nv_bfloat16 x) { return x.bits; }
+
 inline double emu_to_double(float x) { return x; }
 inline double emu_to_double(double x) { return x; }
 inline double emu_to_double(__half x) { return __half2float(x); }
@@ -92,6 +95,39 @@ inline void emu_check_aligned(const void* p, size_t align, const char* what) {
 inline thread_local EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
 inline thread_local std::barrier<>* emu_cta_barrier = nullptr;
 inline thread_local unsigned char* emu_smem = nullptr;
+
+// A warp, for the warp-wide mma: its 32 threads meet at a barrier and exchange fragments through a, b, c.
+struct EmuWarp {
+  std::barrier<> bar{32};
+  float a[16][16], b[16][8], c[16][8];
+};
+inline thread_local EmuWarp* emu_warp = nullptr;
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16} (c += a b, float32 accumulation in k order) with the PTX
+// fragment layout (see mma_16816 in recurrence_kernels.cuh): every lane of the warp must call it.
+template <typename T>
+void emu_mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]) {
+  if (emu_warp == nullptr) {
+    std::fprintf(stderr, "mma outside a whole warp (blockDim.x %% 32 != 0)\n");
+    std::abort();
+  }
+  EmuWarp& w = *emu_warp;
+  const int lane = int(threadIdx.x % 32), g = lane / 4, q = lane % 4;
+  auto val = [](unsigned reg, int half) { return float(emu_to_double(T{static_cast<unsigned short>(reg >> (16 * half))})); };
+  for (int j = 0; j < 4; ++j)
+    for (int h = 0; h < 2; ++h) w.a[g + 8 * (j & 1)][2 * q + h + 8 * (j >> 1)] = val(a[j], h);
+  for (int j = 0; j < 2; ++j)
+    for (int h = 0; h < 2; ++h) w.b[2 * q + h + 8 * j][g] = val(b[j], h);
+  for (int j = 0; j < 4; ++j) w.c[g + 8 * (j >> 1)][2 * q + (j & 1)] = c[j];
+  w.bar.arrive_and_wait();
+  for (int j = 0; j < 4; ++j) {
+    const int row = g + 8 * (j >> 1), col = 2 * q + (j & 1);
+    float acc = w.c[row][col];
+    for (int k = 0; k < 16; ++k) acc += w.a[row][k] * w.b[k][col];
+    c[j] = acc;
+  }
+  w.bar.arrive_and_wait();  // everyone has read the fragments before the next mma writes them
+}
 
 inline void __syncthreads() { emu_cta_barrier->arrive_and_wait(); }
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
@@ -198,10 +234,13 @@ template <typename P>
 void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& params) {
   std::vector<std::unique_ptr<unsigned char[]>> mem;
   std::vector<std::unique_ptr<std::barrier<>>> bars;
+  const int warps = block % 32 == 0 ? block / 32 : 0;  // no warp-wide operations otherwise
+  std::vector<std::unique_ptr<EmuWarp[]>> warp_state;
   for (int c = 0; c < grid; ++c) {
     mem.emplace_back(new unsigned char[smem + 16]);
     std::memset(mem.back().get(), 0xFF, smem + 16);
     bars.emplace_back(new std::barrier<>(block));
+    warp_state.emplace_back(warps > 0 ? new EmuWarp[size_t(warps)] : nullptr);
   }
   emu_pool().run(grid * block, [&](int i) {
     const int c = i / block, t = i % block;
@@ -210,6 +249,7 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
     blockDim = {unsigned(block), 1, 1};
     gridDim = {unsigned(grid), 1, 1};
     emu_cta_barrier = bars[size_t(c)].get();
+    emu_warp = warps > 0 ? &warp_state[size_t(c)][t / 32] : nullptr;
     const uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
     emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));
     kernel(params);
