@@ -16,6 +16,8 @@
 //   2. unless truncate: group > 1: da to the exchange buffer, group barrier, full da_t into da_s;
 //      dr[b][lk] = sum_g da_s[g][b] W[g][lk]                     (truncate: dr = 0)
 // Rows past their length are frozen: no store of new state, 0 in act/y/dA; dr and ds pass through.
+// The products of steps 1 (forward) and 2 (backward) are step_product (SIMT, float or double accumulators) or,
+// for 16-bit storage and BT = 8 on sm_80+, step_product_mma (tensor cores; W then k-major, see w_slice_elems).
 #pragma once
 
 #include <cstddef>
