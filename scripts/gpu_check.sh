@@ -159,7 +159,7 @@ if want sanitize; then
   cat >"$CASES" <<'PYEOF'
 """Every CUDA kernel instantiation of lstm_ext (forward and backward; float32/float16/bfloat16 with batch tiles
 1, 2, 4, 8, float64 with 1, 2, 4) plus each launch path (one CTA per tile, CTA groups, groups looping over tiles,
-U in global memory, truncate), and the paper nets' training kernel (float32/float64, state in shared memory and
+U in global memory, truncate, the tensor-core product alone and in a group), and the paper nets' training kernel (float32/float64, state in shared memory and
 in the global workspace), small, for compute-sanitizer."""
 import sys
 import torch
@@ -205,6 +205,11 @@ for cfg in cfgs[:2]:
             big = plan(cfg, C, 1 << 16, torch.float32)
             run(cfg, 2, big[0] * (big[2] + 1) + 1, C, torch.float32)
             break
+# the tensor-core product (16-bit tiles of 8 rows, sm_80+) in a group of CTAs
+for C in (128, 192, 256, 384, 512):
+    if plan(cfgs[0], C, 9, torch.bfloat16)[1] > 1:
+        run(cfgs[0], 3, 9, C, torch.bfloat16)
+        break
 # U in global memory
 if "--no-global" not in sys.argv:
     for C in (1024, 1536, 2048, 3072):
