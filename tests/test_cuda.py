@@ -375,16 +375,19 @@ def rel_errors(got, want):
     return [rel_error(a, b) for a, b in zip(got, want)]
 
 
-def recurrence_rounded_r(A, U, r0, s0, config, lengths=None):
-    """recurrence_ref's float32 loop with each step's product reading r_{t-1} rounded to A's dtype: the arithmetic
-    of the tensor-core product (and of cuDNN, which keeps h in the storage type); outputs rounded to A's dtype."""
+def recurrence_loop(A, U, r0, s0, config, lengths=None, *, compute=None, round_r=False):
+    """recurrence_ref's per-step loop computed in `compute` (default: A's dtype, so every op and everything
+    autograd saves is in that dtype, as a user's own float16/bfloat16 loop would be); round_r: each step's product
+    reads r_{t-1} rounded to A's dtype. Outputs in A's dtype."""
     dtype = A.dtype
-    U32, s = U.float(), s0.float()
-    r = r0.float()
+    compute = compute or dtype
+    U, r, s = U.to(compute), r0.to(compute), s0.to(compute)
     ys = []
     for t in range(A.shape[0]):
         r_in = r.detach() if config.truncate else r
-        y_c, s_new, gates = cell_step_ref(A[t].float() + r_in.to(dtype).float() @ U32.t(), s, config)
+        if round_r:
+            r_in = r_in.to(dtype).to(compute)
+        y_c, s_new, gates = cell_step_ref(A[t].to(compute) + r_in @ U.t(), s, config)
         r_new = y_c if config.feedback == "cells" else torch.cat(gates + [y_c], dim=1)
         if lengths is None:
             r, s = r_new, s_new
@@ -397,22 +400,14 @@ def recurrence_rounded_r(A, U, r0, s0, config, lengths=None):
 
 
 def recurrence_in_dtype(A, U, r0, s0, config, lengths=None):
-    """The PyTorch implementation computed in A's dtype: recurrence_ref's loop without its float32 upcast, so
-    every op (and everything autograd saves) is in that dtype, as a user's own float16/bfloat16 loop would be."""
-    r, s = r0, s0
-    ys = []
-    for t in range(A.shape[0]):
-        r_in = r.detach() if config.truncate else r
-        y_c, s_new, gates = cell_step_ref(A[t] + r_in @ U.t(), s, config)
-        r_new = y_c if config.feedback == "cells" else torch.cat(gates + [y_c], dim=1)
-        if lengths is None:
-            r, s = r_new, s_new
-            ys.append(y_c)
-        else:
-            active = (t < lengths).to(A.device).unsqueeze(1)
-            r, s = torch.where(active, r_new, r), torch.where(active, s_new, s)
-            ys.append(torch.where(active, y_c, torch.zeros_like(y_c)))
-    return torch.stack(ys), r, s
+    """The PyTorch implementation computed in A's dtype."""
+    return recurrence_loop(A, U, r0, s0, config, lengths)
+
+
+def recurrence_rounded_r(A, U, r0, s0, config, lengths=None):
+    """The float32 loop whose products read r_{t-1} rounded to A's dtype: the arithmetic of the tensor-core
+    product (and of cuDNN, which keeps h in the storage type)."""
+    return recurrence_loop(A, U, r0, s0, config, lengths, compute=torch.float32, round_r=True)
 
 
 @requires_cuda
