@@ -15,7 +15,7 @@
   GPU faults where a CPU does not); the paper nets' training kernel likewise against the CPU trainer. Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
   device math.
 
-Run with ``pytest tests/test_cuda_compile.py`` (about 2 minutes on 2 cores: nvcc is slow).
+Run with ``pytest tests/test_cuda_compile.py`` (about 3 minutes on 2 cores: nvcc and the emulation are slow).
 """
 
 from __future__ import annotations
