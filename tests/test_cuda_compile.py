@@ -218,3 +218,38 @@ def test_paper_kernel_under_cpu_emulation(tmp_path):
     (emu/paper_emu_check.cpp): every net variant, both dtypes, state in shared or global memory."""
     out = _emulation_check(tmp_path, "paper_emu_check", "paper_train.cpp")
     assert "112 cases, 0 failures" in out, out[-2000:]
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_emulated_16bit_conversions_match_torch(tmp_path):
+    """The emulation's __float2half_rn / __float2bfloat16_rn (emu/emulate.h) round as torch does (to nearest
+    even, overflow to inf, subnormals, ties), bit for bit: the 16-bit checks above compare both sides on inputs
+    rounded by them, so a wrong rounding would pass those unseen."""
+    import numpy as np
+    import torch
+
+    src = tmp_path / "conv.cpp"
+    src.write_text(
+        '#include "cuda/emu/emulate.h"\n#include <cstdio>\n#include <cstdlib>\n'
+        "int main(int argc, char** argv) {\n  for (int i = 1; i < argc; ++i) {\n"
+        "    const float x = std::strtof(argv[i], nullptr);\n"
+        '    std::printf("%u %u\\n", __float2half_rn(x).bits, __float2bfloat16_rn(x).bits);\n  }\n}\n'
+    )
+    exe = tmp_path / "conv"
+    build = subprocess.run([GXX, "-std=c++20", "-O1", "-pthread", "-I", str(CSRC), str(src), "-o", str(exe)],
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert build.returncode == 0, build.stdout + build.stderr
+    rng = np.random.default_rng(0)
+    edges = [0.0, -0.0, 65504.0, 65519.0, 65520.0, 1e6, 3.4e38, -3.4e38, 1e-8, 5.96e-8, 2.98e-8, 1.0 + 2**-11,
+             1.0 + 3 * 2**-11, 1.0 + 2**-8, 1.0 + 3 * 2**-8]  # fmt: skip
+    xs = np.concatenate([
+        (rng.standard_normal(1000) * 10.0 ** rng.integers(-8, 6, 1000)).astype(np.float32),
+        np.array(edges, dtype=np.float32),
+    ])  # fmt: skip
+    run = subprocess.run([str(exe), *[repr(float(x)) for x in xs]], capture_output=True, text=True, timeout=60)
+    got = [tuple(int(v) for v in line.split()) for line in run.stdout.splitlines()]
+    t = torch.from_numpy(xs)
+    want = list(zip(t.to(torch.float16).view(torch.int16).numpy().astype(np.uint16).tolist(),
+                    t.to(torch.bfloat16).view(torch.int16).numpy().astype(np.uint16).tolist()))  # fmt: skip
+    bad = [(float(x), g, w) for x, g, w in zip(xs, got, want) if g != w]
+    assert len(got) == len(xs) and not bad, bad[:5]
