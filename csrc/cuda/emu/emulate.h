@@ -2,8 +2,8 @@
 // one host thread per CUDA thread, all CTAs of a launch at once (so the group barrier works), a std::barrier
 // per CTA for __syncthreads, a buffer per CTA for dynamic shared memory, host versions of the 16-bit types.
 // It checks indexing, masking, the alignment of vector accesses, the exchange between the CTAs of a group and
-// the barrier protocol; it does
-// not model warps, the CUDA memory model or device math (float uses cell.h's host polynomials).
+// the barrier protocol; it does not model warps (beyond the warp-wide mma, as the PTX specifies its fragments),
+// the CUDA memory model or device math (float uses cell.h's host polynomials).
 #pragma once
 
 #define LSTM_EXT_CUDA_EMULATE 1
@@ -113,7 +113,9 @@ void emu_mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]
   }
   EmuWarp& w = *emu_warp;
   const int lane = int(threadIdx.x % 32), g = lane / 4, q = lane % 4;
-  auto val = [](unsigned reg, int half) { return float(emu_to_double(T{static_cast<unsigned short>(reg >> (16 * half))})); };
+  auto val = [](unsigned reg, int half) {  // the low (half 0) or high 16 bits of a register, as float
+    return float(emu_to_double(T{static_cast<unsigned short>(reg >> (16 * half))}));
+  };
   for (int j = 0; j < 4; ++j)
     for (int h = 0; h < 2; ++h) w.a[g + 8 * (j & 1)][2 * q + h + 8 * (j >> 1)] = val(a[j], h);
   for (int j = 0; j < 2; ++j)
