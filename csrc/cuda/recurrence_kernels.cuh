@@ -170,7 +170,7 @@ LSTM_HD size_t w_slice_elems(bool mma, int K, int ld) {
 }
 
 struct FwdSmem {
-  size_t r, a, part, s, st, len, u, total;
+  size_t r, a, part, s, st, len, in16, u, total;
 };
 
 // R: size of r;  glp / clp: strides of local gate rows / cells;  ks: reduction split;  ts / as: sizes of the
@@ -184,13 +184,14 @@ LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int bt, int ks, int ts, int as
   L.s = o;    o = align16(o + size_t(bt) * clp * as);
   L.st = o;   o = align16(o + size_t(bt) * glp * ts);
   L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
+  L.in16 = o; o = align16(o + (mma ? size_t(bt) * mma_ldk(R) * ts : 0));
   L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, R, glp) * ts : 0));
   L.total = o;
   return L;
 }
 
 struct BwdSmem {
-  size_t da, dr, ds, part, act, dy, s, len, u, total;
+  size_t da, dr, ds, part, act, dy, s, len, in16, u, total;
 };
 
 // G: gate rows;  rlp / glp / clp: strides of local r entries / gate rows / cells.
@@ -206,6 +207,7 @@ LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int t
   L.dy = o;   o = align16(o + size_t(bt) * clp * ts);
   L.s = o;    o = align16(o + size_t(2) * bt * clp * ts);
   L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
+  L.in16 = o; o = align16(o + (mma ? size_t(bt) * mma_ldk(G) * ts : 0));
   L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, G, rlp) * ts : 0));
   L.total = o;
   return L;
@@ -429,46 +431,63 @@ LSTM_DEV void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&
 #endif
 
 // step_product for a tile of 8 rows on the tensor cores, W in the mma layout (W[o][k], stride mma_ldk(K)):
-// out[b][o] (= init[b][o] +) sum_{k < K} in_s[k][b] W[o][k]. Each warp of a thread set computes 16 outputs x
-// 8 rows per mma (M = outputs, N = rows, K = the reduction in steps of 16); in_s is rounded to T for the product.
-// The reduction splits into `ks` chunks of whole k16 steps as in step_product. Ends with a __syncthreads.
+// out[b][o] (= init[b][o] +) sum_{k < K} in_s[k][b] W[o][k]. First in_s is rounded to T into in16 ([8][ldk], k
+// contiguous, 0 past K), so that a lane's B fragment is two 32-bit loads. Each warp then computes up to kMmaTiles
+// tiles of 16 outputs x 8 rows at once (M = outputs, N = rows, K = the reduction in steps of 16), loading the B
+// fragment of a k16 step once for all of them. The reduction splits into `ks` chunks of whole k16 steps as in
+// step_product. Ends with a __syncthreads.
+constexpr int kMmaTiles = 4;
 template <typename T>
-LSTM_DEV void step_product_mma(const float* in_s, const T* W, int K, int nout, int ks, const T* init, int ldi,
-                               float* out, int ldo, float* part, unsigned mask) {
+LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, int nout, int ks, const T* init,
+                               int ldi, float* out, int ldo, float* part, unsigned mask) {
   constexpr int BT = 8;
   const int ldk = mma_ldk(K);
+  for (int i = int(threadIdx.x); i < BT * ldk; i += int(blockDim.x)) {
+    const int b = i / ldk, k = i - b * ldk;
+    in16[i] = k < K ? from_acc<T>(in_s[size_t(k) * BT + b]) : zero<T>();
+  }
+  __syncthreads();
   const int nrt = int(blockDim.x) / ks;  // a multiple of 32 (the planner's condition)
   const int kq = int(threadIdx.x) / nrt, lr = int(threadIdx.x) % nrt;
   const int warp = lr / 32, nwarps = nrt / 32, g = (lr % 32) / 4, q = lr % 4;
   const int kc = ((K + ks - 1) / ks + 15) / 16 * 16;
   const int k0 = kq * kc, k1 = k0 + kc < K ? k0 + kc : K;
-  // in_s[k][g] rounded, 0 past K (W is 0 there too, but in_s past K is not ours to read)
-  auto in_at = [&](int k) { return k < K ? in_s[size_t(k) * BT + g] : 0.f; };
-  for (int o0 = 16 * warp; o0 < nout; o0 += 16 * nwarps) {  // uniform over the warp
-    const int oa = o0 + g, ob = oa + 8;                      // the rows of c[0..1] and c[2..3]
-    float c[4];
-    const bool in = ks == 1 && init != nullptr;
+  const int ntiles = (nout + 15) / 16;
+  const T* bg = in16 + size_t(g) * ldk + 2 * q;  // row g of B, columns 2q, 2q + 1 of each k16 step
+  // the warp's tiles warp + m nwarps (m < kMmaTiles), then the next kMmaTiles nwarps; uniform over the warp
+  for (int tile0 = warp; tile0 < ntiles; tile0 += kMmaTiles * nwarps) {
+    float c[kMmaTiles][4];
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int o = j < 2 ? oa : ob, b = 2 * q + (j & 1);
-      c[j] = in && o < nout ? to_acc<float>(init[b * ldi + o]) : 0.f;
+    for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {  // rows g (j < 2) and g + 8 of the tile, columns 2q + (j & 1)
+        const int o = 16 * (tile0 + m * nwarps) + g + 8 * (j >> 1), b = 2 * q + (j & 1);
+        c[m][j] = ks == 1 && init != nullptr && o < nout ? to_acc<float>(init[b * ldi + o]) : 0.f;
+      }
     }
-    const T* wa = W + size_t(oa) * ldk + 2 * q;  // rows oa and ob (< mma_rows: zero-padded), columns 2q, 2q + 1
-    const T* wb = W + size_t(ob) * ldk + 2 * q;
     for (int k = k0; k < k1; k += 16) {
-      const unsigned a[4] = {load32(wa + k), load32(wb + k), load32(wa + k + 8), load32(wb + k + 8)};
-      const int kb = k + 2 * q;
-      const unsigned b[2] = {pack2<T>(in_at(kb), in_at(kb + 1)), pack2<T>(in_at(kb + 8), in_at(kb + 9))};
-      mma_16816<T>(c, a, b);
+      const unsigned b[2] = {load32(bg + k), load32(bg + k + 8)};
+#pragma unroll
+      for (int m = 0; m < kMmaTiles; ++m) {
+        const int tile = tile0 + m * nwarps;
+        if (tile >= ntiles) break;
+        const T* wa = W + size_t(16 * tile + g) * ldk + 2 * q + k;  // rows g and g + 8 (zero-padded past nout)
+        const T* wb = wa + size_t(8) * ldk;
+        const unsigned a[4] = {load32(wa), load32(wb), load32(wa + 8), load32(wb + 8)};
+        mma_16816<T>(c[m], a, b);
+      }
     }
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int o = j < 2 ? oa : ob, b = 2 * q + (j & 1);
-      if (o >= nout) continue;
-      if (ks > 1) {
-        part[(kq * BT + b) * ldo + o] = c[j];
-      } else if (mask >> b & 1u) {
-        out[b * ldo + o] = c[j];
+    for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int o = 16 * (tile0 + m * nwarps) + g + 8 * (j >> 1), b = 2 * q + (j & 1);
+        if (o >= nout) continue;
+        if (ks > 1) {
+          part[(kq * BT + b) * ldo + o] = c[m][j];
+        } else if (mask >> b & 1u) {
+          out[b * ldo + o] = c[m][j];
+        }
       }
     }
   }
@@ -485,15 +504,16 @@ LSTM_DEV void step_product_mma(const float* in_s, const T* W, int K, int nout, i
   }
 }
 
-// The per-step product of a kernel: on the tensor cores where the plan says so (mma), else with W in shared
-// memory (the compiler then emits shared loads) or in the global workspace. ldw: the SIMT layout's stride.
+// The per-step product of a kernel: on the tensor cores where the plan says so (mma; in16: its rounded operand),
+// else with W in shared memory (the compiler then emits shared loads) or in the global workspace. ldw: the SIMT
+// layout's stride.
 template <int BT, typename T, typename A>
-LSTM_DEV void step_product_any(bool w_in_smem, bool mma, const A* in_s, const T* W_smem, const T* W_global, int ldw,
-                               int K, int nout, int ks, const T* init, int ldi, A* out, int ldo, A* part,
+LSTM_DEV void step_product_any(bool w_in_smem, bool mma, const A* in_s, T* in16, const T* W_smem, const T* W_global,
+                               int ldw, int K, int nout, int ks, const T* init, int ldi, A* out, int ldo, A* part,
                                unsigned mask) {
   if constexpr (sizeof(T) == 2 && BT == 8) {
     if (mma) {
-      step_product_mma<T>(in_s, w_in_smem ? W_smem : W_global, K, nout, ks, init, ldi, out, ldo, part, mask);
+      step_product_mma<T>(in_s, in16, w_in_smem ? W_smem : W_global, K, nout, ks, init, ldi, out, ldo, part, mask);
       return;
     }
   }
@@ -556,6 +576,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   A* s_s = reinterpret_cast<A*>(sm + L.s);     // [BT][clp] cell states of the owned cells
   T* st_s = reinterpret_cast<T*>(sm + L.st);   // [BT][glp] A[t] of the owned gate rows
   int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
+  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] r_{t-1} rounded for the tensor cores (mma)
   T* W_smem = reinterpret_cast<T*>(sm + L.u);  // [R][glp] U^T slice, or [rows][ldk] U slice (mma)
   T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, R, glp);
   T* W = p.u_in_smem ? W_smem : W_glob;
@@ -622,8 +643,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
       }
       // 1. net inputs of the owned gate rows
       if (live)
-        step_product_any<BT>(p.u_in_smem, mma, r_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s, glp,
-                             part_s, (1u << BT) - 1u);
+        step_product_any<BT>(p.u_in_smem, mma, r_s, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s,
+                             glp, part_s, (1u << BT) - 1u);
 
       // 2. the cells of the owned blocks
       for (int item = tid; item < BT * nbl; item += nthr) {
@@ -755,6 +776,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   T* dy_st = reinterpret_cast<T*>(sm + L.dy);    // [BT][clp]    dy[t]
   T* s_st = reinterpret_cast<T*>(sm + L.s);      // [2][BT][clp] s_u in buffer u & 1 (s_{-1} = s0 in buffer 1)
   int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
+  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da_t rounded for the tensor cores (mma)
   T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp] U column slice, or [rows][ldk] its transpose (mma)
   T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, G, rlp);
   T* W = p.u_in_smem ? W_smem : W_glob;
@@ -963,7 +985,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
         }
       }
       if (product) {  // ends with a __syncthreads
-        step_product_any<BT>(p.u_in_smem, mma, da_s, W_smem, W_glob, rlp, G, RL, p.ksplit,
+        step_product_any<BT>(p.u_in_smem, mma, da_s, in16_s, W_smem, W_glob, rlp, G, RL, p.ksplit,
                              static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask);
       } else {
         __syncthreads();

@@ -299,7 +299,8 @@ void run_all() {
     const CellDims d = make_cell_dims(40, 1, true, all, false, Squash::Tanh);
     for (int B : {3, 8, 9}) {
       if (sizeof(T) != 2 && B != 3) continue;
-      for (const DeviceInfo& dev : devices_for(d, B, int(sizeof(T)), int(sizeof(A)))) run_case<T>(d, 3, B, true, dev, rng);
+      for (const DeviceInfo& dev : devices_for(d, B, int(sizeof(T)), int(sizeof(A))))
+        run_case<T>(d, 3, B, true, dev, rng);
     }
   }
   // 16-bit storage: the tensor-core product with U in global memory (its slice does not fit 64 KB on two SMs, the
