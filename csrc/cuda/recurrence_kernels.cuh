@@ -316,6 +316,21 @@ LSTM_DEV void load_pair(const __nv_bfloat16* w, A& u0, A& u1) {
   u1 = A(v.y);
 }
 
+// The end of a product split over ks thread sets: out[b][o] = (init[b][o] +) the ks partial sums part[q][b][o]
+// ([ks][BT][ldo]) in order, for the rows b in mask. Called by every thread; ends with a __syncthreads.
+template <int BT, typename T, typename A>
+LSTM_DEV void add_split_parts(int ks, int nout, const T* init, int ldi, A* out, int ldo, const A* part,
+                              unsigned mask) {
+  for (int i = int(threadIdx.x); i < BT * nout; i += int(blockDim.x)) {
+    const int b = i / nout, o = i - b * nout;
+    if (!(mask >> b & 1u)) continue;
+    A v = init != nullptr ? to_acc<A>(init[b * ldi + o]) : A(0);
+    for (int q = 0; q < ks; ++q) v += part[(q * BT + b) * ldo + o];
+    out[b * ldo + o] = v;
+  }
+  __syncthreads();
+}
+
 // out[b][o] (= init[b][o] +) sum_{m < K} in_s[m][b] W[m][o]  for o < nout, b < BT, written where bit b of
 // `mask` is set. Each thread computes two adjacent outputs o, o + 1 (ldw even; W[m][nout] exists when nout is
 // odd, its result is dropped), so one broadcast of in_s[m] feeds 2 BT multiply-adds. The reduction runs in `ks`
@@ -370,16 +385,7 @@ LSTM_DEV void step_product(const A* in_s, const T* W, int ldw, int K, int nout, 
     }
   }
   __syncthreads();
-  if (ks > 1) {
-    for (int i = int(threadIdx.x); i < BT * nout; i += int(blockDim.x)) {
-      const int b = i / nout, o = i - b * nout;
-      if (!(mask >> b & 1u)) continue;
-      A v = init != nullptr ? to_acc<A>(init[b * ldi + o]) : A(0);
-      for (int q = 0; q < ks; ++q) v += part[(q * BT + b) * ldo + o];
-      out[b * ldo + o] = v;
-    }
-    __syncthreads();
-  }
+  if (ks > 1) add_split_parts<BT>(ks, nout, init, ldi, out, ldo, part, mask);
 }
 
 // ---- the per-step product on the tensor cores (16-bit storage, BT = 8, sm_80+) --------------------------------
@@ -492,16 +498,7 @@ LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, in
     }
   }
   __syncthreads();
-  if (ks > 1) {
-    for (int i = int(threadIdx.x); i < BT * nout; i += int(blockDim.x)) {
-      const int b = i / nout, o = i - b * nout;
-      if (!(mask >> b & 1u)) continue;
-      float v = init != nullptr ? to_acc<float>(init[b * ldi + o]) : 0.f;
-      for (int j = 0; j < ks; ++j) v += part[(j * BT + b) * ldo + o];
-      out[b * ldo + o] = v;
-    }
-    __syncthreads();
-  }
+  if (ks > 1) add_split_parts<BT>(ks, nout, init, ldi, out, ldo, part, mask);
 }
 
 // The per-step product of a kernel: on the tensor cores where the plan says so (mma; in16: its rounded operand),
