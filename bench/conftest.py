@@ -97,6 +97,7 @@ def pytest_benchmark_update_machine_info(config, machine_info):
         "torch_version": torch.__version__,
         "lstm_ext_version": getattr(lstm_ext, "__version__", "?"),
         "lstm_ext_cpu_avx2": getattr(lstm_ext.build_info, "CPU_AVX2", None),
+        "lstm_ext_cpu_panel_kernel": torch.ops.lstm_ext.cpu_panel_kernel(),
         "lstm_ext_cpu_openmp": getattr(lstm_ext.build_info, "CPU_OPENMP", None),
         "lstm_ext_with_cuda": getattr(lstm_ext.build_info, "WITH_CUDA", None),
         "cuda_device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

@@ -144,7 +144,8 @@ def hardware_lines(machine):
         + (", ".join(map(str, machine.get("_threads") or [])) or str(ext.get("torch_threads", "?")))
         + " (pytest option `--bench-threads`; default: torch's own)",
         f"- torch {ext.get('torch_version', '?')}, lstm_ext {ext.get('lstm_ext_version', '?')}"
-        f" (CPU kernel AVX2: {ext.get('lstm_ext_cpu_avx2', '?')}, on torch's OpenMP threads:"
+        f" (CPU kernel AVX2: {ext.get('lstm_ext_cpu_avx2', '?')}, float32 step products:"
+        f" {ext.get('lstm_ext_cpu_panel_kernel', '?')}, on torch's OpenMP threads:"
         f" {ext.get('lstm_ext_cpu_openmp', '?')}, CUDA build: {ext.get('lstm_ext_with_cuda', '?')})",
         f"- Python {machine.get('python_version', '?')} on {machine.get('system', '?')} {machine.get('release', '')}",
     ]

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 
 #include <sstream>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -210,6 +211,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
 
 bool have_blas() { return cpu::have_blas(); }
 
+std::string cpu_panel_kernel() { return cpu::panel_kernel(); }
+
 // Whether this CPU runs the CPU kernel as it was compiled (AVX2+FMA builds need both).
 bool cpu_kernel_supported() {
 #if defined(LSTM_EXT_CPU_AVX2)
@@ -235,6 +238,7 @@ TORCH_LIBRARY(lstm_ext, m) {
       "bool truncate) -> (Tensor dA, Tensor dU, Tensor dr0, Tensor ds0)");
   m.def("have_blas() -> bool", &have_blas);
   m.def("cpu_kernel_supported() -> bool", &cpu_kernel_supported);
+  m.def("cpu_panel_kernel() -> str", &cpu_panel_kernel);
 }
 
 TORCH_LIBRARY_IMPL(lstm_ext, CPU, m) {

@@ -179,7 +179,8 @@ def info(args) -> int:
     b = lstm_ext.build_info
     print(f"lstm_ext {lstm_ext.__version__} built for torch {b.TORCH_VERSION}; CUDA kernels: "
           f"{'yes (' + b.CUDA_ARCHS + ')' if b.WITH_CUDA else 'no'}; CPU kernel AVX2+FMA: {b.CPU_AVX2}; "
-          f"CPU kernel threads: {'torch OpenMP pool' if b.CPU_OPENMP else 'own std::threads'}")
+          f"CPU kernel threads: {'torch OpenMP pool' if b.CPU_OPENMP else 'own std::threads'}; "
+          f"float32 step products on this CPU: {torch.ops.lstm_ext.cpu_panel_kernel()}")
     print(f"python {platform.python_version()}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     return 0
 

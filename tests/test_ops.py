@@ -13,6 +13,9 @@ What is held here (design.md §7, build-and-api-notes.md §5):
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -223,10 +226,12 @@ def test_recurrence_one_wide_row_on_two_threads(dtype):
         torch.set_num_threads(n)
 
 
-PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles of 1 to 6
-    (CellConfig(), 1, 150),  # G=600, R=150: one row
-    (CellConfig(), 7, 90),  # G=360, R=90: tiles of 4 + 3
-    (CellConfig(), 13, 77),  # G=308, R=77: 5 + 4 + 4; two threads: row chunks of 7 and 6
+PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles (AVX2: 1 to 6, AVX-512: 1 to 12)
+    (CellConfig(), 1, 150),  # G=600, R=150: one row (AVX-512: 4 panels per tile); W past 256 KB: panels outer
+    (CellConfig(), 3, 130),  # G=520, R=130: three rows
+    (CellConfig(), 7, 90),  # G=360, R=90: AVX2 tiles of 4 + 3
+    (CellConfig(), 13, 77),  # G=308, R=77: AVX2 5 + 4 + 4, AVX-512 7 + 6; two threads: row chunks of 7 and 6
+    (CellConfig(), 25, 64),  # G=256, R=64: AVX-512 9 + 8 + 8
     (CellConfig(False, 1, "all", "paper"), 9, 50),  # G=R=150, gate activations fed back
     (CellConfig(True, 3, "cells", "tanh"), 11, 69),  # blocks of 3: G=138, R=69
 ]
@@ -235,9 +240,10 @@ PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row t
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("cfg,B,C", PANEL_CASES, ids=lambda v: cfg_id(v) if isinstance(v, CellConfig) else str(v))
 def test_recurrence_panel_kernel_edges(cfg, B, C, threads):
-    """float32 step products of at least 65536 multiply-adds run the AVX2 panel kernel (csrc/cpu/panel_gemm.h)
-    where the build has it: balanced row tiles of 1 to 6 rows, and a last panel of fewer than 16 columns (through
-    a scratch tile), in the forward (r U^T, N = G) and the backward (da U, N = R), with per-row lengths."""
+    """float32 step products of at least 65536 multiply-adds run the panel kernel (csrc/cpu/panel_gemm.h; AVX-512
+    where the CPU has it, else AVX2) where the build has it: balanced row tiles, groups of 4, 2 and 1 panels, and a
+    last panel of fewer than 16 columns (through a scratch tile), in the forward (r U^T, N = G) and the backward
+    (da U, N = R), with per-row lengths."""
     T = 9
     n = torch.get_num_threads()
     try:
@@ -246,6 +252,38 @@ def test_recurrence_panel_kernel_edges(cfg, B, C, threads):
     finally:
         torch.set_num_threads(n)
 
+
+
+def panel_case_results() -> list:
+    """Outputs and gradients of ops.recurrence in float32 over PANEL_CASES (T = 9, per-row lengths), one thread."""
+    torch.set_num_threads(1)
+    results = []
+    for cfg, B, C in PANEL_CASES:
+        inputs = make_inputs(cfg, 9, B, C, torch.float32)
+        upstream = make_upstream(cfg, 9, B, C)
+        results.append(outputs_and_grads(ops.recurrence, inputs, cfg, varied_lengths(B, 9), upstream))
+    return results
+
+
+@pytest.mark.skipif(OPS.cpu_panel_kernel() != "avx512", reason="this CPU or build has no AVX-512 panel kernel")
+def test_panel_kernel_avx512_matches_avx2_bitwise(tmp_path):
+    """The AVX-512 and the AVX2 panel kernels compute each output as the same chain of FMAs over k, so they give
+    the same bits: the results of PANEL_CASES here (AVX-512) against a process with LSTM_EXT_CPU_AVX512=0."""
+    out = tmp_path / "avx2.pt"
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import test_ops; "
+        "assert torch.ops.lstm_ext.cpu_panel_kernel() == 'avx2', torch.ops.lstm_ext.cpu_panel_kernel(); "
+        "torch.save(test_ops.panel_case_results(), sys.argv[2])"
+    )
+    env = dict(os.environ, LSTM_EXT_CPU_AVX512="0")
+    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(out)], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    avx2 = torch.load(out)
+    avx512 = panel_case_results()
+    for (cfg, B, C), got, want in zip(PANEL_CASES, avx512, avx2):
+        for name, g, w in zip(NAMES, got, want):
+            assert torch.equal(g, w), f"{cfg_id(cfg)} B={B} C={C}: {name} differs between AVX-512 and AVX2"
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [30.0, 1e4])

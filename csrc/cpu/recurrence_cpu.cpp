@@ -1,6 +1,6 @@
 // The fused CPU recurrence. One call runs all T steps: per step one product with U (hand-written
-// loops for the paper's tiny nets; for large ones the AVX2 panel kernel of panel_gemm.h in float32, BLAS
-// otherwise), then the cell math of cell.h per block.
+// loops for the paper's tiny nets; for large ones the panel kernel of panel_gemm.h, AVX2 or AVX-512, in
+// float32, BLAS otherwise), then the cell math of cell.h per block.
 #include "recurrence_cpu.h"
 
 #include "panel_gemm.h"
@@ -381,6 +381,14 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
 }  // namespace
 
 bool have_blas() { return blas_available<float>() && blas_available<double>(); }
+
+const char* panel_kernel() {
+#if defined(LSTM_EXT_PANEL_GEMM)
+  return panel::avx512_enabled() ? "avx512" : "avx2";
+#else
+  return "blas";
+#endif
+}
 
 template <typename T>
 void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {

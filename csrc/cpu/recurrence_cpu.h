@@ -65,4 +65,8 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par = {});
 // Whether an optimised BLAS (sgemm_/dgemm_ from the libraries torch links) was found at load time.
 bool have_blas();
 
+// The kernel of the float32 per-step products that are large enough for it (panel_gemm.h): "avx512" (the CPU
+// has AVX-512F and LSTM_EXT_CPU_AVX512 is not 0), "avx2" (an AVX2+FMA build), else "blas".
+const char* panel_kernel();
+
 }  // namespace lstm_ext::cpu
