@@ -115,10 +115,11 @@ cpu::Parallel torch_parallel() {
 }
 
 // The forward on the CPU; with keep = false (inference) act and s_all are not kept and come back undefined.
+// over_A: act is written over A (contiguous), which the caller gives up (recurrence_forward_cpu_over_A).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward_cpu(
     const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
-    c10::string_view squash, bool truncate, bool keep) {
+    c10::string_view squash, bool truncate, bool keep, bool over_A = false) {
   const CellDims d = check_forward_args(A_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback, squash,
                                         truncate);
   TORCH_CHECK(A_in.scalar_type() == at::kFloat || A_in.scalar_type() == at::kDouble,
@@ -127,7 +128,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
   at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0);
-  at::Tensor act = keep ? at::empty_like(A) : at::Tensor();
+  TORCH_INTERNAL_ASSERT(!over_A || (keep && A.is_same(A_in)), "lstm_ext: act over A needs a contiguous A");
+  at::Tensor act = over_A ? A : keep ? at::empty_like(A) : at::Tensor();
   at::Tensor s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {
     cpu::ForwardArgs<scalar_t> p{d,
@@ -223,6 +225,14 @@ bool cpu_kernel_supported() {
 }
 
 }  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu_over_A(
+    at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate) {
+  TORCH_INTERNAL_ASSERT(A.is_cpu() && A.is_contiguous(), "lstm_ext: act over A needs a contiguous CPU A");
+  return run_forward_cpu(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, true, true);
+}
 
 TORCH_LIBRARY(lstm_ext, m) {
   // A (T,B,G), U (G,R), r0 (B,R), s0 (B,C), lengths (B,) int64 ->

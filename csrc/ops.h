@@ -34,6 +34,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_forw
     const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
     c10::string_view squash, bool truncate);
+// recurrence_forward's CPU kernel with the activations written over A, which it consumes: act is A itself, and no
+// second (T, B, G) tensor is allocated and faulted in. For the layer op, whose A is its own temporary; A must be a
+// contiguous float32/float64 CPU tensor.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_forward_cpu_over_A(
+    at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
     const at::Tensor& dy, const at::Tensor& dr_T, const at::Tensor& ds_T, const at::Tensor& U, const at::Tensor& r0,
     const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,

@@ -14,6 +14,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from lstm_ext import ops
 from lstm_ext.config import CellConfig
@@ -194,6 +195,39 @@ def test_layer_without_autograd_same_bits(mode):
         assert not a.requires_grad
         assert torch.equal(a, b.detach())
 
+
+
+class _PassThroughMode(TorchDispatchMode):
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        return func(*args, **(kwargs or {}))
+
+
+# (B, C, D): both projections above the small-projection loops' size, so that both runs project with ATen; the
+# recurrence's products in hand loops, then in the panel kernel
+@pytest.mark.parametrize("B,C,D", [(3, 4, 200), (13, 77, 5)], ids=["hand_loops", "panel_kernel"])
+def test_layer_activations_over_its_projection(B, C, D):
+    """On the CPU the layer's forward writes the activations over its own projection A (csrc/layer.cpp); under a
+    Python dispatch mode it calls recurrence_forward through the dispatcher, with a separate act. Both give the
+    same bits, outputs and gradients, and a second backward through the retained graph gives them again."""
+    cfg = CellConfig()
+    inputs = layer_inputs(cfg, 7, B, C, D, torch.float32)
+    lengths = torch.tensor([[7, 0, 3, 1, 6][b % 5] for b in range(B)])
+
+    def run():
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        outs = ops.layer(*leaves, cfg, lengths)
+        ups = [torch.ones_like(o) for o in outs]
+        first = torch.autograd.grad(outs, leaves, ups, retain_graph=True)
+        second = torch.autograd.grad(outs, leaves, ups)
+        return [o.detach() for o in outs] + list(first) + list(second)
+
+    over_a = run()
+    with _PassThroughMode():
+        separate = run()
+    for name, a, b in zip(NAMES[:3] + NAMES[3:] + NAMES[3:], over_a, separate):
+        assert torch.equal(a, b), name
+    for a, b in zip(over_a[3:10], over_a[10:]):
+        assert torch.equal(a, b)
 
 # T*B*G above two chunks of the projection (2^21 elements, csrc/layer.cpp): the layer projects 256 steps at a time
 # (256 + 344 here), or 4 at a time for a wide batch (B*G = 2^18); without a gradient the recurrence runs chunk by

@@ -117,7 +117,7 @@ class StepProduct {
     }
   }
 
-  // out (B x N) = addend (B x N) + in (B x K) * op(U); addend and out do not overlap.
+  // out (B x N) = addend (B x N) + in (B x K) * op(U); addend is out itself or does not overlap it.
   void operator()(const T* in, const T* addend, T* out) const {
 #if defined(LSTM_EXT_PANEL_GEMM)
     if (mode_ == Mode::Panels) {
@@ -125,7 +125,7 @@ class StepProduct {
       return;
     }
 #endif
-    std::copy(addend, addend + B_ * N_, out);
+    if (addend != out) std::copy(addend, addend + B_ * N_, out);
     (*this)(in, T(1), out);
   }
 

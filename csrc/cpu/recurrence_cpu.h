@@ -23,7 +23,8 @@ struct ForwardArgs {
   T* r_T;                  // (B, R)     out: recurrent source after the row's last step
   T* s_T;                  // (B, C)     out: cell state after the row's last step
   T* act;                  // (T, B, G)  out: activations, kept for the backward (0 past a row's length);
-                           //            nullptr: not kept (inference), the kernel uses a per-step buffer
+                           //            nullptr: not kept (inference), the kernel uses a per-step buffer;
+                           //            may be A itself (each step reads its A_t before it writes act_t)
   T* s_all;                // (T, B, C)  out: cell states, kept for the backward; nullptr with act
 };
 
