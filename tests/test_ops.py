@@ -228,7 +228,7 @@ def test_recurrence_one_wide_row_on_two_threads(dtype):
 
 PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles (AVX2: 1 to 6, AVX-512: 1 to 12)
     (CellConfig(), 1, 150),  # G=600, R=150: one row (AVX-512: 4 panels per tile); W past 256 KB: panels outer
-    (CellConfig(), 3, 130),  # G=520, R=130: three rows
+    (CellConfig(), 3, 130),  # G=520, R=130: three rows (AVX2 tiles also on an AVX-512 CPU)
     (CellConfig(), 7, 90),  # G=360, R=90: AVX2 tiles of 4 + 3
     (CellConfig(), 13, 77),  # G=308, R=77: AVX2 5 + 4 + 4, AVX-512 7 + 6; two threads: row chunks of 7 and 6
     (CellConfig(), 25, 64),  # G=256, R=64: AVX-512 9 + 8 + 8

@@ -15,11 +15,11 @@
 // elsewhere the kernel keeps calling BLAS.
 //
 // AVX-512 (gemm_avx512): the same panels, a tile of up to 12 rows x 2 panels in 24 of the 32 zmm registers (up to
-// 4 rows x 4 panels for M <= 4, so that at least 8 FMA chains hide the FMA latency). Compiled with a function
-// target attribute and chosen at run time (avx512_enabled: the CPU has AVX-512F and LSTM_EXT_CPU_AVX512 is not
-// 0). Each output is the same chain of FMAs over k as in the AVX2 tile, so both give the same bits. On the
-// 2-core Xeon of 2026-11 (AVX-512, two FMA units): M=16 K=128 N=512 98 -> 150 GFLOP/s per core, M=16 K=512
-// N=128 106 -> 170 (MKL's sgemm: 172).
+// 4 rows x 4 panels for M <= 4: more independent FMA chains for few rows; 3 rows keep the AVX2 tiles, see gemm).
+// Compiled with a function target attribute and chosen at run time (avx512_enabled: the CPU has AVX-512F and
+// LSTM_EXT_CPU_AVX512 is not 0). Each output is the same chain of FMAs over k as in the AVX2 tile, so both give
+// the same bits. On the 2-core Xeon of 2026-11 (AVX-512, two FMA units): M=16 K=128 N=512 98 -> 150 GFLOP/s per
+// core, M=16 K=512 N=128 106 -> 170 (MKL's sgemm: 172).
 #pragma once
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -264,9 +264,11 @@ inline bool avx512_enabled() {
 }
 
 // C (M x N, ldc) = [C0 +] A (M x K, lda) W, W packed by pack(); C0 (M x N, ldc, may be C itself) or nullptr.
+// Three rows stay on the AVX2 tiles (same bits): measured on the Xeon above, the AVX-512 tile of 3 rows x 4 panels
+// runs at 64 GFLOP/s against the AVX2 tiles' 75 (1, 2 and 4 rows: 39/91/118 against 35/55/92).
 inline void gemm(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* P, const float* C0,
                  float* C, int64_t ldc) {
-  if (avx512_enabled()) return gemm_avx512(M, N, K, A, lda, P, C0, C, ldc);
+  if (M != 3 && avx512_enabled()) return gemm_avx512(M, N, K, A, lda, P, C0, C, ldc);
   gemm_avx2(M, N, K, A, lda, P, C0, C, ldc);
 }
 
