@@ -415,20 +415,30 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
       d.truncate ? std::vector<float>() : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
   for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels); });
 
-  // dU = sum_t da_t^T r_{t-1}: one product over all steps, with r_{t-1} rebuilt from what the forward kept.
-  std::vector<T> r_prev(size_t(Tn * B * R));
-  if (Tn > 0) std::copy(p.r0, p.r0 + B * R, r_prev.begin());
-  for (int64_t t = 1; t < Tn; ++t)
-    for (int64_t b = 0; b < B; ++b)
-      gather_feedback(d, p.act + ((t - 1) * B + b) * G, p.y + ((t - 1) * B + b) * C, r_prev.data() + (t * B + b) * R);
+  // dU = sum_t da_t^T r_{t-1}. With feedback "cells" r_{t-1} is y_{t-1} (r0 at t = 0; a row past its length has
+  // dA = 0), so the rows of r_{t-1} over all steps are r0's then y's first T-1 steps: two products, no copy. With
+  // feedback "all" r_{t-1} also holds gate activations and is rebuilt from what the forward kept.
+  std::vector<T> r_prev;
+  const T* r_rest = p.y;  // rows B .. T*B-1 of r_{t-1}: steps 1 .. T-1
+  if (d.feedback_all && Tn > 1) {
+    r_prev.resize(size_t((Tn - 1) * B * R));
+    for (int64_t t = 1; t < Tn; ++t)
+      for (int64_t b = 0; b < B; ++b)
+        gather_feedback(d, p.act + ((t - 1) * B + b) * G, p.y + ((t - 1) * B + b) * C,
+                        r_prev.data() + ((t - 1) * B + b) * R);
+    r_rest = r_prev.data();
+  }
   const int64_t rows = Tn * B;
-  if (blas_available<T>() && rows * G * R >= kBlasParallelMinWork) {
-    blas_gemm<T>(true, false, G, R, rows, T(1), p.dA, G, r_prev.data(), R, T(0), p.dU, R);
+  if (rows == 0) {
+    std::fill(p.dU, p.dU + G * R, T(0));
+  } else if (blas_available<T>() && rows * G * R >= kBlasParallelMinWork) {
+    blas_gemm<T>(true, false, G, R, B, T(1), p.dA, G, p.r0, R, T(0), p.dU, R);
+    if (rows > B) blas_gemm<T>(true, false, G, R, rows - B, T(1), p.dA + B * G, G, r_rest, R, T(1), p.dU, R);
   } else {
     std::fill(p.dU, p.dU + G * R, T(0));
     for (int64_t n = 0; n < rows; ++n) {
       const T* da = p.dA + n * G;
-      const T* r = r_prev.data() + n * R;
+      const T* r = n < B ? p.r0 + n * R : r_rest + (n - B) * R;
       for (int64_t g = 0; g < G; ++g) {
         const T dg = da[g];
         T* dU = p.dU + g * R;
