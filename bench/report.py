@@ -253,6 +253,14 @@ def limit_lines(results, limits):
                        f"scale, the same products through MKL, `torch.addmm` ({B} x {H} by {H} x {4 * H}, {T} times, "
                        f"no cell math), take {fmt_time(step['median'])} "
                        f"({step['flop'] / step['median'] / 1e9:.0f} GFLOP/s).")  # fmt: skip
+    slower = {}  # direction -> the float32 CPU cases where LSTM2000 is slower than nn.LSTM
+    for (device, dtype, direction, B, H, D, T), peers in sorted(results.items()):
+        r = ratio(peers, "LSTM2000", "nn.LSTM")
+        if device == "cpu" and dtype == "float32" and r is not None and r < 1:
+            slower.setdefault(direction, []).append(f"B={B} H={H} T={T} {fmt_ratio(r)}")
+    if slower:
+        out.append("- Every case of this run where nn.LSTM is faster than LSTM2000 (float32; LSTM2000's speed-up): "
+                   + "; ".join(f"{direction}: {', '.join(cases)}" for direction, cases in slower.items()) + ".")
     return out
 
 
