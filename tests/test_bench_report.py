@@ -34,10 +34,25 @@ def test_limit_lines_explain_wide_layers_only_where_nn_lstm_is_faster():
     step = {"step_products": {"median": 0.4, "min": 0.4, "flop": 2 * 100 * 32 * 4096 * 1024, "size": (32, 1024, 100)}}
     slower = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.2), "LSTM2000": t(0.45)}}
     lines = report.limit_lines(slower, step)
-    assert len(lines) == 1 and "B=32 H=1024 T=100" in lines[0] and "take 400 ms (67 GFLOP/s)" in lines[0]
+    assert len(lines) == 2 and "B=32 H=1024 T=100" in lines[0] and "take 400 ms (67 GFLOP/s)" in lines[0]
     assert "nn.LSTM's 200 ms (134 GFLOP/s" in lines[0] and "LSTM2000 60 GFLOP/s" in lines[0] and "(16 MB" in lines[0]
+    assert lines[1].endswith("faster than LSTM2000 (float32; LSTM2000's speed-up): fwd: B=32 H=1024 T=100 0.444×.")
     faster = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.5), "LSTM2000": t(0.45)}}
     assert report.limit_lines(faster, step) == []
+
+
+def test_limit_lines_list_every_case_where_nn_lstm_is_faster():
+    t = lambda s: {"median": s, "min": s}  # noqa: E731
+    results = {
+        ("cpu", "float32", "fwd", 32, 128, 32, 100): {"nn.LSTM": t(3.0), "LSTM2000": t(4.0)},
+        ("cpu", "float32", "fwd+bwd", 32, 128, 32, 100): {"nn.LSTM": t(9.0), "LSTM2000": t(10.0)},
+        ("cpu", "float32", "fwd+bwd", 1, 8, 2, 100): {"nn.LSTM": t(9.0), "LSTM2000": t(1.0)},  # faster: not listed
+        ("cpu", "float64", "fwd", 32, 128, 32, 100): {"nn.LSTM": t(1.0), "LSTM2000": t(2.0)},  # float32 only
+    }
+    assert report.limit_lines(results, {}) == [
+        "- Every case of this run where nn.LSTM is faster than LSTM2000 (float32; LSTM2000's speed-up): "
+        "fwd: B=32 H=128 T=100 0.75×; fwd+bwd: B=32 H=128 T=100 0.9×."
+    ]
 
 
 def test_time_vs_T_fits_the_per_step_cost():
