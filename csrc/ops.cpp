@@ -115,7 +115,7 @@ cpu::Parallel torch_parallel() {
 }
 
 // The forward on the CPU; with keep = false (inference) act and s_all are not kept and come back undefined.
-// over_A: act is written over A (contiguous), which the caller gives up (recurrence_forward_cpu_over_A).
+// over_A (with keep): act is written over A, which the caller gives up (recurrence_forward_cpu_over_A).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward_cpu(
     const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
@@ -128,7 +128,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
   at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0);
-  TORCH_INTERNAL_ASSERT(!over_A || (keep && A.is_same(A_in)), "lstm_ext: act over A needs a contiguous A");
   at::Tensor act = over_A ? A : keep ? at::empty_like(A) : at::Tensor();
   at::Tensor s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {

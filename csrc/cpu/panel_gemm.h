@@ -36,6 +36,7 @@ namespace lstm_ext::cpu::panel {
 
 constexpr int64_t kWidth = 16;  // columns per panel: two AVX registers
 constexpr int kMaxRows = 6;     // rows per register tile: 12 accumulators + 2 panel loads + 1 broadcast
+constexpr int kMaxRows512 = 12;  // AVX-512: rows x 2 panels, 24 accumulators + 2 panel loads + 1 broadcast of 32 zmm
 
 inline int64_t padded_cols(int64_t N) { return (N + kWidth - 1) / kWidth * kWidth; }
 
@@ -107,6 +108,37 @@ inline void tile_rows(int rows, int64_t K, const float* A, int64_t lda, const fl
   }
 }
 
+// Whether a row tile sweeps all panels before the next tile (W fits the L2 cache with room: the tile's rows of A
+// stay in L1), or each panel is swept by all row tiles (large W streams from memory once per step, not once per
+// row tile).
+inline bool rows_outer(int64_t K, int64_t N) {
+  return packed_size(K, N) * int64_t(sizeof(float)) <= (int64_t(256) << 10);
+}
+
+// body(m0, rows) for M rows in balanced tiles of at most max_rows (M = 16 by 6: 6 + 5 + 5, never a slow 1- or 2-row
+// tail).
+template <typename F>
+inline void for_each_row_tile(int64_t M, int max_rows, F body) {
+  const int64_t tiles = (M + max_rows - 1) / max_rows;
+  const int64_t base = M / tiles, extra = M % tiles;  // `extra` tiles of base + 1 rows, the rest of base
+  for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
+    const int rows = int(base + (t < extra ? 1 : 0));
+    body(m0, rows);
+    m0 += rows;
+  }
+}
+
+// The last, partial panel (cols < 16 columns) of `rows` rows through a scratch tile: tile(scratch_c0, scratch, 16)
+// computes the full-width tile, of which the first cols columns go to C (ldc); c0 (ldc) or nullptr.
+template <typename Tile>
+inline void through_scratch(int rows, int64_t cols, const float* c0, float* c, int64_t ldc, Tile tile) {
+  float scratch[kMaxRows512 * kWidth] = {};
+  if (c0 != nullptr)
+    for (int r = 0; r < rows; ++r) std::copy(c0 + r * ldc, c0 + r * ldc + cols, scratch + r * kWidth);
+  tile(c0 == nullptr ? nullptr : scratch, scratch, kWidth);
+  for (int r = 0; r < rows; ++r) std::copy(scratch + r * kWidth, scratch + r * kWidth + cols, c + r * ldc);
+}
+
 // Rows [m0, m0 + rows) of C against panel p (columns 16p ..): the last, partial panel through a scratch tile.
 inline void tile_at(int rows, int64_t m0, int64_t p, int64_t N, int64_t K, const float* A, int64_t lda,
                     const float* P, const float* C0, float* C, int64_t ldc) {
@@ -114,45 +146,29 @@ inline void tile_at(int rows, int64_t m0, int64_t p, int64_t N, int64_t K, const
   const float* panel = P + n0 * K;
   const float* c0 = C0 == nullptr ? nullptr : C0 + m0 * ldc + n0;
   if (n0 + kWidth <= N) return tile_rows(rows, K, A + m0 * lda, lda, panel, c0, C + m0 * ldc + n0, ldc);
-  const int64_t cols = N - n0;
-  float scratch[kMaxRows * kWidth] = {};
-  if (c0 != nullptr)
-    for (int r = 0; r < rows; ++r) std::copy(c0 + r * ldc, c0 + r * ldc + cols, scratch + r * kWidth);
-  tile_rows(rows, K, A + m0 * lda, lda, panel, c0 == nullptr ? nullptr : scratch, scratch, kWidth);
-  for (int r = 0; r < rows; ++r) std::copy(scratch + r * kWidth, scratch + r * kWidth + cols, C + (m0 + r) * ldc + n0);
+  through_scratch(rows, N - n0, c0, C + m0 * ldc + n0, ldc, [&](const float* s0, float* s, int64_t lds) {
+    tile_rows(rows, K, A + m0 * lda, lda, panel, s0, s, lds);
+  });
 }
 
 // gemm with the AVX2 tiles.
 inline void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* P, const float* C0,
-                 float* C, int64_t ldc) {
+                      float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t panels = padded_cols(N) / kWidth;
-  const int64_t tiles = (M + kMaxRows - 1) / kMaxRows;
-  const int64_t base = M / tiles, extra = M % tiles;  // `extra` tiles of base + 1 rows, the rest of base
-  // Small W (fits the L2 cache with room): a tile of rows sweeps all panels, its rows of A stay in L1. Large W:
-  // each panel is swept by all row tiles, so W streams from memory once per step, not once per row tile.
-  const bool rows_outer = packed_size(K, N) * int64_t(sizeof(float)) <= (int64_t(256) << 10);
-  if (rows_outer) {
-    for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
-      const int rows = int(base + (t < extra ? 1 : 0));
+  if (rows_outer(K, N)) {
+    for_each_row_tile(M, kMaxRows, [&](int64_t m0, int rows) {
       for (int64_t p = 0; p < panels; ++p) tile_at(rows, m0, p, N, K, A, lda, P, C0, C, ldc);
-      m0 += rows;
-    }
+    });
   } else {
     for (int64_t p = 0; p < panels; ++p)
-      for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
-        const int rows = int(base + (t < extra ? 1 : 0));
-        tile_at(rows, m0, p, N, K, A, lda, P, C0, C, ldc);
-        m0 += rows;
-      }
+      for_each_row_tile(M, kMaxRows, [&](int64_t m0, int rows) { tile_at(rows, m0, p, N, K, A, lda, P, C0, C, ldc); });
   }
 }
 
 // ---- AVX-512 ------------------------------------------------------------------------------------------------
 
 #define LSTM_EXT_TARGET_AVX512 __attribute__((target("avx512f")))
-
-constexpr int kMaxRows512 = 12;  // rows x 2 panels: 24 accumulators + 2 panel loads + 1 broadcast of 32 zmm
 
 // One tile: C (MR x 16*NP, ldc) = [C0 +] A (MR x K, lda) [panel_0 .. panel_{NP-1}], panel_j at panel + j * stride.
 // The loops over MR and NP are unrolled, so the accumulators live in registers.
@@ -210,12 +226,9 @@ LSTM_EXT_TARGET_AVX512 inline void tile512_at(int rows, int np, int64_t m0, int6
   if (np == 4) return tile512_rows<4>(rows, K, a, lda, panel, stride, c0, c, ldc);
   if (np == 2) return tile512_rows<2>(rows, K, a, lda, panel, stride, c0, c, ldc);
   if (np == 1) return tile512_rows<1>(rows, K, a, lda, panel, stride, c0, c, ldc);
-  const int64_t cols = N - n0;
-  float scratch[kMaxRows512 * kWidth] = {};
-  if (c0 != nullptr)
-    for (int r = 0; r < rows; ++r) std::copy(c0 + r * ldc, c0 + r * ldc + cols, scratch + r * kWidth);
-  tile512_rows<1>(rows, K, a, lda, panel, stride, c0 == nullptr ? nullptr : scratch, scratch, kWidth);
-  for (int r = 0; r < rows; ++r) std::copy(scratch + r * kWidth, scratch + r * kWidth + cols, c + r * ldc);
+  through_scratch(rows, N - n0, c0, c, ldc, [&](const float* s0, float* s, int64_t lds) {
+    tile512_rows<1>(rows, K, a, lda, panel, stride, s0, s, lds);
+  });
 }
 
 // gemm with the AVX-512 tiles; the loop order as in gemm_avx2.
@@ -223,8 +236,6 @@ LSTM_EXT_TARGET_AVX512 inline void gemm_avx512(int64_t M, int64_t N, int64_t K, 
                                                const float* P, const float* C0, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
   const int64_t whole = N / kWidth, panels = padded_cols(N) / kWidth;
-  const int64_t tiles = (M + kMaxRows512 - 1) / kMaxRows512;
-  const int64_t base = M / tiles, extra = M % tiles;
   const int group = M <= 4 ? 4 : 2;  // panels per tile
   // Panel groups: `group` panels while whole ones last, then single panels, then the partial one (np = 0).
   auto for_each_group = [&](auto body) {
@@ -233,20 +244,15 @@ LSTM_EXT_TARGET_AVX512 inline void gemm_avx512(int64_t M, int64_t N, int64_t K, 
     for (; p < whole; ++p) body(p, 1);
     if (whole < panels) body(whole, 0);
   };
-  const bool rows_outer = packed_size(K, N) * int64_t(sizeof(float)) <= (int64_t(256) << 10);
-  if (rows_outer) {
-    for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
-      const int rows = int(base + (t < extra ? 1 : 0));
+  if (rows_outer(K, N)) {
+    for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
       for_each_group([&](int64_t p, int np) { tile512_at(rows, np, m0, p, N, K, A, lda, P, C0, C, ldc); });
-      m0 += rows;
-    }
+    });
   } else {
     for_each_group([&](int64_t p, int np) {
-      for (int64_t t = 0, m0 = 0; t < tiles; ++t) {
-        const int rows = int(base + (t < extra ? 1 : 0));
+      for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
         tile512_at(rows, np, m0, p, N, K, A, lda, P, C0, C, ldc);
-        m0 += rows;
-      }
+      });
     });
   }
 }
