@@ -67,7 +67,8 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par = {});
 bool have_blas();
 
 // The kernel of the float32 per-step products that are large enough for it (panel_gemm.h): "avx512" (the CPU
-// has AVX-512F and LSTM_EXT_CPU_AVX512 is not 0), "avx2" (an AVX2+FMA build), else "blas".
+// has AVX-512F and LSTM_EXT_CPU_AVX512 is not 0; products of 3 rows still take the AVX2 tiles), "avx2" (an
+// AVX2+FMA build), else "blas".
 const char* panel_kernel();
 
 }  // namespace lstm_ext::cpu
