@@ -68,8 +68,10 @@ inline CellDims make_cell_dims(int n_cells, int block_size, bool forget_gate, bo
 }
 
 // ---- activations ---------------------------------------------------------------------------------
-// float on the host uses branch-free polynomial exp/tanh (Cephes, ~1 ulp) so the CPU loops vectorise;
-// double, and the GPU, use the C library's.
+// float on the host uses branch-free approximations, so that the CPU loops vectorise: exp a Cephes polynomial
+// (~1 ulp; the sigmoid <= 2.4 ulp), tanh a rational function (<= 5.4 ulp, |error| <= 3.1e-7; three times
+// the speed of 1 - 2 / (e^2x + 1), which made tanh 40 % of the B=1 H=8 forward step). double, and the GPU,
+// use the C library's.
 
 #if !defined(__CUDA_ARCH__)
 inline float exp_poly(float x) {
@@ -90,14 +92,23 @@ inline float exp_poly(float x) {
   return p * scale;
 }
 
-inline float tanh_poly(float x) {
-  const float ax = x < 0.0f ? -x : x;
-  const float z = x * x;  // |x| < 0.625: odd polynomial; else 1 - 2 / (e^{2|x|} + 1)
-  const float small =
-      ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z + 1.33314422036e-1f) * z -
-       3.33332819422e-1f) * z * x + x;
-  const float big = 1.0f - 2.0f / (exp_poly(2.0f * ax) + 1.0f);
-  return ax < 0.625f ? small : (x < 0.0f ? -big : big);
+// tanh(x) = x P(x^2) / Q(x^2), |x| clamped to 9 (beyond it tanh rounds to +-1), the result to [-1, 1]: the
+// coefficients and the error bound (over every float in [0, 12]) come from scripts/fit_tanh.py.
+inline float tanh_rational(float x) {
+  x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
+  const float z = x * x;
+  float p = 1.335496069e-08f;
+  p = p * z + 2.060930092e-05f;
+  p = p * z + 3.495601472e-03f;
+  p = p * z + 1.338103712e-01f;
+  p = p * z + 1.0f;
+  float q = 7.776681628e-07f;
+  q = q * z + 3.285656567e-04f;
+  q = q * z + 2.587703243e-02f;
+  q = q * z + 4.671435356e-01f;
+  q = q * z + 1.0f;
+  const float t = x * p / q;
+  return t < -1.0f ? -1.0f : (t > 1.0f ? 1.0f : t);
 }
 #endif
 
@@ -112,7 +123,7 @@ LSTM_HD T exp_(T x) {
 template <typename T>
 LSTM_HD T tanh_(T x) {
 #if !defined(__CUDA_ARCH__)
-  if constexpr (sizeof(T) == 4) return tanh_poly(x);
+  if constexpr (sizeof(T) == 4) return tanh_rational(x);
 #endif
   return tanh(x);
 }

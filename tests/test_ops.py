@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -301,6 +302,44 @@ def test_recurrence_saturated(cfg, scale, dtype):
     got = outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream)
     assert all(torch.isfinite(g).all() for g in got)
     assert_parity(got, run_reference(inputs, cfg, lengths, upstream), dtype, T, B)
+
+
+def cell_state_of_one_step(a_z, squash):
+    """s_T of one step of the 2000 cell with one cell from s0 = 0, the input gate saturated open (its sigmoid is
+    exactly 1 in float32): the cell-input squash g(a_z) as the float32 CPU kernel computes it. a_z: (N,)."""
+    N = a_z.shape[0]
+    A = torch.zeros(1, N, 4)  # gate rows (iota, phi, z, omega)
+    A[0, :, 0] = 100.0
+    A[0, :, 2] = a_z
+    U, r0, s0 = torch.zeros(4, 1), torch.zeros(N, 1), torch.zeros(N, 1)
+    _, _, s_T = ops.recurrence(A, U, r0, s0, CellConfig(True, 1, "cells", squash))
+    return s_T[:, 0]
+
+
+def ulps(got, want):
+    """|got - want| in units of the float32 spacing at want (float64 in, float64 out)."""
+    spacing = np.abs(np.spacing(want.numpy().astype(np.float32))).astype(np.float64)
+    return (got.double() - want).abs().numpy() / spacing
+
+
+@pytest.mark.parametrize(
+    "squash,want_fn,bound_ulp",
+    [("tanh", torch.tanh, 5.4), ("sigmoid_identity", torch.sigmoid, 2.5)],
+    ids=["tanh", "sigmoid"],
+)
+def test_float32_activation_error(squash, want_fn, bound_ulp):
+    """The float32 CPU activations stay within the error csrc/cell.h states for them (tanh: a rational
+    function, scripts/fit_tanh.py; sigmoid: 1 / (1 + exp) with a polynomial exp), and tanh within [-1, 1]."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([(torch.rand(2_000_000, generator=g) - 0.5) * 40, torch.logspace(-30, 1, 20_000)])
+    x = torch.cat([x, -x]).float()
+    got = cell_state_of_one_step(x, squash)
+    err = ulps(got, want_fn(x.double()))
+    assert err.max() <= bound_ulp, f"{squash}: {err.max():.2f} ulp at x = {x[int(err.argmax())].item():.6g}"
+    if squash == "tanh":
+        assert got.abs().max() <= 1.0
+        assert torch.equal(cell_state_of_one_step(torch.tensor([float("inf"), -float("inf")]), squash),
+                           torch.tensor([1.0, -1.0]))  # fmt: skip
 
 
 WITHOUT_GRAD = ["no_grad", "inference_mode", "no_input_requires_grad"]

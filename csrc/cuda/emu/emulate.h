@@ -3,7 +3,7 @@
 // per CTA for __syncthreads, a buffer per CTA for dynamic shared memory, host versions of the 16-bit types.
 // It checks indexing, masking, the alignment of vector accesses, the exchange between the CTAs of a group and
 // the barrier protocol; it does not model warps (beyond the warp-wide mma, as the PTX specifies its fragments),
-// the CUDA memory model or device math (float uses cell.h's host polynomials).
+// the CUDA memory model or device math (float uses cell.h's host approximations).
 #pragma once
 
 #define LSTM_EXT_CUDA_EMULATE 1
