@@ -68,32 +68,40 @@ inline CellDims make_cell_dims(int n_cells, int block_size, bool forget_gate, bo
 }
 
 // ---- activations ---------------------------------------------------------------------------------
-// float on the host uses branch-free approximations, so that the CPU loops vectorise: exp a Cephes polynomial
-// (~1 ulp; the sigmoid <= 2.4 ulp), tanh a rational function (<= 5.4 ulp, |error| <= 3.1e-7; three times
-// the speed of 1 - 2 / (e^2x + 1), which made tanh 40 % of the B=1 H=8 forward step). double, and the GPU,
-// use the C library's.
+// float on the host uses branch-free approximations, so that the CPU loops vectorise: exp a polynomial (<= 1 ulp;
+// the sigmoid <= 2.5 ulp), tanh a rational function (<= 5.4 ulp, |error| <= 3.1e-7; three times the speed of
+// 1 - 2 / (e^2x + 1), which made tanh 40 % of the B=1 H=8 forward step). scripts/fit_activations.py fits
+// both; tests/test_ops.py::test_float32_activation_error holds the kernel to these bounds. double, and the
+// GPU, use the C library's.
 
 #if !defined(__CUDA_ARCH__)
+// e^x = 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts), e^r a degree-6 polynomial. x is
+// clamped to [-87.3, 88] so that 2^n is a normal float; 2^n comes from the bits of the rounding sum itself.
 inline float exp_poly(float x) {
-  x = x < -87.3365f ? -87.3365f : (x > 88.0f ? 88.0f : x);
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln 2)
+  x = x > 88.0f ? 88.0f : x;
+  x = x < -87.3365f ? -87.3365f : x;
+  constexpr float kRound = 12582912.0f + 127.0f;  // 1.5 * 2^23 + the exponent bias
+  const float t = x * 1.44269504088896341f + kRound;  // its low mantissa bits hold n + 127
+  const float n = t - kRound;
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int bits = (static_cast<int>(n) + 127) << 23;  // 2^n
+  float p = 1.381445094e-03f;
+  p = p * r + 8.368776180e-03f;
+  p = p * r + 4.166839272e-02f;
+  p = p * r + 1.666651964e-01f;
+  p = p * r + 4.999999404e-01f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  int bits;
+  __builtin_memcpy(&bits, &t, sizeof(bits));
+  bits <<= 23;  // (n + 127) << 23: 2^n
   float scale;
   __builtin_memcpy(&scale, &bits, sizeof(scale));
   return p * scale;
 }
 
 // tanh(x) = x P(x^2) / Q(x^2), |x| clamped to 9 (beyond it tanh rounds to +-1), the result to [-1, 1]: the
-// coefficients and the error bound (over every float in [0, 12]) come from scripts/fit_tanh.py.
+// coefficients come from scripts/fit_activations.py; the bound was measured over every float in [0, 12].
 inline float tanh_rational(float x) {
   x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
   const float z = x * x;

@@ -329,7 +329,7 @@ def ulps(got, want):
 )
 def test_float32_activation_error(squash, want_fn, bound_ulp):
     """The float32 CPU activations stay within the error csrc/cell.h states for them (tanh: a rational
-    function, scripts/fit_tanh.py; sigmoid: 1 / (1 + exp) with a polynomial exp), and tanh within [-1, 1]."""
+    function; sigmoid: 1 / (1 + exp) with a polynomial exp; scripts/fit_activations.py), and tanh within [-1, 1]."""
     g = torch.Generator().manual_seed(0)
     x = torch.cat([(torch.rand(2_000_000, generator=g) - 0.5) * 40, torch.logspace(-30, 1, 20_000)])
     x = torch.cat([x, -x]).float()
