@@ -6,6 +6,10 @@
 
 #include <ATen/Parallel.h>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include <sstream>
 #include <string>
 #include <thread>
@@ -103,11 +107,21 @@ cpu::Parallel torch_parallel() {
   par.for_each = [](int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
     at::parallel_for(0, n, grain, body);
   };
+  par.team = [](int n, const std::function<void(int, int)>& body) {
+#pragma omp parallel num_threads(n)
+    body(omp_get_thread_num(), omp_get_num_threads());
+  };
 #else
   par.for_each = [](int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body) {
     std::vector<std::thread> workers;
     for (int64_t b = grain; b < n; b += grain) workers.emplace_back(body, b, std::min(n, b + grain));
     body(0, std::min(n, grain));
+    for (auto& w : workers) w.join();
+  };
+  par.team = [](int n, const std::function<void(int, int)>& body) {
+    std::vector<std::thread> workers;
+    for (int tid = 1; tid < n; ++tid) workers.emplace_back(body, tid, n);
+    body(0, n);
     for (auto& w : workers) w.join();
   };
 #endif

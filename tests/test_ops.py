@@ -216,8 +216,9 @@ def test_recurrence_around_blas_threshold(B, C, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_recurrence_one_wide_row_on_two_threads(dtype):
-    """One batch row with products of at least 2^21 multiply-adds (G*R = 2896*724) on two threads: a single row
-    chunk, so the products stay with BLAS, which splits each over the threads (the panel kernel runs on one)."""
+    """One batch row with products of at least 2^21 multiply-adds (G*R = 2896*724) on two threads: in float32 the
+    forward splits the cells over the threads (see test_wide_layer_forward_splits_the_cells); in float64, and in the
+    backward, a single row chunk, so the products stay with BLAS, which splits each over the threads."""
     T, B, C = 70, 1, 724
     n = torch.get_num_threads()
     try:
@@ -225,6 +226,41 @@ def test_recurrence_one_wide_row_on_two_threads(dtype):
         check_against_reference(ops.recurrence, CellConfig(), T, B, C, dtype, None, yardstick=True)
     finally:
         torch.set_num_threads(n)
+
+
+WIDE_CONFIGS = [CellConfig(), CellConfig(False, 1, "cells", "paper", True)]
+
+
+@pytest.mark.parametrize("cfg", WIDE_CONFIGS, ids=cfg_id)
+@pytest.mark.parametrize("B,C", [(4, 512), (33, 520), (2, 1030)], ids=["H512", "B33", "ragged-H1030"])
+def test_wide_layer_forward_splits_the_cells(cfg, B, C):
+    """float32 layers whose U has 2^20 elements or more (H >= 512), cells of their own fed back, no lengths: on two
+    threads the forward splits the cells, not the batch, over the threads, with a barrier after each step
+    (csrc/cpu/recurrence_cpu.cpp, forward_cell_split; the last thread's cells end in a part-filled panel at
+    H = 1030). The same bits as on one thread (each output the same chain of multiply-adds), with and without a
+    gradient, and the reference's outputs."""
+    T = 6
+    inputs = make_inputs(cfg, T, B, C, torch.float32)
+    upstream = make_upstream(cfg, T, B, C)
+    n = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                inference = ops.recurrence(*inputs, cfg)
+            results[threads] = (inference, outputs_and_grads(ops.recurrence, inputs, cfg, None, upstream))
+    finally:
+        torch.set_num_threads(n)
+    (inference_1, got_1), (inference_2, got_2) = results[1], results[2]
+    for name, a, b in zip(NAMES, got_2, got_1):
+        assert torch.equal(a, b), f"{name} differs between two threads and one"
+    for a, b, c in zip(inference_2, inference_1, got_2):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    # What the split computes, y, r_T and s_T, against the reference; the gradients are the backward's, the same code
+    # on both thread counts (equal bits above) and held to the reference by the tests above.
+    want = run_reference(inputs, cfg, None, upstream)
+    assert_parity(got_2[:3], want[:3], torch.float32, T, B)
 
 
 PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles (AVX2: 1 to 6, AVX-512: 1 to 12)

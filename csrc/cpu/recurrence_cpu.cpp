@@ -6,6 +6,8 @@
 #include "panel_gemm.h"
 
 #include <algorithm>
+#include <atomic>
+#include <thread>
 #include <type_traits>
 #include <utility>
 #include <cstring>
@@ -197,6 +199,26 @@ bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nu
 // with the squash (Q) and the forget gate (FG) known at compile time. Blocks of one cell (S = 1) need
 // no per-block reduction; larger blocks go through block_forward / block_backward of cell.h.
 //   a (G) net inputs -> activations;  s_prev, s, y (C)
+// The cell math of n cells of their own (S = 1), one batch row, one step: the four row groups' net inputs of these
+// cells -> activations (in place); s_prev, s, y (n).
+template <typename T, Squash Q, bool FG>
+void cells_forward(int n, T* __restrict__ a_iota, T* __restrict__ a_phi, T* __restrict__ a_z,
+                   T* __restrict__ a_omega, const T* __restrict__ s_prev, T* __restrict__ s, T* __restrict__ y) {
+  for (int j = 0; j < n; ++j) a_iota[j] = sigmoid(a_iota[j]);
+  if constexpr (FG)
+    for (int j = 0; j < n; ++j) a_phi[j] = sigmoid(a_phi[j]);
+  for (int j = 0; j < n; ++j) a_omega[j] = sigmoid(a_omega[j]);
+  for (int j = 0; j < n; ++j) a_z[j] = squash_g(Q, a_z[j]);
+  for (int j = 0; j < n; ++j) {
+    s[j] = cell_state(FG, FG ? a_phi[j] : T(1), s_prev[j], a_iota[j], a_z[j]);
+    y[j] = cell_output(Q, a_omega[j], s[j]);
+  }
+}
+
+// One batch row, one step, laid out for the vectoriser: each phase is a flat loop over a row group,
+// with the squash (Q) and the forget gate (FG) known at compile time. Blocks of one cell (S = 1) need
+// no per-block reduction; larger blocks go through block_forward / block_backward of cell.h.
+//   a (G) net inputs -> activations;  s_prev, s, y (C)
 template <typename T, Squash Q, bool FG>
 void row_forward(const CellDims& d, T* __restrict__ a, const T* __restrict__ s_prev, T* __restrict__ s,
                  T* __restrict__ y) {
@@ -204,20 +226,8 @@ void row_forward(const CellDims& d, T* __restrict__ a, const T* __restrict__ s_p
     for (int blk = 0; blk < d.n_blocks; ++blk) block_forward(d, blk, a, s_prev, s, y);
     return;
   }
-  const int C = d.n_cells;  // == n_blocks
-  T* __restrict__ a_iota = a + d.iota_row();
-  T* __restrict__ a_phi = a + d.phi_row();
-  T* __restrict__ a_z = a + d.z_row();
-  T* __restrict__ a_omega = a + d.omega_row();
-  for (int j = 0; j < C; ++j) a_iota[j] = sigmoid(a_iota[j]);
-  if constexpr (FG)
-    for (int j = 0; j < C; ++j) a_phi[j] = sigmoid(a_phi[j]);
-  for (int j = 0; j < C; ++j) a_omega[j] = sigmoid(a_omega[j]);
-  for (int j = 0; j < C; ++j) a_z[j] = squash_g(Q, a_z[j]);
-  for (int j = 0; j < C; ++j) {
-    s[j] = cell_state(FG, FG ? a_phi[j] : T(1), s_prev[j], a_iota[j], a_z[j]);
-    y[j] = cell_output(Q, a_omega[j], s[j]);
-  }
+  cells_forward<T, Q, FG>(d.n_cells, a + d.iota_row(), a + d.phi_row(), a + d.z_row(), a + d.omega_row(), s_prev, s,
+                          y);
 }
 
 //   act (G), s_prev, s (C); dy (C) gradient on y_c incl. the recurrent one; dr (R) gradient on r_t;
@@ -262,20 +272,33 @@ template <typename T>
 using RowForward = void (*)(const CellDims&, T*, const T*, T*, T*);
 template <typename T>
 using RowBackward = void (*)(const CellDims&, const T*, const T*, const T*, const T*, const T*, T*, T*);
+template <typename T>
+using CellsForward = void (*)(int, T*, T*, T*, T*, const T*, T*, T*);
+
+template <typename T>
+struct RowKernels {
+  RowForward<T> forward;
+  RowBackward<T> backward;
+  CellsForward<T> cells_forward;  // S = 1 only
+};
+
+template <typename T, Squash Q, bool FG>
+RowKernels<T> row_kernels_for() {
+  return {&row_forward<T, Q, FG>, &row_backward<T, Q, FG>, &cells_forward<T, Q, FG>};
+}
 
 template <typename T, bool FG>
-std::pair<RowForward<T>, RowBackward<T>> row_kernels_fg(Squash q) {
+RowKernels<T> row_kernels_fg(Squash q) {
   switch (q) {
-    case Squash::Tanh: return {&row_forward<T, Squash::Tanh, FG>, &row_backward<T, Squash::Tanh, FG>};
-    case Squash::Paper: return {&row_forward<T, Squash::Paper, FG>, &row_backward<T, Squash::Paper, FG>};
-    default:
-      return {&row_forward<T, Squash::SigmoidIdentity, FG>, &row_backward<T, Squash::SigmoidIdentity, FG>};
+    case Squash::Tanh: return row_kernels_for<T, Squash::Tanh, FG>();
+    case Squash::Paper: return row_kernels_for<T, Squash::Paper, FG>();
+    default: return row_kernels_for<T, Squash::SigmoidIdentity, FG>();
   }
 }
 
 // The row kernels specialised for d's squash and cell.
 template <typename T>
-std::pair<RowForward<T>, RowBackward<T>> row_kernels(const CellDims& d) {
+RowKernels<T> row_kernels(const CellDims& d) {
   return d.forget_gate ? row_kernels_fg<T, true>(d.squash) : row_kernels_fg<T, false>(d.squash);
 }
 
@@ -307,7 +330,7 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
   const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels);  // act = A + r U^T
-  const RowForward<T> forward_row = row_kernels<T>(d).first;
+  const RowForward<T> forward_row = row_kernels<T>(d).forward;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
   const bool keep = p.act != nullptr;
@@ -343,7 +366,7 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
   const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels);  // dr = da U
-  const RowBackward<T> backward_row = row_kernels<T>(d).second;
+  const RowBackward<T> backward_row = row_kernels<T>(d).backward;
   // Running gradients on r and s; dr_next receives da*U for the step before.
   std::vector<T> dr(p.dr_T + b0 * R, p.dr_T + b1 * R), ds(p.ds_T + b0 * C, p.ds_T + b1 * C);
   std::vector<T> dr_next(static_cast<size_t>(M * R)), dyc(static_cast<size_t>(C));
@@ -378,6 +401,95 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   std::copy(ds.begin(), ds.end(), p.ds0 + b0 * C);
 }
 
+// ---- wide layers: the threads split the cells, not the batch ----
+// Splitting the batch, each thread runs its rows against all of U every step: once U outgrows the L2 cache (H >= 512
+// in float32: 4 MB and more) that streams U from the shared cache once per thread and step. Splitting the cells,
+// each thread runs every row against the rows of U of its own cells (their four gate rows), then their cell math,
+// so U is read once per step in all; a barrier ends each step, since the next step's product reads every cell's
+// output. For the float32 panel kernel, cells of their own (S = 1) fed back as they are ("cells": r_{t-1} is
+// y_{t-1}) and no lengths (past a row's length y is 0 but r keeps its last value).
+constexpr int64_t kCellSplitMinU = int64_t(1) << 20;  // elements of U: 4 MB of float32
+
+// The threads of a team wait at wait(n), n the team's size, until all n have arrived; reusable step after step.
+class SpinBarrier {
+ public:
+  void wait(int n) {
+    const int generation = generation_.load(std::memory_order_acquire);
+    if (arrived_.fetch_add(1, std::memory_order_acq_rel) == n - 1) {
+      arrived_.store(0, std::memory_order_relaxed);
+      generation_.store(generation + 1, std::memory_order_release);
+      return;
+    }
+    for (int spins = 0; generation_.load(std::memory_order_acquire) == generation; ++spins)
+      if (spins >= 1024) std::this_thread::yield();  // a busy machine: let the late thread run
+  }
+
+ private:
+  std::atomic<int> arrived_{0}, generation_{0};
+};
+
+template <typename T>
+bool use_cell_split(const ForwardArgs<T>& p, const Parallel& par) {
+#if defined(LSTM_EXT_PANEL_GEMM)
+  const CellDims& d = p.d;
+  return std::is_same_v<T, float> && par.team && par.threads >= 2 && d.block_size == 1 && !d.feedback_all &&
+         p.lengths == nullptr && int64_t(d.gate_rows) * d.rec_size >= kCellSplitMinU && p.batch > 0;
+#else
+  return false;
+#endif
+}
+
+#if defined(LSTM_EXT_PANEL_GEMM)
+// Thread `tid` of `n_threads`: cells [first, end), in whole panels of the product (the last thread takes the rest).
+std::pair<int64_t, int64_t> cells_of_thread(int64_t C, int tid, int n_threads) {
+  auto bound = [&](int k) { return k == n_threads ? C : C * k / n_threads / panel::kWidth * panel::kWidth; };
+  return {bound(tid), bound(tid + 1)};
+}
+
+// The forward with the cells split over a team of threads (use_cell_split); r_T and s_T hold r0 and s0 on entry.
+void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
+  const CellDims& d = p.d;
+  const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, C = d.n_cells;  // R == C: r_{t-1} is y_{t-1}
+  const CellsForward<float> cells_forward = row_kernels<float>(d).cells_forward;
+  const int64_t rows[4] = {d.iota_row(), d.phi_row(), d.z_row(), d.omega_row()};  // of each row group in G
+  const bool keep = p.act != nullptr;  // inference: one step's activations and states, shared (threads own columns)
+  std::vector<float> act_step(keep ? 0 : size_t(B * G)), s_step(keep ? 0 : size_t(B * C));
+  SpinBarrier barrier;
+  par.team(par.threads, [&](int tid, int n_threads) {
+    const BlasSingleThread blas_threads(true);
+    const auto [c0, c1] = cells_of_thread(C, tid, n_threads);
+    const int64_t n = c1 - c0;
+    // op(U) of this thread's cells, per row group: U's rows group + c0 .. group + c1, packed.
+    std::vector<float> panels[4];
+    for (int g = 0; g < 4; ++g) {
+      if (g == 1 && !d.forget_gate) continue;
+      panels[g].resize(size_t(panel::packed_size(C, n)));
+      if (n > 0) panel::pack(p.U + (rows[g] + c0) * C, /*trans=*/true, C, n, panels[g].data());
+    }
+    for (int64_t t = 0; t < Tn; ++t) {
+      const float* r = t == 0 ? p.r0 : p.y + (t - 1) * B * C;
+      const float* A = p.A + t * B * G;
+      float* act = keep ? p.act + t * B * G : act_step.data();
+      float* s = keep ? p.s_all + t * B * C : s_step.data();
+      float* y = p.y + t * B * C;
+      if (n > 0) {
+        for (int g = 0; g < 4; ++g)  // act = A_t + r U^T, this thread's columns
+          if (!panels[g].empty()) panel::gemm(B, n, C, r, C, panels[g].data(), A + rows[g] + c0, act + rows[g] + c0, G);
+        for (int64_t i = 0; i < B; ++i) {
+          float* a = act + i * G;
+          float* s_state = p.s_T + i * C + c0;
+          cells_forward(int(n), a + rows[0] + c0, a + rows[1] + c0, a + rows[2] + c0, a + rows[3] + c0, s_state,
+                        s + i * C + c0, y + i * C + c0);
+          std::copy(s + i * C + c0, s + i * C + c1, s_state);
+        }
+      }
+      barrier.wait(n_threads);  // step t's y complete: step t + 1 reads all of it
+    }
+  });
+  if (Tn > 0) std::copy(p.y + (Tn - 1) * B * C, p.y + Tn * B * C, p.r_T);
+}
+#endif
+
 }  // namespace
 
 bool have_blas() { return blas_available<float>() && blas_available<double>(); }
@@ -395,6 +507,11 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
   const int64_t B = p.batch, G = p.d.gate_rows, R = p.d.rec_size;
   std::copy(p.r0, p.r0 + B * R, p.r_T);
   std::copy(p.s0, p.s0 + B * p.d.n_cells, p.s_T);
+#if defined(LSTM_EXT_PANEL_GEMM)
+  if constexpr (std::is_same_v<T, float>) {
+    if (use_cell_split(p, par)) return forward_cell_split(p, par);
+  }
+#endif
   const int64_t rows = chunk_rows(B, G * R, par);
   const bool blas_single = rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   const std::vector<float> panels = panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);

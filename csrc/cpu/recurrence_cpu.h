@@ -51,9 +51,12 @@ struct BackwardArgs {
 
 // How the kernels may use threads: for_each(n, grain, body) runs body(begin, end) over [0, n) in
 // chunks of `grain` rows, concurrently (csrc/ops.cpp passes one). Empty: serial.
+// team(n, body) runs body(tid, n_threads) once on each of n_threads <= n threads at the same time (tid in
+// [0, n_threads)), for kernels whose threads meet at barriers. Empty: serial.
 struct Parallel {
   int threads = 1;
   std::function<void(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& body)> for_each;
+  std::function<void(int n, const std::function<void(int tid, int n_threads)>& body)> team;
 };
 
 // Batch rows run in parallel chunks (no synchronisation inside the time loop) when the work allows.
