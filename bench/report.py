@@ -247,9 +247,10 @@ def limit_lines(results, limits):
                        f"{fmt_time(peers['LSTM2000']['median'])}, nn.LSTM's {fmt_time(peers['nn.LSTM']['median'])} "
                        f"({rec / peers['nn.LSTM']['median'] / 1e9:.0f} GFLOP/s of recurrent products alone; "
                        f"LSTM2000 {rec / peers['LSTM2000']['median'] / 1e9:.0f} GFLOP/s, cell math included). "
-                       f"LSTM2000 splits the batch over the threads, and each runs its rows' products against all of "
-                       f"U ({4 * H * H * 4 / 2**20:.0f} MB in float32) every step in its panel kernel "
-                       f"(csrc/cpu/panel_gemm.h): at this width U streams from the shared cache, not from L2. For "
+                       f"At this width (U: {4 * H * H * 4 / 2**20:.0f} MB in float32) LSTM2000's threads split the "
+                       f"cells, each running all rows against its cells' rows of U in its panel kernel, with a barrier "
+                       f"after each step (csrc/cpu/recurrence_cpu.cpp, forward_cell_split); its half of U still "
+                       f"streams from the shared cache, not from L2, every step. For "
                        f"scale, the same products through MKL, `torch.addmm` ({B} x {H} by {H} x {4 * H}, {T} times, "
                        f"no cell math), take {fmt_time(step['median'])} "
                        f"({step['flop'] / step['median'] / 1e9:.0f} GFLOP/s).")  # fmt: skip

@@ -35,7 +35,7 @@ def test_limit_lines_explain_wide_layers_only_where_nn_lstm_is_faster():
     slower = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.2), "LSTM2000": t(0.45)}}
     lines = report.limit_lines(slower, step)
     assert len(lines) == 2 and "B=32 H=1024 T=100" in lines[0] and "take 400 ms (67 GFLOP/s)" in lines[0]
-    assert "nn.LSTM's 200 ms (134 GFLOP/s" in lines[0] and "LSTM2000 60 GFLOP/s" in lines[0] and "(16 MB" in lines[0]
+    assert "nn.LSTM's 200 ms (134 GFLOP/s" in lines[0] and "LSTM2000 60 GFLOP/s" in lines[0] and "(U: 16 MB" in lines[0] and "forward_cell_split" in lines[0]
     assert lines[1].endswith("faster than LSTM2000 (float32; LSTM2000's speed-up): fwd: B=32 H=1024 T=100 0.444×.")
     faster = {("cpu", "float32", "fwd", 32, 1024, 32, 100): {"nn.LSTM": t(0.5), "LSTM2000": t(0.45)}}
     assert report.limit_lines(faster, step) == []
