@@ -1,6 +1,7 @@
 // The fused CPU recurrence. One call runs all T steps: per step one product with U (hand-written
 // loops for the paper's tiny nets; for large ones the panel kernel of panel_gemm.h, AVX2 or AVX-512, in
-// float32, BLAS otherwise), then the cell math of cell.h per block.
+// float32, BLAS otherwise), then the cell math of cell.h per block. Threads take chunks of the batch rows,
+// or, in the forward of wide layers, shares of the cells (forward_cell_split).
 #include "recurrence_cpu.h"
 
 #include "panel_gemm.h"
@@ -303,7 +304,7 @@ RowKernels<T> row_kernels(const CellDims& d) {
 }
 
 // Batch rows are independent: a chunk of rows runs all T steps on its own, so threads never meet
-// inside the time loop. A chunk needs enough work per step to be worth a thread: 2^17 multiply-adds
+// inside the time loop (but for the forward of wide layers, forward_cell_split). A chunk needs enough work per step to be worth a thread: 2^17 multiply-adds
 // (2 cores, T = 100; against 2^20 before: LSTM1997 B=32 H=128 forward 7.3 -> 4.7 ms, backward 9.1 ->
 // 6.9 ms; B=64 H=32 forward 3.1 -> 1.7 ms; 2^15 made B=32 H=16 slower).
 constexpr int64_t kMinWorkPerChunk = int64_t(1) << 17;
