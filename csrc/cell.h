@@ -70,9 +70,9 @@ inline CellDims make_cell_dims(int n_cells, int block_size, bool forget_gate, bo
 // ---- activations ---------------------------------------------------------------------------------
 // float on the host uses branch-free approximations, so that the CPU loops vectorise: exp a polynomial (<= 1 ulp;
 // the sigmoid <= 2.5 ulp), tanh a rational function (<= 5.4 ulp, |error| <= 3.1e-7; three times the speed of
-// 1 - 2 / (e^2x + 1), which made tanh 40 % of the B=1 H=8 forward step). scripts/fit_activations.py fits
-// both; tests/test_ops.py::test_float32_activation_error holds the kernel to these bounds. double, and the
-// GPU, use the C library's.
+// 1 - 2 / (e^2x + 1), which made tanh 40 % of the B=1 H=8 forward step). scripts/fit_activations.py fits both;
+// tests/test_ops.py::test_float32_activation_error holds the kernel's tanh and sigmoid to these bounds. double,
+// and the GPU, use the C library's.
 
 #if !defined(__CUDA_ARCH__)
 // e^x = 2^n e^r with n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts), e^r a degree-6 polynomial. x is
