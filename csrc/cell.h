@@ -102,6 +102,8 @@ inline float exp_poly(float x) {
 
 // tanh(x) = x P(x^2) / Q(x^2), |x| clamped to 9 (beyond it tanh rounds to +-1), the result to [-1, 1]: the
 // coefficients come from scripts/fit_activations.py; the bound was measured over every float in [0, 12].
+// csrc/cpu/paper_train.cpp keeps its own, older rational tanh on registers of lanes (tanh8, [13/6], of the same
+// accuracy): the README's reproduction runs were made with it, and with this one their trajectories would differ.
 inline float tanh_rational(float x) {
   x = x < -9.0f ? -9.0f : (x > 9.0f ? 9.0f : x);
   const float z = x * x;

@@ -100,7 +100,8 @@ inline void scale_by(T* y, const T* x, int n) {
 
 // tanh on a register of lanes: for float a [13/6] rational approximation (|error| < 4e-7 on the clamped
 // range; beyond it tanh is 1 to float precision), which has a short dependency chain; double uses the
-// C library's.
+// C library's. (cell.h's tanh_rational, the recurrence's, is another fit of the same accuracy; this one stays
+// for the README's reproduction runs, which were made with it.)
 inline V8f tanh8(V8f x) {
   const float c = 7.90531110763549805f;
   x = x < -c ? -c : (x > c ? c : x);
