@@ -304,9 +304,10 @@ RowKernels<T> row_kernels(const CellDims& d) {
 }
 
 // Batch rows are independent: a chunk of rows runs all T steps on its own, so threads never meet
-// inside the time loop (but for the forward of wide layers, forward_cell_split). A chunk needs enough work per step to be worth a thread: 2^17 multiply-adds
-// (2 cores, T = 100; against 2^20 before: LSTM1997 B=32 H=128 forward 7.3 -> 4.7 ms, backward 9.1 ->
-// 6.9 ms; B=64 H=32 forward 3.1 -> 1.7 ms; 2^15 made B=32 H=16 slower).
+// inside the time loop (but for the forward of wide layers, forward_cell_split). A chunk needs enough
+// work per step to be worth a thread: 2^17 multiply-adds (2 cores, T = 100; against 2^20 before:
+// LSTM1997 B=32 H=128 forward 7.3 -> 4.7 ms, backward 9.1 -> 6.9 ms; B=64 H=32 forward 3.1 -> 1.7 ms;
+// 2^15 made B=32 H=16 slower).
 constexpr int64_t kMinWorkPerChunk = int64_t(1) << 17;
 
 int64_t chunk_rows(int64_t B, int64_t work_per_row, const Parallel& par) {
@@ -452,7 +453,7 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, G = d.gate_rows, C = d.n_cells;  // R == C: r_{t-1} is y_{t-1}
   const CellsForward<float> cells_forward = row_kernels<float>(d).cells_forward;
-  const int64_t rows[4] = {d.iota_row(), d.phi_row(), d.z_row(), d.omega_row()};  // of each row group in G
+  const int64_t group_row[4] = {d.iota_row(), d.phi_row(), d.z_row(), d.omega_row()};  // first row in G
   const bool keep = p.act != nullptr;  // inference: one step's activations and states, shared (threads own columns)
   std::vector<float> act_step(keep ? 0 : size_t(B * G)), s_step(keep ? 0 : size_t(B * C));
   SpinBarrier barrier;
@@ -465,7 +466,7 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
     for (int g = 0; g < 4; ++g) {
       if (g == 1 && !d.forget_gate) continue;
       panels[g].resize(size_t(panel::packed_size(C, n)));
-      if (n > 0) panel::pack(p.U + (rows[g] + c0) * C, /*trans=*/true, C, n, panels[g].data());
+      if (n > 0) panel::pack(p.U + (group_row[g] + c0) * C, /*trans=*/true, C, n, panels[g].data());
     }
     for (int64_t t = 0; t < Tn; ++t) {
       const float* r = t == 0 ? p.r0 : p.y + (t - 1) * B * C;
@@ -475,12 +476,13 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
       float* y = p.y + t * B * C;
       if (n > 0) {
         for (int g = 0; g < 4; ++g)  // act = A_t + r U^T, this thread's columns
-          if (!panels[g].empty()) panel::gemm(B, n, C, r, C, panels[g].data(), A + rows[g] + c0, act + rows[g] + c0, G);
+          if (!panels[g].empty())
+            panel::gemm(B, n, C, r, C, panels[g].data(), A + group_row[g] + c0, act + group_row[g] + c0, G);
         for (int64_t i = 0; i < B; ++i) {
           float* a = act + i * G;
           float* s_state = p.s_T + i * C + c0;
-          cells_forward(int(n), a + rows[0] + c0, a + rows[1] + c0, a + rows[2] + c0, a + rows[3] + c0, s_state,
-                        s + i * C + c0, y + i * C + c0);
+          cells_forward(int(n), a + group_row[0] + c0, a + group_row[1] + c0, a + group_row[2] + c0,
+                        a + group_row[3] + c0, s_state, s + i * C + c0, y + i * C + c0);
           std::copy(s + i * C + c0, s + i * C + c1, s_state);
         }
       }
