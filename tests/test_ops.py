@@ -228,7 +228,7 @@ def test_recurrence_one_wide_row_on_two_threads(dtype):
         torch.set_num_threads(n)
 
 
-WIDE_CONFIGS = [CellConfig(), CellConfig(False, 1, "cells", "paper", True)]
+WIDE_CONFIGS = [CellConfig(), CellConfig(False), CellConfig(False, 1, "cells", "paper", True)]
 
 
 @pytest.mark.parametrize("cfg", WIDE_CONFIGS, ids=cfg_id)
@@ -238,7 +238,7 @@ def test_wide_layer_forward_splits_the_cells(cfg, B, C):
     threads the forward splits the cells, not the batch, over the threads, with a barrier after each step
     (csrc/cpu/recurrence_cpu.cpp, forward_cell_split; the last thread's cells end in a part-filled panel at
     H = 1030). The same bits as on one thread (each output the same chain of multiply-adds), with and without a
-    gradient, and the reference's outputs."""
+    gradient, and the reference's outputs and gradients."""
     T = 6
     inputs = make_inputs(cfg, T, B, C, torch.float32)
     upstream = make_upstream(cfg, T, B, C)
@@ -257,10 +257,11 @@ def test_wide_layer_forward_splits_the_cells(cfg, B, C):
         assert torch.equal(a, b), f"{name} differs between two threads and one"
     for a, b, c in zip(inference_2, inference_1, got_2):
         assert torch.equal(a, b) and torch.equal(a, c)
-    # What the split computes, y, r_T and s_T, against the reference; the gradients are the backward's, the same code
-    # on both thread counts (equal bits above) and held to the reference by the tests above.
+    # Outputs and gradients against the reference. At this width the step products sum over K = R (forward) and
+    # K = G (backward) up to 4120 terms: the panel kernel's blocks of k (panel_gemm.h, kBlockK) keep them within
+    # tolerance (one chain over all K left dA and dU of the 1997 cell at H=1030 1.2-1.3x over it).
     want = run_reference(inputs, cfg, None, upstream)
-    assert_parity(got_2[:3], want[:3], torch.float32, T, B)
+    assert_parity(got_2, want, torch.float32, T, B)
 
 
 PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles (AVX2: 1 to 6, AVX-512: 1 to 12)

@@ -31,12 +31,21 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 namespace lstm_ext::cpu::panel {
 
 constexpr int64_t kWidth = 16;  // columns per panel: two AVX registers
 constexpr int kMaxRows = 6;     // rows per register tile: 12 accumulators + 2 panel loads + 1 broadcast
 constexpr int kMaxRows512 = 12;  // AVX-512: rows x 2 panels, 24 accumulators + 2 panel loads + 1 broadcast of 32 zmm
+
+// Summation: a register accumulates at most kBlockK products (a chain of FMAs from zero, or from C0 in the first
+// block), and each further block's sum is then added to C: C = ((C0 + S_0) + S_1) + ... A single chain over all K
+// grows its rounding error like sqrt(K) (K = R in the forward, G = 4H in the backward): at K = 1030 the outputs
+// were 3x, at K = 4096 6x as far from float64 as MKL's blocked sgemm (10-50 eps against 5-8); blocks keep them
+// within MKL's. One flush per 64 k costs about 2 % of the tile's time. Products with K <= kBlockK are single
+// chains, as before.
+constexpr int64_t kBlockK = 64;
 
 inline int64_t padded_cols(int64_t N) { return (N + kWidth - 1) / kWidth * kWidth; }
 
@@ -81,14 +90,31 @@ inline void tile(int64_t K, const float* A, int64_t lda, const float* panel, con
 #define LSTM_EXT_STORE(r, lo, hi)               \
   _mm256_storeu_ps(C + (r) * ldc, lo);          \
   _mm256_storeu_ps(C + (r) * ldc + 8, hi);
+#define LSTM_EXT_ZERO(r, lo, hi) \
+  lo = _mm256_setzero_ps();      \
+  hi = lo;
+#define LSTM_EXT_ADD_TO_C(r, lo, hi)                                                  \
+  _mm256_storeu_ps(C + (r) * ldc, _mm256_add_ps(_mm256_loadu_ps(C + (r) * ldc), lo)); \
+  _mm256_storeu_ps(C + (r) * ldc + 8, _mm256_add_ps(_mm256_loadu_ps(C + (r) * ldc + 8), hi));
   if (C0 != nullptr) {
     LSTM_EXT_TILE_ROWS(LSTM_EXT_LOAD)
   }
-  for (int64_t k = 0; k < K; ++k) {
-    const __m256 w0 = _mm256_loadu_ps(panel + k * kWidth), w1 = _mm256_loadu_ps(panel + k * kWidth + 8);
-    LSTM_EXT_TILE_ROWS(LSTM_EXT_FMA)
+  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {  // blocks of k (kBlockK): see there
+    if (k0 > 0) {
+      LSTM_EXT_TILE_ROWS(LSTM_EXT_ZERO)
+    }
+    for (int64_t k = k0, k1 = std::min(K, k0 + kBlockK); k < k1; ++k) {
+      const __m256 w0 = _mm256_loadu_ps(panel + k * kWidth), w1 = _mm256_loadu_ps(panel + k * kWidth + 8);
+      LSTM_EXT_TILE_ROWS(LSTM_EXT_FMA)
+    }
+    if (k0 == 0) {
+      LSTM_EXT_TILE_ROWS(LSTM_EXT_STORE)
+    } else {
+      LSTM_EXT_TILE_ROWS(LSTM_EXT_ADD_TO_C)
+    }
   }
-  LSTM_EXT_TILE_ROWS(LSTM_EXT_STORE)
+#undef LSTM_EXT_ADD_TO_C
+#undef LSTM_EXT_ZERO
 #undef LSTM_EXT_STORE
 #undef LSTM_EXT_FMA
 #undef LSTM_EXT_LOAD
@@ -170,10 +196,11 @@ inline void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t l
 
 #define LSTM_EXT_TARGET_AVX512 __attribute__((target("avx512f")))
 
-// One tile: C (MR x 16*NP, ldc) = [C0 +] A (MR x K, lda) [panel_0 .. panel_{NP-1}], panel_j at panel + j * stride.
+// One tile: C (MR x 16*NP, ldc) = [C0 +] A (MR x K) [panel_0 .. panel_{NP-1}], panel_j at panel + j * stride; the MR
+// rows of A packed k-major (At: K x MR, by pack_row_tiles), so one pointer reaches them all.
 // The loops over MR and NP are unrolled, so the accumulators live in registers.
 template <int MR, int NP>
-LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* A, int64_t lda, const float* panel,
+LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* At, const float* panel,
                                            int64_t stride, const float* C0, float* C, int64_t ldc) {
   __m512 acc[MR][NP];
 #pragma GCC unroll 16
@@ -181,53 +208,76 @@ LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* A, int64_t ld
 #pragma GCC unroll 4
     for (int j = 0; j < NP; ++j)
       acc[r][j] = C0 != nullptr ? _mm512_loadu_ps(C0 + r * ldc + j * kWidth) : _mm512_setzero_ps();
-  for (int64_t k = 0; k < K; ++k) {
-    __m512 w[NP];
-#pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_ps(panel + j * stride + k * kWidth);
+  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {  // blocks of k (kBlockK): see there
+    if (k0 > 0) {
 #pragma GCC unroll 16
-    for (int r = 0; r < MR; ++r) {
-      const __m512 a = _mm512_set1_ps(A[r * lda + k]);
+      for (int r = 0; r < MR; ++r)
 #pragma GCC unroll 4
-      for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_fmadd_ps(a, w[j], acc[r][j]);
+        for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
     }
-  }
-#pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r)
+    for (int64_t k = k0, k1 = std::min(K, k0 + kBlockK); k < k1; ++k) {
+      __m512 w[NP];
 #pragma GCC unroll 4
-    for (int j = 0; j < NP; ++j) _mm512_storeu_ps(C + r * ldc + j * kWidth, acc[r][j]);
+      for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_ps(panel + j * stride + k * kWidth);
+#pragma GCC unroll 16
+      for (int r = 0; r < MR; ++r) {
+        const __m512 a = _mm512_set1_ps(At[k * MR + r]);
+#pragma GCC unroll 4
+        for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_fmadd_ps(a, w[j], acc[r][j]);
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < MR; ++r)
+#pragma GCC unroll 4
+      for (int j = 0; j < NP; ++j) {
+        float* c = C + r * ldc + j * kWidth;
+        _mm512_storeu_ps(c, k0 == 0 ? acc[r][j] : _mm512_add_ps(_mm512_loadu_ps(c), acc[r][j]));
+      }
+  }
 }
 
 template <int NP>
-LSTM_EXT_TARGET_AVX512 inline void tile512_rows(int rows, int64_t K, const float* A, int64_t lda,
-                                                const float* panel, int64_t stride, const float* C0, float* C,
+LSTM_EXT_TARGET_AVX512 inline void tile512_rows(int rows, int64_t K, const float* At, const float* panel, int64_t stride, const float* C0, float* C,
                                                 int64_t ldc) {
   switch (rows) {
 #define LSTM_EXT_TILE512_CASE(r) \
-  case r: return tile512<r, NP>(K, A, lda, panel, stride, C0, C, ldc);
+  case r: return tile512<r, NP>(K, At, panel, stride, C0, C, ldc);
     LSTM_EXT_TILE512_CASE(12) LSTM_EXT_TILE512_CASE(11) LSTM_EXT_TILE512_CASE(10) LSTM_EXT_TILE512_CASE(9)
     LSTM_EXT_TILE512_CASE(8) LSTM_EXT_TILE512_CASE(7) LSTM_EXT_TILE512_CASE(6) LSTM_EXT_TILE512_CASE(5)
     LSTM_EXT_TILE512_CASE(4) LSTM_EXT_TILE512_CASE(3) LSTM_EXT_TILE512_CASE(2)
 #undef LSTM_EXT_TILE512_CASE
-    default: return tile512<1, NP>(K, A, lda, panel, stride, C0, C, ldc);
+    default: return tile512<1, NP>(K, At, panel, stride, C0, C, ldc);
   }
 }
 
 // Rows [m0, m0 + rows) of C against panels [p, p + np), all whole (np = 4, 2 or 1); or, with np = 0, against the
-// last, partial panel p through a scratch tile.
+// last, partial panel p through a scratch tile. Ap: A's rows packed by pack_row_tiles.
 LSTM_EXT_TARGET_AVX512 inline void tile512_at(int rows, int np, int64_t m0, int64_t p, int64_t N, int64_t K,
-                                              const float* A, int64_t lda, const float* P, const float* C0, float* C,
+                                              const float* Ap, const float* P, const float* C0, float* C,
                                               int64_t ldc) {
   const int64_t n0 = p * kWidth, stride = K * kWidth;
   const float* panel = P + n0 * K;
-  const float* a = A + m0 * lda;
+  const float* a = Ap + m0 * K;  // this tile's rows, K x rows
   const float* c0 = C0 == nullptr ? nullptr : C0 + m0 * ldc + n0;
   float* c = C + m0 * ldc + n0;
-  if (np == 4) return tile512_rows<4>(rows, K, a, lda, panel, stride, c0, c, ldc);
-  if (np == 2) return tile512_rows<2>(rows, K, a, lda, panel, stride, c0, c, ldc);
-  if (np == 1) return tile512_rows<1>(rows, K, a, lda, panel, stride, c0, c, ldc);
+  if (np == 4) return tile512_rows<4>(rows, K, a, panel, stride, c0, c, ldc);
+  if (np == 2) return tile512_rows<2>(rows, K, a, panel, stride, c0, c, ldc);
+  if (np == 1) return tile512_rows<1>(rows, K, a, panel, stride, c0, c, ldc);
   through_scratch(rows, N - n0, c0, c, ldc, [&](const float* s0, float* s, int64_t lds) {
-    tile512_rows<1>(rows, K, a, lda, panel, stride, s0, s, lds);
+    tile512_rows<1>(rows, K, a, panel, stride, s0, s, lds);
+  });
+}
+
+// A (M x K, lda) into Ap (M * K floats), row tile by row tile (for_each_row_tile(M, kMaxRows512)), each k-major:
+// the tile of `rows` rows from m0 is at Ap + m0 * K, its row r at k is Ap[m0 * K + k * rows + r]. Read in place,
+// each of a tile's rows took a general register of its own: the 11- and 12-row tiles ran out of them (a row
+// pointer reloaded from the stack every k: B=32 H=512 9 % slower) once the k loop was blocked. M * K floats per
+// product, against M * K * N multiply-adds.
+inline void pack_row_tiles(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap) {
+  for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
+    float* tile = Ap + m0 * K;
+    for (int r = 0; r < rows; ++r)
+      for (int64_t k = 0; k < K; ++k) tile[k * rows + r] = A[(m0 + r) * lda + k];
   });
 }
 
@@ -235,6 +285,10 @@ LSTM_EXT_TARGET_AVX512 inline void tile512_at(int rows, int np, int64_t m0, int6
 LSTM_EXT_TARGET_AVX512 inline void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                                                const float* P, const float* C0, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
+  thread_local std::vector<float> packed_a;  // per thread: the cell split runs a product on each thread at once
+  if (packed_a.size() < size_t(M * K)) packed_a.resize(size_t(M * K));
+  pack_row_tiles(M, K, A, lda, packed_a.data());
+  const float* Ap = packed_a.data();
   const int64_t whole = N / kWidth, panels = padded_cols(N) / kWidth;
   const int group = M <= 4 ? 4 : 2;  // panels per tile
   // Panel groups: `group` panels while whole ones last, then single panels, then the partial one (np = 0).
@@ -246,12 +300,12 @@ LSTM_EXT_TARGET_AVX512 inline void gemm_avx512(int64_t M, int64_t N, int64_t K, 
   };
   if (rows_outer(K, N)) {
     for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
-      for_each_group([&](int64_t p, int np) { tile512_at(rows, np, m0, p, N, K, A, lda, P, C0, C, ldc); });
+      for_each_group([&](int64_t p, int np) { tile512_at(rows, np, m0, p, N, K, Ap, P, C0, C, ldc); });
     });
   } else {
     for_each_group([&](int64_t p, int np) {
       for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
-        tile512_at(rows, np, m0, p, N, K, A, lda, P, C0, C, ldc);
+        tile512_at(rows, np, m0, p, N, K, Ap, P, C0, C, ldc);
       });
     });
   }
