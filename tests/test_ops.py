@@ -237,8 +237,8 @@ def test_wide_layer_forward_splits_the_cells(cfg, B, C):
     """float32 layers whose U has 2^20 elements or more (H >= 512), cells of their own fed back, no lengths: on two
     threads the forward splits the cells, not the batch, over the threads, with a barrier after each step
     (csrc/cpu/recurrence_cpu.cpp, forward_cell_split; the last thread's cells end in a part-filled panel at
-    H = 1030). The same bits as on one thread (each output the same chain of multiply-adds), with and without a
-    gradient, and the reference's outputs and gradients."""
+    H = 1030). The same bits as on one thread (each output the same multiply-adds in the same order), with and
+    without a gradient, and the reference's outputs and gradients."""
     T = 6
     inputs = make_inputs(cfg, T, B, C, torch.float32)
     upstream = make_upstream(cfg, T, B, C)
@@ -305,8 +305,9 @@ def panel_case_results() -> list:
 
 @pytest.mark.skipif(OPS.cpu_panel_kernel() != "avx512", reason="this CPU or build has no AVX-512 panel kernel")
 def test_panel_kernel_avx512_matches_avx2_bitwise(tmp_path):
-    """The AVX-512 and the AVX2 panel kernels compute each output as the same chain of FMAs over k, so they give
-    the same bits: the results of PANEL_CASES here (AVX-512) against a process with LSTM_EXT_CPU_AVX512=0."""
+    """The AVX-512 and the AVX2 panel kernels compute each output by the same FMAs in the same order (blocks of
+    kBlockK k), so they give the same bits: the results of PANEL_CASES here (AVX-512) against a process with
+    LSTM_EXT_CPU_AVX512=0."""
     out = tmp_path / "avx2.pt"
     code = (
         "import sys, torch; sys.path.insert(0, sys.argv[1]); import test_ops; "

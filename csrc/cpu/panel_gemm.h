@@ -8,18 +8,18 @@
 // shapes at 45-85 GFLOP/s per core where this kernel runs at 85-94 (measured standalone: M=16 K=128 N=512
 // 71 -> 93, M=16 K=512 N=128 65 -> 89, M=16 K=256 N=1024 45 -> 88).
 //
-// The micro-kernel keeps a tile of up to 6 rows x 16 columns of C in 12 AVX registers for all K, each k one
-// broadcast of A per row and two loads of the panel (the classic 6x16 layout). Tiles are balanced (M = 16 is
-// 6 + 5 + 5 rows, never a slow 1- or 2-row tail). A is read in place (no packing); a partial last panel goes
-// through a 16-column scratch tile. Only compiled where the build targets AVX2+FMA (LSTM_EXT_PANEL_GEMM);
-// elsewhere the kernel keeps calling BLAS.
+// The micro-kernel keeps a tile of up to 6 rows x 16 columns of C in 12 AVX registers, each k one broadcast of A
+// per row and two loads of the panel (the classic 6x16 layout), in blocks of kBlockK k (see there). Tiles are
+// balanced (M = 16 is 6 + 5 + 5 rows, never a slow 1- or 2-row tail). A is read in place (no packing); a partial
+// last panel goes through a 16-column scratch tile. Only compiled where the build targets AVX2+FMA
+// (LSTM_EXT_PANEL_GEMM); elsewhere the kernel keeps calling BLAS.
 //
 // AVX-512 (gemm_avx512): the same panels, a tile of up to 12 rows x 2 panels in 24 of the 32 zmm registers (up to
 // 4 rows x 4 panels for M <= 4: more independent FMA chains for few rows; 3 rows keep the AVX2 tiles, see gemm).
 // Compiled with a function target attribute and chosen at run time (avx512_enabled: the CPU has AVX-512F and
-// LSTM_EXT_CPU_AVX512 is not 0). Each output is the same chain of FMAs over k as in the AVX2 tile, so both give
-// the same bits. On the 2-core Xeon of 2026-11 (AVX-512, two FMA units): M=16 K=128 N=512 98 -> 150 GFLOP/s per
-// core, M=16 K=512 N=128 106 -> 170 (MKL's sgemm: 172).
+// LSTM_EXT_CPU_AVX512 is not 0). A's rows are packed k-major per tile (pack_row_tiles). Each output is the same
+// FMAs in the same order as in the AVX2 tile, so both give the same bits. On the 2-core Xeon of 2026-11 (AVX-512,
+// two FMA units): M=16 K=128 N=512 98 -> 150 GFLOP/s per core, M=16 K=512 N=128 106 -> 170 (MKL's sgemm: 172).
 #pragma once
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -39,12 +39,13 @@ constexpr int64_t kWidth = 16;  // columns per panel: two AVX registers
 constexpr int kMaxRows = 6;     // rows per register tile: 12 accumulators + 2 panel loads + 1 broadcast
 constexpr int kMaxRows512 = 12;  // AVX-512: rows x 2 panels, 24 accumulators + 2 panel loads + 1 broadcast of 32 zmm
 
-// Summation: a register accumulates at most kBlockK products (a chain of FMAs from zero, or from C0 in the first
-// block), and each further block's sum is then added to C: C = ((C0 + S_0) + S_1) + ... A single chain over all K
-// grows its rounding error like sqrt(K) (K = R in the forward, G = 4H in the backward): at K = 1030 the outputs
-// were 3x, at K = 4096 6x as far from float64 as MKL's blocked sgemm (10-50 eps against 5-8); blocks keep them
-// within MKL's. One flush per 64 k costs about 2 % of the tile's time. Products with K <= kBlockK are single
-// chains, as before.
+// Summation in blocks of k: a register accumulates the products of at most kBlockK consecutive k, as one chain of
+// FMAs (the first block's chain starts from C0, the others' from zero), and each later block's sum is added to C:
+// C = (C0 + a_0 w_0 + ... + a_63 w_63) + S_1 + S_2 + ..., left to right. One chain over all K grows its rounding
+// error like sqrt(K) (K = R in the forward, G = 4H in the backward): one step at H = 1030 and 4096 left y and s
+// 3-9x as far from float64 as the float32 reference loop (ATen's products); blocked, 1.0-2.2x
+// (scripts/float32_error.py). The flush, once per 64 k, costs under 2 % (not measurable above this machine's noise).
+// Products with K <= kBlockK are one chain, as before.
 constexpr int64_t kBlockK = 64;
 
 inline int64_t padded_cols(int64_t N) { return (N + kWidth - 1) / kWidth * kWidth; }
@@ -237,8 +238,8 @@ LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* At, const flo
 }
 
 template <int NP>
-LSTM_EXT_TARGET_AVX512 inline void tile512_rows(int rows, int64_t K, const float* At, const float* panel, int64_t stride, const float* C0, float* C,
-                                                int64_t ldc) {
+LSTM_EXT_TARGET_AVX512 inline void tile512_rows(int rows, int64_t K, const float* At, const float* panel,
+                                                int64_t stride, const float* C0, float* C, int64_t ldc) {
   switch (rows) {
 #define LSTM_EXT_TILE512_CASE(r) \
   case r: return tile512<r, NP>(K, At, panel, stride, C0, C, ldc);
