@@ -17,9 +17,9 @@
 // AVX-512 (gemm_avx512): the same panels, a tile of up to 12 rows x 2 panels in 24 of the 32 zmm registers (up to
 // 4 rows x 4 panels for M <= 4: more independent FMA chains for few rows; 3 rows keep the AVX2 tiles, see gemm).
 // Compiled with a function target attribute and chosen at run time (avx512_enabled: the CPU has AVX-512F and
-// LSTM_EXT_CPU_AVX512 is not 0). A's rows are packed k-major per tile (pack_row_tiles). Each output is the same
-// FMAs in the same order as in the AVX2 tile, so both give the same bits. On the 2-core Xeon of 2026-11 (AVX-512,
-// two FMA units): M=16 K=128 N=512 98 -> 150 GFLOP/s per core, M=16 K=512 N=128 106 -> 170 (MKL's sgemm: 172).
+// LSTM_EXT_CPU_AVX512 is not 0). Each output is the same FMAs in the same order as in the AVX2 tile, so both give
+// the same bits. On the 2-core Xeon of 2026-11 (AVX-512, two FMA units): M=16 K=128 N=512 98 -> 150 GFLOP/s per
+// core, M=16 K=512 N=128 106 -> 170 (MKL's sgemm: 172).
 #pragma once
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -31,7 +31,6 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <vector>
 
 namespace lstm_ext::cpu::panel {
 
@@ -44,8 +43,8 @@ constexpr int kMaxRows512 = 12;  // AVX-512: rows x 2 panels, 24 accumulators + 
 // C = (C0 + a_0 w_0 + ... + a_63 w_63) + S_1 + S_2 + ..., left to right. One chain over all K grows its rounding
 // error like sqrt(K) (K = R in the forward, G = 4H in the backward): one step at H = 1030 and 4096 left y and s
 // 3-9x as far from float64 as the float32 reference loop (ATen's products); blocked, 1.0-2.2x
-// (scripts/float32_error.py). The flush, once per 64 k, costs under 2 % (not measurable above this machine's noise).
-// Products with K <= kBlockK are one chain, as before.
+// (scripts/float32_error.py). The flush, once per 64 k, cost 0-3 % in paired runs (B=16..64, H=128..512), about
+// this machine's noise. Products with K <= kBlockK are one chain, as before.
 constexpr int64_t kBlockK = 64;
 
 inline int64_t padded_cols(int64_t N) { return (N + kWidth - 1) / kWidth * kWidth; }
@@ -197,11 +196,13 @@ inline void gemm_avx2(int64_t M, int64_t N, int64_t K, const float* A, int64_t l
 
 #define LSTM_EXT_TARGET_AVX512 __attribute__((target("avx512f")))
 
-// One tile: C (MR x 16*NP, ldc) = [C0 +] A (MR x K) [panel_0 .. panel_{NP-1}], panel_j at panel + j * stride; the MR
-// rows of A packed k-major (At: K x MR, by pack_row_tiles), so one pointer reaches them all.
-// The loops over MR and NP are unrolled, so the accumulators live in registers.
+// One tile: C (MR x 16*NP, ldc) = [C0 +] A (MR x K, lda) [panel_0 .. panel_{NP-1}], panel_j at panel + j * stride,
+// in blocks of kBlockK k (see there). The loops over MR and NP are unrolled, so the accumulators live in registers.
+// A's rows are read through four pointers, rows 3q, 3q+1 and 3q+2 at base[q][0], [lda] and [2 lda] (one addressing
+// mode each): with a pointer per row, the 11- and 12-row tiles ran out of general registers once the k loop was
+// blocked (a row of A reloaded from the stack every k: B=32 H=512 9 % slower).
 template <int MR, int NP>
-LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* At, const float* panel,
+LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* A, int64_t lda, const float* panel,
                                            int64_t stride, const float* C0, float* C, int64_t ldc) {
   __m512 acc[MR][NP];
 #pragma GCC unroll 16
@@ -209,7 +210,11 @@ LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* At, const flo
 #pragma GCC unroll 4
     for (int j = 0; j < NP; ++j)
       acc[r][j] = C0 != nullptr ? _mm512_loadu_ps(C0 + r * ldc + j * kWidth) : _mm512_setzero_ps();
-  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {  // blocks of k (kBlockK): see there
+  const float* base[4];  // those past the tile's rows stay at A, unread
+#pragma GCC unroll 4
+  for (int q = 0; q < 4; ++q) base[q] = A + (3 * q < MR ? 3 * q : 0) * lda;
+  const float* w = panel;
+  for (int64_t k0 = 0; k0 == 0 || k0 < K; k0 += kBlockK) {
     if (k0 > 0) {
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r)
@@ -217,15 +222,18 @@ LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* At, const flo
         for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_setzero_ps();
     }
     for (int64_t k = k0, k1 = std::min(K, k0 + kBlockK); k < k1; ++k) {
-      __m512 w[NP];
+      __m512 wk[NP];
 #pragma GCC unroll 4
-      for (int j = 0; j < NP; ++j) w[j] = _mm512_loadu_ps(panel + j * stride + k * kWidth);
+      for (int j = 0; j < NP; ++j) wk[j] = _mm512_loadu_ps(w + j * stride);
 #pragma GCC unroll 16
       for (int r = 0; r < MR; ++r) {
-        const __m512 a = _mm512_set1_ps(At[k * MR + r]);
+        const __m512 a = _mm512_set1_ps(base[r / 3][(r % 3) * lda]);
 #pragma GCC unroll 4
-        for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_fmadd_ps(a, w[j], acc[r][j]);
+        for (int j = 0; j < NP; ++j) acc[r][j] = _mm512_fmadd_ps(a, wk[j], acc[r][j]);
       }
+#pragma GCC unroll 4
+      for (int q = 0; q < 4; ++q) ++base[q];
+      w += kWidth;
     }
 #pragma GCC unroll 16
     for (int r = 0; r < MR; ++r)
@@ -238,47 +246,34 @@ LSTM_EXT_TARGET_AVX512 inline void tile512(int64_t K, const float* At, const flo
 }
 
 template <int NP>
-LSTM_EXT_TARGET_AVX512 inline void tile512_rows(int rows, int64_t K, const float* At, const float* panel,
+LSTM_EXT_TARGET_AVX512 inline void tile512_rows(int rows, int64_t K, const float* A, int64_t lda, const float* panel,
                                                 int64_t stride, const float* C0, float* C, int64_t ldc) {
   switch (rows) {
 #define LSTM_EXT_TILE512_CASE(r) \
-  case r: return tile512<r, NP>(K, At, panel, stride, C0, C, ldc);
+  case r: return tile512<r, NP>(K, A, lda, panel, stride, C0, C, ldc);
     LSTM_EXT_TILE512_CASE(12) LSTM_EXT_TILE512_CASE(11) LSTM_EXT_TILE512_CASE(10) LSTM_EXT_TILE512_CASE(9)
     LSTM_EXT_TILE512_CASE(8) LSTM_EXT_TILE512_CASE(7) LSTM_EXT_TILE512_CASE(6) LSTM_EXT_TILE512_CASE(5)
     LSTM_EXT_TILE512_CASE(4) LSTM_EXT_TILE512_CASE(3) LSTM_EXT_TILE512_CASE(2)
 #undef LSTM_EXT_TILE512_CASE
-    default: return tile512<1, NP>(K, At, panel, stride, C0, C, ldc);
+    default: return tile512<1, NP>(K, A, lda, panel, stride, C0, C, ldc);
   }
 }
 
 // Rows [m0, m0 + rows) of C against panels [p, p + np), all whole (np = 4, 2 or 1); or, with np = 0, against the
-// last, partial panel p through a scratch tile. Ap: A's rows packed by pack_row_tiles.
+// last, partial panel p through a scratch tile.
 LSTM_EXT_TARGET_AVX512 inline void tile512_at(int rows, int np, int64_t m0, int64_t p, int64_t N, int64_t K,
-                                              const float* Ap, const float* P, const float* C0, float* C,
+                                              const float* A, int64_t lda, const float* P, const float* C0, float* C,
                                               int64_t ldc) {
   const int64_t n0 = p * kWidth, stride = K * kWidth;
   const float* panel = P + n0 * K;
-  const float* a = Ap + m0 * K;  // this tile's rows, K x rows
+  const float* a = A + m0 * lda;
   const float* c0 = C0 == nullptr ? nullptr : C0 + m0 * ldc + n0;
   float* c = C + m0 * ldc + n0;
-  if (np == 4) return tile512_rows<4>(rows, K, a, panel, stride, c0, c, ldc);
-  if (np == 2) return tile512_rows<2>(rows, K, a, panel, stride, c0, c, ldc);
-  if (np == 1) return tile512_rows<1>(rows, K, a, panel, stride, c0, c, ldc);
+  if (np == 4) return tile512_rows<4>(rows, K, a, lda, panel, stride, c0, c, ldc);
+  if (np == 2) return tile512_rows<2>(rows, K, a, lda, panel, stride, c0, c, ldc);
+  if (np == 1) return tile512_rows<1>(rows, K, a, lda, panel, stride, c0, c, ldc);
   through_scratch(rows, N - n0, c0, c, ldc, [&](const float* s0, float* s, int64_t lds) {
-    tile512_rows<1>(rows, K, a, panel, stride, s0, s, lds);
-  });
-}
-
-// A (M x K, lda) into Ap (M * K floats), row tile by row tile (for_each_row_tile(M, kMaxRows512)), each k-major:
-// the tile of `rows` rows from m0 is at Ap + m0 * K, its row r at k is Ap[m0 * K + k * rows + r]. Read in place,
-// each of a tile's rows took a general register of its own: the 11- and 12-row tiles ran out of them (a row
-// pointer reloaded from the stack every k: B=32 H=512 9 % slower) once the k loop was blocked. M * K floats per
-// product, against M * K * N multiply-adds.
-inline void pack_row_tiles(int64_t M, int64_t K, const float* A, int64_t lda, float* Ap) {
-  for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
-    float* tile = Ap + m0 * K;
-    for (int r = 0; r < rows; ++r)
-      for (int64_t k = 0; k < K; ++k) tile[k * rows + r] = A[(m0 + r) * lda + k];
+    tile512_rows<1>(rows, K, a, lda, panel, stride, s0, s, lds);
   });
 }
 
@@ -286,10 +281,6 @@ inline void pack_row_tiles(int64_t M, int64_t K, const float* A, int64_t lda, fl
 LSTM_EXT_TARGET_AVX512 inline void gemm_avx512(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
                                                const float* P, const float* C0, float* C, int64_t ldc) {
   if (M <= 0 || N <= 0) return;
-  thread_local std::vector<float> packed_a;  // per thread: the cell split runs a product on each thread at once
-  if (packed_a.size() < size_t(M * K)) packed_a.resize(size_t(M * K));
-  pack_row_tiles(M, K, A, lda, packed_a.data());
-  const float* Ap = packed_a.data();
   const int64_t whole = N / kWidth, panels = padded_cols(N) / kWidth;
   const int group = M <= 4 ? 4 : 2;  // panels per tile
   // Panel groups: `group` panels while whole ones last, then single panels, then the partial one (np = 0).
@@ -301,12 +292,12 @@ LSTM_EXT_TARGET_AVX512 inline void gemm_avx512(int64_t M, int64_t N, int64_t K, 
   };
   if (rows_outer(K, N)) {
     for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
-      for_each_group([&](int64_t p, int np) { tile512_at(rows, np, m0, p, N, K, Ap, P, C0, C, ldc); });
+      for_each_group([&](int64_t p, int np) { tile512_at(rows, np, m0, p, N, K, A, lda, P, C0, C, ldc); });
     });
   } else {
     for_each_group([&](int64_t p, int np) {
       for_each_row_tile(M, kMaxRows512, [&](int64_t m0, int rows) {
-        tile512_at(rows, np, m0, p, N, K, Ap, P, C0, C, ldc);
+        tile512_at(rows, np, m0, p, N, K, A, lda, P, C0, C, ldc);
       });
     });
   }
