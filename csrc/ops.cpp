@@ -130,10 +130,11 @@ cpu::Parallel torch_parallel() {
 
 // The forward on the CPU; with keep = false (inference) act and s_all are not kept and come back undefined.
 // over_A (with keep): act is written over A, which the caller gives up (recurrence_forward_cpu_over_A).
+// y_out: where y goes (a contiguous (T,B,C) tensor of A's dtype, recurrence_inference_cpu_into), else a new tensor.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forward_cpu(
     const at::Tensor& A_in, const at::Tensor& U_in, const at::Tensor& r0_in, const at::Tensor& s0_in,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
-    c10::string_view squash, bool truncate, bool keep, bool over_A = false) {
+    c10::string_view squash, bool truncate, bool keep, bool over_A = false, const at::Tensor& y_out = {}) {
   const CellDims d = check_forward_args(A_in, U_in, r0_in, s0_in, lengths, forget_gate, block_size, feedback, squash,
                                         truncate);
   TORCH_CHECK(A_in.scalar_type() == at::kFloat || A_in.scalar_type() == at::kDouble,
@@ -141,7 +142,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const at::Tensor A = A_in.contiguous(), U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous();
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
-  at::Tensor y = at::empty({T, B, C}, A.options()), r_T = at::empty_like(r0), s_T = at::empty_like(s0);
+  at::Tensor y = y_out.defined() ? y_out : at::empty({T, B, C}, A.options());
+  at::Tensor r_T = at::empty_like(r0), s_T = at::empty_like(s0);
   at::Tensor act = over_A ? A : keep ? at::empty_like(A) : at::Tensor();
   at::Tensor s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {
@@ -180,6 +182,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> recurrence_inference_cpu(
       run_forward_cpu(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, false);
   return {y, r_T, s_T};
 }
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor> recurrence_inference_cpu_into(
+    const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate, at::Tensor& y) {
+  TORCH_INTERNAL_ASSERT(y.is_cpu() && y.is_contiguous() && y.scalar_type() == A.scalar_type() && y.dim() == 3 &&
+                            y.size(0) == A.size(0) && y.size(1) == A.size(1),
+                        "lstm_ext: y must be a contiguous CPU (T, B, C) tensor of A's dtype");
+  auto [y_, r_T, s_T, act, s_all] =
+      run_forward_cpu(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate, false, false, y);
+  TORCH_INTERNAL_ASSERT(y_.size(2) == y.size(2));
+  return {r_T, s_T};
+}
+
+namespace {
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_cpu(
     const at::Tensor& dy_in, const at::Tensor& dr_T_in, const at::Tensor& ds_T_in, const at::Tensor& U_in,

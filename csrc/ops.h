@@ -41,6 +41,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrenc
     at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
     c10::string_view squash, bool truncate);
+// lstm_ext::recurrence on the CPU without a gradient, y written into `y`, a contiguous (T,B,C) CPU tensor of A's
+// dtype (a chunk of steps of a longer output: csrc/layer.cpp); returns (r_T, s_T).
+std::tuple<at::Tensor, at::Tensor> recurrence_inference_cpu_into(
+    const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate, at::Tensor& y);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
     const at::Tensor& dy, const at::Tensor& dr_T, const at::Tensor& ds_T, const at::Tensor& U, const at::Tensor& r0,
     const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,
