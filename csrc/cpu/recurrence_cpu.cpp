@@ -196,15 +196,19 @@ class StepProduct {
 
 bool active(const int64_t* lengths, int64_t t, int64_t b) { return lengths == nullptr || t < lengths[b]; }
 
-// One batch row, one step, laid out for the vectoriser: each phase is a flat loop over a row group,
-// with the squash (Q) and the forget gate (FG) known at compile time. Blocks of one cell (S = 1) need
-// no per-block reduction; larger blocks go through block_forward / block_backward of cell.h.
-//   a (G) net inputs -> activations;  s_prev, s, y (C)
+// The cell math below is written once, as *_body functions inlined into two compilations of each: the build's
+// own (AVX2 where it targets it) and, for float on CPUs with AVX-512, one vectorised 16 lanes wide (the *512
+// twins below, chosen by row_kernels_for). The same operations in the same order, so the same bits
+// (test_panel_kernel_avx512_matches_avx2_bitwise); 1.9x the speed of the AVX2 loops on the cell math of 128 cells
+// alone, and the B=128 H=128 T=100 forward 13 % faster.
+#define LSTM_EXT_BODY inline __attribute__((always_inline))
+
 // The cell math of n cells of their own (S = 1), one batch row, one step: the four row groups' net inputs of these
 // cells -> activations (in place); s_prev, s, y (n).
 template <typename T, Squash Q, bool FG>
-void cells_forward(int n, T* __restrict__ a_iota, T* __restrict__ a_phi, T* __restrict__ a_z,
-                   T* __restrict__ a_omega, const T* __restrict__ s_prev, T* __restrict__ s, T* __restrict__ y) {
+LSTM_EXT_BODY void cells_forward_body(int n, T* __restrict__ a_iota, T* __restrict__ a_phi, T* __restrict__ a_z,
+                                      T* __restrict__ a_omega, const T* __restrict__ s_prev, T* __restrict__ s,
+                                      T* __restrict__ y) {
   for (int j = 0; j < n; ++j) a_iota[j] = sigmoid(a_iota[j]);
   if constexpr (FG)
     for (int j = 0; j < n; ++j) a_phi[j] = sigmoid(a_phi[j]);
@@ -221,22 +225,22 @@ void cells_forward(int n, T* __restrict__ a_iota, T* __restrict__ a_phi, T* __re
 // no per-block reduction; larger blocks go through block_forward / block_backward of cell.h.
 //   a (G) net inputs -> activations;  s_prev, s, y (C)
 template <typename T, Squash Q, bool FG>
-void row_forward(const CellDims& d, T* __restrict__ a, const T* __restrict__ s_prev, T* __restrict__ s,
-                 T* __restrict__ y) {
+LSTM_EXT_BODY void row_forward_body(const CellDims& d, T* __restrict__ a, const T* __restrict__ s_prev,
+                                    T* __restrict__ s, T* __restrict__ y) {
   if (d.block_size != 1) {
     for (int blk = 0; blk < d.n_blocks; ++blk) block_forward(d, blk, a, s_prev, s, y);
     return;
   }
-  cells_forward<T, Q, FG>(d.n_cells, a + d.iota_row(), a + d.phi_row(), a + d.z_row(), a + d.omega_row(), s_prev, s,
-                          y);
+  cells_forward_body<T, Q, FG>(d.n_cells, a + d.iota_row(), a + d.phi_row(), a + d.z_row(), a + d.omega_row(),
+                               s_prev, s, y);
 }
 
 //   act (G), s_prev, s (C); dy (C) gradient on y_c incl. the recurrent one; dr (R) gradient on r_t;
 //   ds (C) in: on s_t, out: on s_{t-1};  da (G) out
 template <typename T, Squash Q, bool FG>
-void row_backward(const CellDims& d, const T* __restrict__ act, const T* __restrict__ s_prev,
-                  const T* __restrict__ s, const T* __restrict__ dy, const T* __restrict__ dr, T* __restrict__ ds,
-                  T* __restrict__ da) {
+LSTM_EXT_BODY void row_backward_body(const CellDims& d, const T* __restrict__ act, const T* __restrict__ s_prev,
+                                     const T* __restrict__ s, const T* __restrict__ dy, const T* __restrict__ dr,
+                                     T* __restrict__ ds, T* __restrict__ da) {
   if (d.block_size != 1) {
     for (int blk = 0; blk < d.n_blocks; ++blk) block_backward(d, blk, act, s_prev, s, dy, dr, ds, da);
     return;
@@ -269,6 +273,42 @@ void row_backward(const CellDims& d, const T* __restrict__ act, const T* __restr
   }
 }
 
+template <typename T, Squash Q, bool FG>
+void cells_forward(int n, T* a_iota, T* a_phi, T* a_z, T* a_omega, const T* s_prev, T* s, T* y) {
+  cells_forward_body<T, Q, FG>(n, a_iota, a_phi, a_z, a_omega, s_prev, s, y);
+}
+template <typename T, Squash Q, bool FG>
+void row_forward(const CellDims& d, T* a, const T* s_prev, T* s, T* y) {
+  row_forward_body<T, Q, FG>(d, a, s_prev, s, y);
+}
+template <typename T, Squash Q, bool FG>
+void row_backward(const CellDims& d, const T* act, const T* s_prev, const T* s, const T* dy, const T* dr, T* ds,
+                  T* da) {
+  row_backward_body<T, Q, FG>(d, act, s_prev, s, dy, dr, ds, da);
+}
+
+#if defined(LSTM_EXT_PANEL_GEMM)
+#define LSTM_EXT_TARGET_AVX512_WIDE __attribute__((target("avx512f,prefer-vector-width=512")))
+template <Squash Q, bool FG>
+LSTM_EXT_TARGET_AVX512_WIDE void cells_forward512(int n, float* a_iota, float* a_phi, float* a_z, float* a_omega,
+                                                  const float* s_prev, float* s, float* y) {
+  cells_forward_body<float, Q, FG>(n, a_iota, a_phi, a_z, a_omega, s_prev, s, y);
+}
+template <Squash Q, bool FG>
+LSTM_EXT_TARGET_AVX512_WIDE void row_forward512(const CellDims& d, float* a, const float* s_prev, float* s,
+                                                float* y) {
+  row_forward_body<float, Q, FG>(d, a, s_prev, s, y);
+}
+template <Squash Q, bool FG>
+LSTM_EXT_TARGET_AVX512_WIDE void row_backward512(const CellDims& d, const float* act, const float* s_prev,
+                                                 const float* s, const float* dy, const float* dr, float* ds,
+                                                 float* da) {
+  row_backward_body<float, Q, FG>(d, act, s_prev, s, dy, dr, ds, da);
+}
+#undef LSTM_EXT_TARGET_AVX512_WIDE
+#endif
+#undef LSTM_EXT_BODY
+
 template <typename T>
 using RowForward = void (*)(const CellDims&, T*, const T*, T*, T*);
 template <typename T>
@@ -283,24 +323,33 @@ struct RowKernels {
   CellsForward<T> cells_forward;  // S = 1 only
 };
 
+// Cells per row from which the float kernels take the AVX-512 twins (on a CPU with AVX-512, panel::avx512_enabled):
+// below it a row is less than one 16-lane vector per gate, and the wide loops would run their scalar tails.
+constexpr int kWideCellMathMinCells = 32;
+
 template <typename T, Squash Q, bool FG>
-RowKernels<T> row_kernels_for() {
+RowKernels<T> row_kernels_for(const CellDims& d) {
+#if defined(LSTM_EXT_PANEL_GEMM)
+  if constexpr (std::is_same_v<T, float>)
+    if (panel::avx512_enabled() && d.n_cells >= kWideCellMathMinCells)
+      return {&row_forward512<Q, FG>, &row_backward512<Q, FG>, &cells_forward512<Q, FG>};
+#endif
   return {&row_forward<T, Q, FG>, &row_backward<T, Q, FG>, &cells_forward<T, Q, FG>};
 }
 
 template <typename T, bool FG>
-RowKernels<T> row_kernels_fg(Squash q) {
-  switch (q) {
-    case Squash::Tanh: return row_kernels_for<T, Squash::Tanh, FG>();
-    case Squash::Paper: return row_kernels_for<T, Squash::Paper, FG>();
-    default: return row_kernels_for<T, Squash::SigmoidIdentity, FG>();
+RowKernels<T> row_kernels_fg(const CellDims& d) {
+  switch (d.squash) {
+    case Squash::Tanh: return row_kernels_for<T, Squash::Tanh, FG>(d);
+    case Squash::Paper: return row_kernels_for<T, Squash::Paper, FG>(d);
+    default: return row_kernels_for<T, Squash::SigmoidIdentity, FG>(d);
   }
 }
 
 // The row kernels specialised for d's squash and cell.
 template <typename T>
 RowKernels<T> row_kernels(const CellDims& d) {
-  return d.forget_gate ? row_kernels_fg<T, true>(d.squash) : row_kernels_fg<T, false>(d.squash);
+  return d.forget_gate ? row_kernels_fg<T, true>(d) : row_kernels_fg<T, false>(d);
 }
 
 // Batch rows are independent: a chunk of rows runs all T steps on its own, so threads never meet
