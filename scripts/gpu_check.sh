@@ -12,7 +12,9 @@
 #                                                                                -> build.log, env.txt
 #   test      pytest tests/test_cuda.py tests/test_paper_cuda.py (the CUDA tests) first, then the rest of tests/ (on pytest-xdist
 #             workers when it is installed: LSTM_EXT_TEST_WORKERS, default 8; 0 = none);
-#             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure             -> tests_*.log, tests_*.xml
+#             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure; then scripts/float32_error.py --device cuda
+#             (the CUDA kernel's float32 error by width; its table goes into the summary)
+#                                                                                -> tests_*.log, tests_*.xml, float32_error.log
 #   sanitize  compute-sanitizer memcheck and racecheck (failing stages), synccheck and initcheck (logged) on a
 #             small script running every kernel instantiation and launch path, the paper nets' training
 #             kernel included (state in shared memory and in the global workspace) -> sanitize_*.log
@@ -150,6 +152,9 @@ if want test; then
     --ignore=tests/test_paper_cuda.py \
     ${XDIST[@]+"${XDIST[@]}"} -ra -q -p no:cacheprovider --junitxml="$WORK/tests_rest.xml")
   [ $? -ne 0 ] && FAILED=1
+  # the CUDA kernel's float32 error against float64 by width, beside cuBLAS's (a measurement, into the summary)
+  (cd "$ROOT" && run float32-error "$WORK/float32_error.log" "$PY" scripts/float32_error.py --device cuda \
+    --widths 64 256 1024 3072) && grep "^|" "$WORK/float32_error.log" >>"$SUMMARY"
   pack
 fi
 
