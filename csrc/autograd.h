@@ -8,7 +8,7 @@
 
 namespace lstm_ext {
 
-// Keeps the config arguments of the recurrence in ctx->saved_data.
+// Keeps the config arguments of the recurrence in ctx->saved_data (as the one entry "config").
 void save_config(torch::autograd::AutogradContext* ctx, bool forget_gate, int64_t block_size,
                  c10::string_view feedback, c10::string_view squash, bool truncate);
 

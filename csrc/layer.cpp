@@ -146,7 +146,7 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
     const Tensor xc = x.contiguous(), w = w_ih.contiguous();
     const Tensor bi = b_ih.has_value() ? b_ih->contiguous() : Tensor();
     const Tensor bh = b_hh.has_value() ? b_hh->contiguous() : Tensor();
-    Tensor A = at::empty({T, B, G}, x.options());
+    Tensor A = new_cpu({T, B, G}, x);
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "projection_forward", [&] {
       cpu::projection_forward<scalar_t>(T * B, D, G, xc.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
                                         data_or_null<scalar_t>(bi), data_or_null<scalar_t>(bh),
@@ -177,9 +177,9 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
                                             truncate)
             : call_forward(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
     ctx->save_for_backward({x, w_ih, w_hh, h0, c0, y, act, s_all, lengths.value_or(Tensor())});
-    ctx->saved_data["has_b_ih"] = b_ih.has_value();
-    ctx->saved_data["has_b_hh"] = b_hh.has_value();
+    ctx->saved_data["biases"] = int64_t(b_ih.has_value()) | int64_t(b_hh.has_value()) << 1;
     save_config(ctx, forget_gate, block_size, feedback, squash, truncate);
+    ctx->set_materialize_grads(false);  // unused outputs: undefined gradients (backward_with_saved_config)
     return {y, h_n, c_n};
   }
 
@@ -190,31 +190,36 @@ class LayerFunction : public torch::autograd::Function<LayerFunction> {
     auto [dA, dw_hh, dh0, dc0] =
         backward_with_saved_config(ctx, grads[0], grads[1], grads[2], w_hh, h0, c0, y, act, s_all, len);
     const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
-    const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
     const bool want_x = ctx->needs_input_grad(0), want_w_ih = ctx->needs_input_grad(1);
-    const bool want_b_ih = ctx->saved_data["has_b_ih"].toBool() && ctx->needs_input_grad(3);
-    const bool want_b_hh = ctx->saved_data["has_b_hh"].toBool() && ctx->needs_input_grad(4);
-    Tensor dx, dw_ih, db;
+    const int64_t biases = ctx->saved_data["biases"].toInt();
+    const bool want_b_ih = (biases & 1) && ctx->needs_input_grad(3);
+    const bool want_b_hh = (biases & 2) && ctx->needs_input_grad(4);
+    Tensor dx, dw_ih, db_ih, db_hh;
     // The loops record no graph: with create_graph (grad mode on here) ATen's products keep the double backward
     // raising in recurrence_backward, as it does for every other path.
-    if (!at::GradMode::is_enabled() && small_cpu_projection(x, w_ih, {dA2})) {
-      const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA2.contiguous();
-      if (want_x) dx = at::empty({T, B, D}, x.options());
-      if (want_w_ih) dw_ih = at::empty({G, D}, x.options());
-      if (want_b_ih || want_b_hh) db = at::empty({G}, x.options());
+    if (!at::GradMode::is_enabled() && small_cpu_projection(x, w_ih, {dA})) {
+      const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA.contiguous();
+      if (want_x) dx = new_cpu({T, B, D}, x);
+      if (want_w_ih) dw_ih = new_cpu({G, D}, x);
+      if (want_b_ih) db_ih = new_cpu({G}, x);
+      if (want_b_hh) db_hh = new_cpu({G}, x);
       AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "projection_backward", [&] {
         auto out = [](Tensor& t) { return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr; };
+        scalar_t* db = want_b_ih ? out(db_ih) : out(db_hh);
         cpu::projection_backward<scalar_t>(T * B, D, G, xc.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                           dAc.const_data_ptr<scalar_t>(), out(dw_ih), out(db), out(dx));
+                                           dAc.const_data_ptr<scalar_t>(), out(dw_ih), db, out(dx));
+        // Two parameters must not share one gradient tensor (an in-place change of one would change both).
+        if (want_b_ih && want_b_hh) std::copy(db, db + G, out(db_hh));
       });
     } else {
+      const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
       if (want_x) dx = dA2.mm(w_ih).view({T, B, D});
       if (want_w_ih) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
-      if (want_b_ih || want_b_hh) db = dA2.sum(0);
+      const Tensor db = (want_b_ih || want_b_hh) ? dA2.sum(0) : Tensor();
+      // Two parameters must not share one gradient tensor (an in-place change of one would change both).
+      if (want_b_ih) db_ih = db;
+      if (want_b_hh) db_hh = want_b_ih ? db.clone() : db;
     }
-    // Two parameters must not share one gradient tensor (an in-place change of one would change both).
-    const Tensor db_ih = want_b_ih ? db : Tensor();
-    const Tensor db_hh = want_b_hh ? (want_b_ih ? db.clone() : db) : Tensor();
     return {dx,       dw_ih,    dw_hh,    db_ih,    db_hh,    dh0,     dc0,
             Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
   }

@@ -142,10 +142,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> run_forwa
   const at::Tensor A = A_in.contiguous(), U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous();
   const int64_t T = A.size(0), B = A.size(1), C = d.n_cells;
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
-  at::Tensor y = y_out.defined() ? y_out : at::empty({T, B, C}, A.options());
-  at::Tensor r_T = at::empty_like(r0), s_T = at::empty_like(s0);
-  at::Tensor act = over_A ? A : keep ? at::empty_like(A) : at::Tensor();
-  at::Tensor s_all = keep ? at::empty({T, B, C}, A.options()) : at::Tensor();
+  at::Tensor y = y_out.defined() ? y_out : new_cpu({T, B, C}, A);
+  at::Tensor r_T = new_cpu(r0.sizes(), A), s_T = new_cpu(s0.sizes(), A);
+  at::Tensor act = over_A ? A : keep ? new_cpu(A.sizes(), A) : at::Tensor();
+  at::Tensor s_all = keep ? new_cpu({T, B, C}, A) : at::Tensor();
   AT_DISPATCH_FLOATING_TYPES(A.scalar_type(), "recurrence_forward_cpu", [&] {
     cpu::ForwardArgs<scalar_t> p{d,
                                  T,
@@ -198,8 +198,6 @@ std::tuple<at::Tensor, at::Tensor> recurrence_inference_cpu_into(
   return {r_T, s_T};
 }
 
-namespace {
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_cpu(
     const at::Tensor& dy_in, const at::Tensor& dr_T_in, const at::Tensor& ds_T_in, const at::Tensor& U_in,
     const at::Tensor& r0_in, const at::Tensor& s0_in, const at::Tensor& y_in, const at::Tensor& act_in,
@@ -210,23 +208,29 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
   TORCH_CHECK(act_in.scalar_type() == at::kFloat || act_in.scalar_type() == at::kDouble,
               "lstm_ext: the CPU kernel takes float32 or float64, got ", act_in.scalar_type());
   const int64_t T = act_in.size(0), B = act_in.size(1), C = d.n_cells;
-  check_like(dy_in, "dy", {T, B, C}, act_in);
-  check_like(dr_T_in, "dr_T", {B, d.rec_size}, act_in);
-  check_like(ds_T_in, "ds_T", {B, C}, act_in);
+  // The output gradients: undefined (from the autograd nodes only) means zeros.
+  auto grad_in = [&](const at::Tensor& g, const char* name, at::IntArrayRef shape) {
+    if (!g.defined()) return g;
+    check_like(g, name, shape, act_in);
+    return g.contiguous();
+  };
+  const at::Tensor dy = grad_in(dy_in, "dy", {T, B, C}), dr_T = grad_in(dr_T_in, "dr_T", {B, d.rec_size}),
+                   ds_T = grad_in(ds_T_in, "ds_T", {B, C});
   check_like(y_in, "y", {T, B, C}, act_in);
   check_like(s_all_in, "s_all", {T, B, C}, act_in);
-  const at::Tensor dy = dy_in.contiguous(), dr_T = dr_T_in.contiguous(), ds_T = ds_T_in.contiguous(),
-                   U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous(), y = y_in.contiguous(),
+  const at::Tensor U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous(), y = y_in.contiguous(),
                    act = act_in.contiguous(), s_all = s_all_in.contiguous();
   at::Tensor len = lengths.has_value() ? lengths->to(at::kCPU).contiguous() : at::Tensor();
-  at::Tensor dA = at::empty_like(act), dU = at::empty_like(U), dr0 = at::empty_like(r0), ds0 = at::empty_like(s0);
+  at::Tensor dA = new_cpu(act.sizes(), act), dU = new_cpu(U.sizes(), act), dr0 = new_cpu(r0.sizes(), act),
+             ds0 = new_cpu(s0.sizes(), act);
   AT_DISPATCH_FLOATING_TYPES(act.scalar_type(), "recurrence_backward_cpu", [&] {
+    auto in = [](const at::Tensor& t) { return t.defined() ? t.const_data_ptr<scalar_t>() : nullptr; };
     cpu::BackwardArgs<scalar_t> p{d,
                                   T,
                                   B,
-                                  dy.const_data_ptr<scalar_t>(),
-                                  dr_T.const_data_ptr<scalar_t>(),
-                                  ds_T.const_data_ptr<scalar_t>(),
+                                  in(dy),
+                                  in(dr_T),
+                                  in(ds_T),
                                   U.const_data_ptr<scalar_t>(),
                                   r0.const_data_ptr<scalar_t>(),
                                   s0.const_data_ptr<scalar_t>(),
@@ -242,6 +246,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
   });
   return {dA, dU, dr0, ds0};
 }
+
+namespace {
 
 bool have_blas() { return cpu::have_blas(); }
 

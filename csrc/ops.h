@@ -4,6 +4,7 @@
 
 #include <torch/library.h>
 #include <ATen/ATen.h>
+#include <ATen/EmptyTensor.h>
 
 #include <optional>
 #include <string>
@@ -12,6 +13,13 @@
 #include "paper_net.h"
 
 namespace lstm_ext {
+
+// A new, uninitialised CPU tensor of `like`'s dtype, from the CPU allocator without a dispatch (at::empty's costs
+// about 0.3 us, and a call of the B=1 H=8 layer makes a dozen tensors). For the CPU kernels, which write every
+// element.
+inline at::Tensor new_cpu(at::IntArrayRef sizes, const at::Tensor& like) {
+  return at::detail::empty_cpu(sizes, like.scalar_type());
+}
 
 // The config arguments of the ops, checked, as CellDims for C cells.
 CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, c10::string_view feedback,
@@ -47,6 +55,13 @@ std::tuple<at::Tensor, at::Tensor> recurrence_inference_cpu_into(
     const at::Tensor& A, const at::Tensor& U, const at::Tensor& r0, const at::Tensor& s0,
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
     c10::string_view squash, bool truncate, at::Tensor& y);
+// recurrence_backward's CPU kernel, which the autograd nodes call directly on plain CPU tensors
+// (backward_with_saved_config). There dy, dr_T and ds_T may be undefined: no gradient on that output, zeros.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_cpu(
+    const at::Tensor& dy, const at::Tensor& dr_T, const at::Tensor& ds_T, const at::Tensor& U, const at::Tensor& r0,
+    const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,
+    const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
+    c10::string_view squash, bool truncate);
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> call_backward(
     const at::Tensor& dy, const at::Tensor& dr_T, const at::Tensor& ds_T, const at::Tensor& U, const at::Tensor& r0,
     const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,

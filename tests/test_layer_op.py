@@ -163,6 +163,26 @@ def test_layer_gradcheck(cfg, varlen):
     assert torch.autograd.gradcheck(lambda *a: ops.layer(*a, cfg, lengths), leaves)
 
 
+@pytest.mark.parametrize("varlen", [False, True], ids=["full", "varlen"])
+@pytest.mark.parametrize("which", [(0,), (1,), (2,), (1, 2)], ids=["y", "h_n", "c_n", "h_n+c_n"])
+@pytest.mark.parametrize("cfg", [CellConfig(), CellConfig(False, 2, "all", "paper")], ids=cfg_id)
+def test_layer_gradient_on_some_outputs_only(cfg, which, varlen):
+    """Outputs that take no part in the loss get no gradient (autograd hands the op undefined ones, which the CPU
+    kernel reads as zeros); every input's gradient is still the reference's. The loss is a plain sum, so the
+    gradient on an output is an expanded, non-contiguous tensor."""
+    T, B, C, D = 5, 3, 2 * cfg.block_size, 2
+    lengths = torch.tensor([5, 0, 3]) if varlen else None
+    inputs = layer_inputs(cfg, T, B, C, D)
+    grads = []
+    for fn in (ops.layer, layer_ref):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        outs = fn(*leaves, cfg, lengths=lengths)
+        sum(outs[i].sum() for i in which).backward()
+        grads.append([t.grad if t.grad is not None else torch.zeros_like(t) for t in leaves])
+    for name, a, b in zip(NAMES[3:], *grads):
+        torch.testing.assert_close(a, b, **tolerances(torch.float64, T * B), msg=lambda m: f"{name}: {m}")
+
+
 def test_layer_bias_gradients_are_separate_tensors():
     """Both biases get dA summed over steps and rows; they must not share one tensor (an in-place change of
     one gradient, e.g. by clip_grad_norm_, would otherwise change the other)."""

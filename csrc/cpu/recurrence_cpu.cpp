@@ -418,14 +418,16 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   const BlasSingleThread blas_threads(blas_single);
   const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).backward;
-  // Running gradients on r and s; dr_next receives da*U for the step before.
-  std::vector<T> dr(p.dr_T + b0 * R, p.dr_T + b1 * R), ds(p.ds_T + b0 * C, p.ds_T + b1 * C);
+  // Running gradients on r and s (no gradient on r_T or s_T: zeros); dr_next receives da*U for the step before.
+  std::vector<T> dr(size_t(M * R), T(0)), ds(size_t(M * C), T(0));
+  if (p.dr_T != nullptr) std::copy(p.dr_T + b0 * R, p.dr_T + b1 * R, dr.begin());
+  if (p.ds_T != nullptr) std::copy(p.ds_T + b0 * C, p.ds_T + b1 * C, ds.begin());
   std::vector<T> dr_next(static_cast<size_t>(M * R)), dyc(static_cast<size_t>(C));
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* act = p.act + (t * B + b0) * G;
     const T* s = p.s_all + (t * B + b0) * C;
     const T* s_prev = t > 0 ? p.s_all + ((t - 1) * B + b0) * C : p.s0 + b0 * C;
-    const T* dy = p.dy + (t * B + b0) * C;
+    const T* dy = p.dy == nullptr ? nullptr : p.dy + (t * B + b0) * C;
     T* da = p.dA + (t * B + b0) * G;
     for (int64_t i = 0; i < M; ++i) {
       T* da_b = da + i * G;
@@ -434,7 +436,11 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
         continue;
       }
       const T* dr_b = dr.data() + i * R;
-      for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[i * C + j] + dr_b[d.r_cells() + j];
+      if (dy != nullptr) {
+        for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[i * C + j] + dr_b[d.r_cells() + j];
+      } else {
+        for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dr_b[d.r_cells() + j];
+      }
       backward_row(d, act + i * G, s_prev + i * C, s + i * C, dyc.data(), dr_b, ds.data() + i * C, da_b);
     }
     // Gradient on r_{t-1}: through U unless truncated; rows past their length pass it on unchanged.

@@ -33,9 +33,9 @@ struct BackwardArgs {
   CellDims d;
   int64_t steps;           // T
   int64_t batch;           // B
-  const T* dy;             // (T, B, C)  gradient on y
-  const T* dr_T;           // (B, R)     gradient on r_T
-  const T* ds_T;           // (B, C)     gradient on s_T
+  const T* dy;             // (T, B, C)  gradient on y; nullptr: zeros (y unused)
+  const T* dr_T;           // (B, R)     gradient on r_T; nullptr: zeros
+  const T* ds_T;           // (B, C)     gradient on s_T; nullptr: zeros
   const T* U;              // (G, R)
   const T* r0;             // (B, R)
   const T* s0;             // (B, C)
