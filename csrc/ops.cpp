@@ -208,14 +208,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
   TORCH_CHECK(act_in.scalar_type() == at::kFloat || act_in.scalar_type() == at::kDouble,
               "lstm_ext: the CPU kernel takes float32 or float64, got ", act_in.scalar_type());
   const int64_t T = act_in.size(0), B = act_in.size(1), C = d.n_cells;
-  // The output gradients: undefined (from the autograd nodes only) means zeros.
-  auto grad_in = [&](const at::Tensor& g, const char* name, at::IntArrayRef shape) {
+  // The output gradients: undefined (from the autograd nodes only) means zeros. dy is read through its strides (the
+  // gradient of y.sum() is one value expanded: a copy of it cost 1.6 us of a 60 us call at B=1 H=8).
+  auto grad_in = [&](const at::Tensor& g, const char* name, at::IntArrayRef shape, bool strided) {
     if (!g.defined()) return g;
     check_like(g, name, shape, act_in);
-    return g.contiguous();
+    return strided ? g : g.contiguous();
   };
-  const at::Tensor dy = grad_in(dy_in, "dy", {T, B, C}), dr_T = grad_in(dr_T_in, "dr_T", {B, d.rec_size}),
-                   ds_T = grad_in(ds_T_in, "ds_T", {B, C});
+  const at::Tensor dy = grad_in(dy_in, "dy", {T, B, C}, true),
+                   dr_T = grad_in(dr_T_in, "dr_T", {B, d.rec_size}, false), ds_T = grad_in(ds_T_in, "ds_T", {B, C}, false);
   check_like(y_in, "y", {T, B, C}, act_in);
   check_like(s_all_in, "s_all", {T, B, C}, act_in);
   const at::Tensor U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous(), y = y_in.contiguous(),
@@ -242,6 +243,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
                                   dU.mutable_data_ptr<scalar_t>(),
                                   dr0.mutable_data_ptr<scalar_t>(),
                                   ds0.mutable_data_ptr<scalar_t>()};
+    if (dy.defined()) p.dy_strides = dy.strides().data();
     cpu::recurrence_backward(p, torch_parallel());
   });
   return {dA, dU, dr0, ds0};

@@ -40,7 +40,7 @@ from torch import Tensor, nn
 from torch.nn import init
 from torch.nn.utils.rnn import PackedSequence
 
-from . import functional
+from . import functional, ops
 from .config import CellConfig
 
 __all__ = ["LSTM1997", "LSTM2000", "lstm1997_state_dict_from_nn_lstm"]
@@ -255,6 +255,38 @@ class _LSTMBase(nn.Module):
         return hx[0], hx[1]
 
     def forward(self, input, hx=None):
+        if (
+            hx is None
+            and type(input) is Tensor
+            and self.num_layers == 1
+            and not self.bidirectional
+            and self.proj_size == 0
+            and self.backend != "reference"
+            and input.dim() == 3
+            and not torch._C._is_any_autocast_enabled()
+            and (self.backend == "fused" or functional._auto_backend(input) == "fused")
+        ):
+            return self._forward_one_fused_layer(input)
+        return self._forward(input, hx)
+
+    def _forward_one_fused_layer(self, input: Tensor):
+        """forward() of the usual small case in the fewest Python steps: a batched tensor, no initial state, one layer
+        in one direction without a projection, on the fused op (B=1 H=8 T=100: the general path's Python was 40 %
+        of the module's forward). The same checks, messages and results as the general path."""
+        self._check_input(input, None)
+        x = input.transpose(0, 1) if self.batch_first else input
+        if x.shape[0] == 0:
+            raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
+        params = self._parameters
+        w_ih, w_hh, b_ih, b_hh = (
+            None if name is None else (params[name] if name in params else getattr(self, name))
+            for name in self._layer_param_names[0][:4]
+        )
+        zeros = x.new_zeros(x.shape[1], self.hidden_size)  # h0 and c0 (the op only reads them)
+        y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, zeros, zeros, self._config)
+        return (y.transpose(0, 1) if self.batch_first else y), (h_n.unsqueeze(0), c_n.unsqueeze(0))
+
+    def _forward(self, input, hx):
         num_directions = 2 if self.bidirectional else 1
         real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         is_packed = isinstance(input, PackedSequence)

@@ -458,6 +458,31 @@ def test_gradient_on_one_output_only(fn, which):
         torch.testing.assert_close(a, b, **tolerances(torch.float64, T), msg=lambda m: f"{name}: {m}")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "layout",
+    [
+        lambda u: u[:1, :1, :1].expand(u.shape),  # y.sum()'s gradient: one value, strides (0, 0, 0)
+        lambda u: u.permute(2, 1, 0).contiguous().permute(2, 1, 0),  # C outermost: strides (1, T, T*B)
+        lambda u: torch.cat([u, u], 0)[::2],  # every other step of a longer tensor
+    ],
+    ids=["expanded", "permuted", "sliced"],
+)
+def test_backward_op_reads_strided_dy(layout, dtype):
+    """The CPU backward reads dy through its strides, not a contiguous copy: the same bits as with dy contiguous."""
+    cfg = CellConfig(True, 1, "all", "tanh")
+    T, B, C = 5, 3, 4
+    A, U, r0, s0 = (t.to(dtype) for t in make_inputs(cfg, T, B, C, seed=3))
+    y, r_T, s_T, act, s_all = OPS.recurrence_forward(A, U, r0, s0, None, *cfg.op_args())
+    dy, dr_T, ds_T = (u.to(dtype) for u in make_upstream(cfg, T, B, C, seed=4))
+    strided = layout(dy)
+    assert not strided.is_contiguous()
+    got = OPS.recurrence_backward(strided, dr_T, ds_T, U, r0, s0, y, act, s_all, None, *cfg.op_args())
+    want = OPS.recurrence_backward(strided.contiguous(), dr_T, ds_T, U, r0, s0, y, act, s_all, None, *cfg.op_args())
+    for name, a, b in zip(NAMES[3:], got, want):
+        assert torch.equal(a, b), name
+
+
 # ---- 3. property test ----------------------------------------------------------------------------------------
 
 

@@ -423,11 +423,13 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   if (p.dr_T != nullptr) std::copy(p.dr_T + b0 * R, p.dr_T + b1 * R, dr.begin());
   if (p.ds_T != nullptr) std::copy(p.ds_T + b0 * C, p.ds_T + b1 * C, ds.begin());
   std::vector<T> dr_next(static_cast<size_t>(M * R)), dyc(static_cast<size_t>(C));
+  const int64_t dy_t = p.dy_strides ? p.dy_strides[0] : B * C, dy_b = p.dy_strides ? p.dy_strides[1] : C,
+                dy_c = p.dy_strides ? p.dy_strides[2] : 1;
   for (int64_t t = Tn - 1; t >= 0; --t) {
     const T* act = p.act + (t * B + b0) * G;
     const T* s = p.s_all + (t * B + b0) * C;
     const T* s_prev = t > 0 ? p.s_all + ((t - 1) * B + b0) * C : p.s0 + b0 * C;
-    const T* dy = p.dy == nullptr ? nullptr : p.dy + (t * B + b0) * C;
+    const T* dy = p.dy == nullptr ? nullptr : p.dy + t * dy_t + b0 * dy_b;
     T* da = p.dA + (t * B + b0) * G;
     for (int64_t i = 0; i < M; ++i) {
       T* da_b = da + i * G;
@@ -436,8 +438,10 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
         continue;
       }
       const T* dr_b = dr.data() + i * R;
-      if (dy != nullptr) {
-        for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[i * C + j] + dr_b[d.r_cells() + j];
+      if (dy != nullptr && dy_c == 1) {
+        for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[i * dy_b + j] + dr_b[d.r_cells() + j];
+      } else if (dy != nullptr) {
+        for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dy[i * dy_b + j * dy_c] + dr_b[d.r_cells() + j];
       } else {
         for (int64_t j = 0; j < C; ++j) dyc[size_t(j)] = dr_b[d.r_cells() + j];
       }

@@ -33,7 +33,7 @@ struct BackwardArgs {
   CellDims d;
   int64_t steps;           // T
   int64_t batch;           // B
-  const T* dy;             // (T, B, C)  gradient on y; nullptr: zeros (y unused)
+  const T* dy;             // (T, B, C)  gradient on y, strides dy_strides; nullptr: zeros (y unused)
   const T* dr_T;           // (B, R)     gradient on r_T; nullptr: zeros
   const T* ds_T;           // (B, C)     gradient on s_T; nullptr: zeros
   const T* U;              // (G, R)
@@ -47,6 +47,9 @@ struct BackwardArgs {
   T* dU;                   // (G, R)     out
   T* dr0;                  // (B, R)     out
   T* ds0;                  // (B, C)     out
+  // dy's strides in elements over (T, B, C), nullptr: contiguous (the expanded gradient of y.sum() has 0, 0, 0).
+  // The other tensors are contiguous.
+  const int64_t* dy_strides = nullptr;
 };
 
 // How the kernels may use threads: for_each(n, grain, body) runs body(begin, end) over [0, n) in
