@@ -55,11 +55,6 @@ namespace {
 constexpr const char* kSquashNames[] = {"tanh", "paper", "sigmoid_identity"};
 constexpr const char* kConfigKey = "config";
 
-bool plain_cpu(const Tensor& t) {
-  const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
-  return !t.defined() || (t.is_cpu() && !t.key_set().has_any(tracing));
-}
-
 }  // namespace
 
 void save_config(torch::autograd::AutogradContext* ctx, bool forget_gate, int64_t block_size,

@@ -50,8 +50,6 @@ void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, c
 // whole, not the kernel's inner ATen calls).
 bool plain_cpu_all(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
   if (c10::impl::dispatch_mode_enabled()) return false;
-  const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
-  auto plain_cpu = [&](const Tensor& t) { return t.is_cpu() && !t.key_set().has_any(tracing); };
   for (const OptTensor& t : others)
     if (t.has_value() && !plain_cpu(*t)) return false;
   return plain_cpu(x) && plain_cpu(w_ih);

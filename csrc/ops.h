@@ -21,6 +21,14 @@ inline at::Tensor new_cpu(at::IntArrayRef sizes, const at::Tensor& like) {
   return at::detail::empty_cpu(sizes, like.scalar_type());
 }
 
+// Whether t is a plain CPU tensor, one the CPU loops can read: on the CPU, and not a fake or functional tensor of
+// torch.compile's or opcheck's tracing (no data). Undefined counts as plain. Callers also check for a Python
+// dispatch mode (c10::impl::dispatch_mode_enabled), which ought to see the ops whole.
+inline bool plain_cpu(const at::Tensor& t) {
+  const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
+  return !t.defined() || (t.is_cpu() && !t.key_set().has_any(tracing));
+}
+
 // The config arguments of the ops, checked, as CellDims for C cells.
 CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, c10::string_view feedback,
                    c10::string_view squash, bool truncate);
