@@ -215,8 +215,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
     check_like(g, name, shape, act_in);
     return strided ? g : g.contiguous();
   };
-  const at::Tensor dy = grad_in(dy_in, "dy", {T, B, C}, true),
-                   dr_T = grad_in(dr_T_in, "dr_T", {B, d.rec_size}, false), ds_T = grad_in(ds_T_in, "ds_T", {B, C}, false);
+  const at::Tensor dy = grad_in(dy_in, "dy", {T, B, C}, true);
+  const at::Tensor dr_T = grad_in(dr_T_in, "dr_T", {B, d.rec_size}, false);
+  const at::Tensor ds_T = grad_in(ds_T_in, "ds_T", {B, C}, false);
   check_like(y_in, "y", {T, B, C}, act_in);
   check_like(s_all_in, "s_all", {T, B, C}, act_in);
   const at::Tensor U = U_in.contiguous(), r0 = r0_in.contiguous(), s0 = s0_in.contiguous(), y = y_in.contiguous(),
