@@ -247,6 +247,8 @@ def limit_lines(results, limits):
                        f"{fmt_time(peers['LSTM2000']['median'])}, nn.LSTM's {fmt_time(peers['nn.LSTM']['median'])} "
                        f"({rec / peers['nn.LSTM']['median'] / 1e9:.0f} GFLOP/s of recurrent products alone; "
                        f"LSTM2000 {rec / peers['LSTM2000']['median'] / 1e9:.0f} GFLOP/s, cell math included). "
+                       f"On the CPU nn.LSTM is oneDNN's fused LSTM primitive (`aten::mkldnn_rnn_layer` in the "
+                       f"profiler), not a loop of ATen products. "
                        f"At this width (U: {4 * H * H * 4 / 2**20:.0f} MB in float32) LSTM2000's threads split the "
                        f"cells, each running all rows against its cells' rows of U in its panel kernel, with a barrier "
                        f"after each step (csrc/cpu/recurrence_cpu.cpp, forward_cell_split); its half of U still "
