@@ -1,5 +1,5 @@
-// lstm_ext::recurrence: the differentiable op the Python API calls. Its autograd lives in C++ (the
-// torchvision pattern) because a Python autograd kernel costs ~90 us per call here, ten times the
+// lstm_ext::recurrence: the differentiable op the Python API calls. Its autograd lives in C++, a node of its own
+// (OpBackward, autograd.h), because a Python autograd kernel costs ~90 us per call here, ten times the
 // whole fused recurrence of the paper's nets. Forward and backward are the ops recurrence_forward and
 // recurrence_backward, so torch.compile and opcheck see ordinary ops with fake kernels.
 #include <c10/core/impl/TorchDispatchModeTLS.h>
@@ -49,27 +49,30 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> call_backward(const Tensor& dy, const
 
 namespace {
 
-// The config, kept in ctx->saved_data as one int64 (a map with string keys: five entries, two of them strings,
-// took 1.4 us of a 60 us call at B=1 H=8): bit 0 forget_gate, 1 truncate, 2 feedback "all", 3-4 the squash,
-// 5- block_size.
 constexpr const char* kSquashNames[] = {"tanh", "paper", "sigmoid_identity"};
-constexpr const char* kConfigKey = "config";
 
 }  // namespace
 
-void save_config(torch::autograd::AutogradContext* ctx, bool forget_gate, int64_t block_size,
-                 c10::string_view feedback, c10::string_view squash, bool truncate) {
+int64_t config_code(bool forget_gate, int64_t block_size, c10::string_view feedback, c10::string_view squash,
+                    bool truncate) {
   int64_t squash_index = 0;
   while (squash_index < 3 && squash != kSquashNames[squash_index]) ++squash_index;
   TORCH_INTERNAL_ASSERT(squash_index < 3, "lstm_ext: unchecked squash");
-  ctx->saved_data[kConfigKey] = int64_t(forget_gate) | int64_t(truncate) << 1 | int64_t(feedback == "all") << 2 |
-                                squash_index << 3 | block_size << 5;
+  return int64_t(forget_gate) | int64_t(truncate) << 1 | int64_t(feedback == "all") << 2 | squash_index << 3 |
+         block_size << 5;
 }
 
-std::tuple<Tensor, Tensor, Tensor, Tensor> backward_with_saved_config(
-    torch::autograd::AutogradContext* ctx, const Tensor& dy, const Tensor& dr_T, const Tensor& ds_T, const Tensor& U,
-    const Tensor& r0, const Tensor& s0, const Tensor& y, const Tensor& act, const Tensor& s_all, const Tensor& len) {
-  const int64_t code = ctx->saved_data[kConfigKey].toInt();
+void check_no_forward_grad(const char* op, std::initializer_list<const Tensor*> tensors) {
+  for (const Tensor* t : tensors)
+    TORCH_CHECK(!(t->defined() && t->_fw_grad(/*level=*/0).defined()), op,
+                ": forward-mode AD (torch.autograd.forward_ad, jvp) is not supported by the fused op; use "
+                "backend=\"reference\" for it");
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> backward_with_config(int64_t code, const Tensor& dy, const Tensor& dr_T,
+                                                                const Tensor& ds_T, const Tensor& U, const Tensor& r0,
+                                                                const Tensor& s0, const Tensor& y, const Tensor& act,
+                                                                const Tensor& s_all, const Tensor& len) {
   const bool forget_gate = code & 1, truncate = code & 2;
   const c10::string_view feedback = (code & 4) ? "all" : "cells", squash = kSquashNames[(code >> 3) & 3];
   const int64_t block_size = code >> 5;
@@ -94,28 +97,16 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-class RecurrenceFunction : public torch::autograd::Function<RecurrenceFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const Tensor& A, const Tensor& U, const Tensor& r0,
-                               const Tensor& s0, const std::optional<Tensor>& lengths, bool forget_gate,
-                               int64_t block_size, c10::string_view feedback, c10::string_view squash,
-                               bool truncate) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, r_T, s_T, act, s_all] =
-        call_forward(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
-    ctx->save_for_backward({U, r0, s0, y, act, s_all, lengths.value_or(Tensor())});
-    save_config(ctx, forget_gate, block_size, feedback, squash, truncate);
-    ctx->set_materialize_grads(false);  // unused outputs: undefined gradients (backward_with_saved_config)
-    return {y, r_T, s_T};
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const Tensor &U = saved[0], &r0 = saved[1], &s0 = saved[2], &y = saved[3], &act = saved[4],
-                 &s_all = saved[5], &len = saved[6];
-    auto [dA, dU, dr0, ds0] =
-        backward_with_saved_config(ctx, grads[0], grads[1], grads[2], U, r0, s0, y, act, s_all, len);
-    return {dA, dU, dr0, ds0, Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+// lstm_ext::recurrence's node: A (T,B,G), U (G,R), r0 (B,R), s0 (B,C) -> y, r_T, s_T.
+struct RecurrenceBackward : OpBackward<7> {
+  enum Saved { kU, kR0, kS0, kY, kAct, kSAll, kLengths };
+  std::string name() const override { return "RecurrenceBackward"; }
+  variable_list apply(variable_list&& grads) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto saved = unpack_saved();
+    auto [dA, dU, dr0, ds0] = backward_with_config(config, grads[0], grads[1], grads[2], saved[kU], saved[kR0],
+                                                   saved[kS0], saved[kY], saved[kAct], saved[kSAll], saved[kLengths]);
+    return {dA, dU, dr0, ds0};
   }
 };
 
@@ -155,6 +146,7 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Te
                                                        bool forget_gate, int64_t block_size,
                                                        c10::string_view feedback, c10::string_view squash,
                                                        bool truncate) {
+  check_no_forward_grad("lstm_ext.recurrence", {&A, &U, &r0, &s0});
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (A.requires_grad() || U.requires_grad() || r0.requires_grad() || s0.requires_grad());
   if (!needs_grad) {  // no graph to record: the op below autograd, which keeps no workspace on the CPU
@@ -166,8 +158,24 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Te
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
   }
-  auto out = RecurrenceFunction::apply(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
-  return {out[0], out[1], out[2]};
+  Tensor y, r_T, s_T, act, s_all;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, r_T, s_T, act, s_all) =
+        call_forward(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
+  }
+  auto node = make_node<RecurrenceBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(A, U, r0, s0));
+  for (const Tensor& out : {y, r_T, s_T}) torch::autograd::set_history(out, node);
+  node->save(RecurrenceBackward::kU, U);
+  node->save(RecurrenceBackward::kR0, r0);
+  node->save(RecurrenceBackward::kS0, s0);
+  node->save(RecurrenceBackward::kY, y, /*is_output=*/true);
+  node->save(RecurrenceBackward::kAct, act);
+  node->save(RecurrenceBackward::kSAll, s_all);
+  node->save(RecurrenceBackward::kLengths, lengths.value_or(Tensor()));
+  node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
+  return {y, r_T, s_T};
 }
 
 // Below autograd (inference mode, or after autograd has been traced away) on a device without a kernel of

@@ -17,7 +17,6 @@
 namespace lstm_ext {
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 using Tensor = at::Tensor;
 using OptTensor = std::optional<Tensor>;
@@ -159,69 +158,59 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
   return A;
 }
 
-class LayerFunction : public torch::autograd::Function<LayerFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
-                               const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0, const Tensor& c0,
-                               const OptTensor& lengths, bool forget_gate, int64_t block_size,
-                               c10::string_view feedback, c10::string_view squash, bool truncate) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    Tensor A = input_projection(x, w_ih, b_ih, b_hh);
-    // A is this op's own temporary: on the CPU the kernel writes the activations over it (one (T,B,G) tensor
-    // fewer to allocate and fault in; B=128 H=256 T=100: 52 MB).
-    auto [y, h_n, c_n, act, s_all] =
-        plain_cpu_all(x, w_ih, {w_hh, h0, c0})
-            ? recurrence_forward_cpu_over_A(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash,
-                                            truncate)
-            : call_forward(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
-    ctx->save_for_backward({x, w_ih, w_hh, h0, c0, y, act, s_all, lengths.value_or(Tensor())});
-    ctx->saved_data["biases"] = int64_t(b_ih.has_value()) | int64_t(b_hh.has_value()) << 1;
-    save_config(ctx, forget_gate, block_size, feedback, squash, truncate);
-    ctx->set_materialize_grads(false);  // unused outputs: undefined gradients (backward_with_saved_config)
-    return {y, h_n, c_n};
-  }
+// lstm_ext::layer's node: x (T,B,D), w_ih, w_hh, b_ih, b_hh, h0, c0 -> y, h_n, c_n; one gradient per input, in
+// that order (none for an absent bias).
+struct LayerBackward : OpBackward<9> {
+  enum Saved { kX, kWih, kWhh, kH0, kC0, kY, kAct, kSAll, kLengths };
+  bool has_b_ih = false, has_b_hh = false;
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const variable_list saved = ctx->get_saved_variables();
-    const Tensor &x = saved[0], &w_ih = saved[1], &w_hh = saved[2], &h0 = saved[3], &c0 = saved[4],
-                 &y = saved[5], &act = saved[6], &s_all = saved[7], &len = saved[8];
-    auto [dA, dw_hh, dh0, dc0] =
-        backward_with_saved_config(ctx, grads[0], grads[1], grads[2], w_hh, h0, c0, y, act, s_all, len);
-    const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
-    const bool want_x = ctx->needs_input_grad(0), want_w_ih = ctx->needs_input_grad(1);
-    const int64_t biases = ctx->saved_data["biases"].toInt();
-    const bool want_b_ih = (biases & 1) && ctx->needs_input_grad(3);
-    const bool want_b_hh = (biases & 2) && ctx->needs_input_grad(4);
-    Tensor dx, dw_ih, db_ih, db_hh;
-    // The loops record no graph: with create_graph (grad mode on here) ATen's products keep the double backward
-    // raising in recurrence_backward, as it does for every other path.
-    if (!at::GradMode::is_enabled() && small_cpu_projection(x, w_ih, {dA})) {
-      const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA.contiguous();
-      if (want_x) dx = new_cpu({T, B, D}, x);
-      if (want_w_ih) dw_ih = new_cpu({G, D}, x);
-      if (want_b_ih) db_ih = new_cpu({G}, x);
-      if (want_b_hh) db_hh = new_cpu({G}, x);
-      AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "projection_backward", [&] {
-        auto out = [](Tensor& t) { return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr; };
-        scalar_t* db = want_b_ih ? out(db_ih) : out(db_hh);
-        cpu::projection_backward<scalar_t>(T * B, D, G, xc.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
-                                           dAc.const_data_ptr<scalar_t>(), out(dw_ih), db, out(dx));
-        // Two parameters must not share one gradient tensor (an in-place change of one would change both).
-        if (want_b_ih && want_b_hh) std::copy(db, db + G, out(db_hh));
-      });
-    } else {
-      const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
-      if (want_x) dx = dA2.mm(w_ih).view({T, B, D});
-      if (want_w_ih) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
-      const Tensor db = (want_b_ih || want_b_hh) ? dA2.sum(0) : Tensor();
-      // Two parameters must not share one gradient tensor (an in-place change of one would change both).
-      if (want_b_ih) db_ih = db;
-      if (want_b_hh) db_hh = want_b_ih ? db.clone() : db;
-    }
-    return {dx,       dw_ih,    dw_hh,    db_ih,    db_hh,    dh0,     dc0,
-            Tensor(), Tensor(), Tensor(), Tensor(), Tensor(), Tensor()};
+  std::string name() const override { return "LayerBackward"; }
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    OpBackward<9>::compiled_args(args);
+    args.collect(has_b_ih);
+    args.collect(has_b_hh);
   }
+  variable_list apply(variable_list&& grads) override;
 };
+
+variable_list LayerBackward::apply(variable_list&& grads) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto saved = unpack_saved();
+  const Tensor &x = saved[kX], &w_ih = saved[kWih];
+  auto [dA, dw_hh, dh0, dc0] = backward_with_config(config, grads[0], grads[1], grads[2], saved[kWhh], saved[kH0],
+                                                    saved[kC0], saved[kY], saved[kAct], saved[kSAll],
+                                                    saved[kLengths]);
+  const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
+  const bool want_x = should_compute_output(0), want_w_ih = should_compute_output(1);
+  const bool want_b_ih = has_b_ih && should_compute_output(3), want_b_hh = has_b_hh && should_compute_output(4);
+  Tensor dx, dw_ih, db_ih, db_hh;
+  // The loops record no graph: with create_graph (grad mode on here) ATen's products keep the double backward
+  // raising in recurrence_backward, as it does for every other path.
+  if (!at::GradMode::is_enabled() && small_cpu_projection(x, w_ih, {dA})) {
+    const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA.contiguous();
+    if (want_x) dx = new_cpu({T, B, D}, x);
+    if (want_w_ih) dw_ih = new_cpu({G, D}, x);
+    if (want_b_ih) db_ih = new_cpu({G}, x);
+    if (want_b_hh) db_hh = new_cpu({G}, x);
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "projection_backward", [&] {
+      auto out = [](Tensor& t) { return t.defined() ? t.mutable_data_ptr<scalar_t>() : nullptr; };
+      scalar_t* db = want_b_ih ? out(db_ih) : out(db_hh);
+      cpu::projection_backward<scalar_t>(T * B, D, G, xc.const_data_ptr<scalar_t>(), w.const_data_ptr<scalar_t>(),
+                                         dAc.const_data_ptr<scalar_t>(), out(dw_ih), db, out(dx));
+      // Two parameters must not share one gradient tensor (an in-place change of one would change both).
+      if (want_b_ih && want_b_hh) std::copy(db, db + G, out(db_hh));
+    });
+  } else {
+    const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
+    if (want_x) dx = dA2.mm(w_ih).view({T, B, D});
+    if (want_w_ih) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
+    const Tensor db = (want_b_ih || want_b_hh) ? dA2.sum(0) : Tensor();
+    // Two parameters must not share one gradient tensor (an in-place change of one would change both).
+    if (want_b_ih) db_ih = db;
+    if (want_b_hh) db_hh = want_b_ih ? db.clone() : db;
+  }
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0};
+}
 
 // Without a gradient to record: the projection and lstm_ext::recurrence, which keeps no workspace. A long
 // sequence of plain CPU tensors goes chunk by chunk (chunk_steps), the state carried from one chunk to the next;
@@ -266,6 +255,9 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
                                                   const Tensor& c0, const OptTensor& lengths, bool forget_gate,
                                                   int64_t block_size, c10::string_view feedback,
                                                   c10::string_view squash, bool truncate) {
+  check_no_forward_grad("lstm_ext.layer", {&x, &w_ih, &w_hh, &h0, &c0});
+  if (b_ih.has_value()) check_no_forward_grad("lstm_ext.layer", {&*b_ih});
+  if (b_hh.has_value()) check_no_forward_grad("lstm_ext.layer", {&*b_hh});
   const bool needs_grad =
       at::GradMode::is_enabled() &&
       (x.requires_grad() || w_ih.requires_grad() || w_hh.requires_grad() || h0.requires_grad() ||
@@ -277,9 +269,34 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
                          truncate);
   }
   check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0, c0, forget_gate, block_size, feedback, squash, truncate);
-  auto out = LayerFunction::apply(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback,
-                                  squash, truncate);
-  return {out[0], out[1], out[2]};
+  Tensor y, h_n, c_n, act, s_all;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    Tensor A = input_projection(x, w_ih, b_ih, b_hh);
+    // A is this op's own temporary: on the CPU the kernel writes the activations over it (one (T,B,G) tensor
+    // fewer to allocate and fault in; B=128 H=256 T=100: 52 MB).
+    std::tie(y, h_n, c_n, act, s_all) =
+        plain_cpu_all(x, w_ih, {w_hh, h0, c0})
+            ? recurrence_forward_cpu_over_A(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash,
+                                            truncate)
+            : call_forward(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
+  }
+  auto node = make_node<LayerBackward>();
+  node->set_next_edges(torch::autograd::collect_next_edges(x, w_ih, w_hh, b_ih, b_hh, h0, c0));
+  for (const Tensor& out : {y, h_n, c_n}) torch::autograd::set_history(out, node);
+  node->save(LayerBackward::kX, x);
+  node->save(LayerBackward::kWih, w_ih);
+  node->save(LayerBackward::kWhh, w_hh);
+  node->save(LayerBackward::kH0, h0);
+  node->save(LayerBackward::kC0, c0);
+  node->save(LayerBackward::kY, y, /*is_output=*/true);
+  node->save(LayerBackward::kAct, act);
+  node->save(LayerBackward::kSAll, s_all);
+  node->save(LayerBackward::kLengths, lengths.value_or(Tensor()));
+  node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
+  node->has_b_ih = b_ih.has_value();
+  node->has_b_hh = b_hh.has_value();
+  return {y, h_n, c_n};
 }
 
 }  // namespace

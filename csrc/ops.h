@@ -64,7 +64,7 @@ std::tuple<at::Tensor, at::Tensor> recurrence_inference_cpu_into(
     const std::optional<at::Tensor>& lengths, bool forget_gate, int64_t block_size, c10::string_view feedback,
     c10::string_view squash, bool truncate, at::Tensor& y);
 // recurrence_backward's CPU kernel, which the autograd nodes call directly on plain CPU tensors
-// (backward_with_saved_config). There dy, dr_T and ds_T may be undefined: no gradient on that output, zeros.
+// (backward_with_config). There dy, dr_T and ds_T may be undefined: no gradient on that output, zeros.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_cpu(
     const at::Tensor& dy, const at::Tensor& dr_T, const at::Tensor& ds_T, const at::Tensor& U, const at::Tensor& r0,
     const at::Tensor& s0, const at::Tensor& y, const at::Tensor& act, const at::Tensor& s_all,

@@ -718,7 +718,7 @@ def test_one_autograd_node_per_layer(cls):
         node = stack.pop()
         if node is None:
             continue
-        if "LayerFunction" in node.name():
+        if node.name() == "LayerBackward":
             layer_nodes.append(node)
         stack += [n for n, _ in node.next_functions]
     assert len({id(n) for n in layer_nodes}) == 4  # 2 layers x 2 directions
