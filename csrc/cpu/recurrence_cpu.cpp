@@ -552,6 +552,74 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
 }
 #endif
 
+// ---- dU of small layers: a sum of outer products in registers ----
+// dU (G x R) = sum over n < rows of da_n^T r_n, da_n = dA's row n (G), r_n = r_row(n) (R), each sum over n in order
+// (the same bits as adding da_n[g] r_n[k] to dU[g][k] row after row, as this did before). A tile of 8 rows of dU by
+// one vector of columns stays in registers for all n and is stored once: updating dU in memory row after row stored
+// and reloaded all of dU each n (B=1 H=8 T=100: 3 of the backward's 9 us). The vectors are GCC's vector extension
+// (any target; FMA where the build has it, as the loop before), the accumulators named variables (an array of them
+// stayed on the stack).
+template <typename T>
+struct OuterVec {
+  static constexpr int kWidth = 32 / sizeof(T);  // one AVX register
+  typedef T type __attribute__((vector_size(32)));
+};
+
+// r[0 .. kw) as a vector, zeros past kw.
+template <typename T>
+inline typename OuterVec<T>::type load_columns(const T* r, int kw) {
+  typename OuterVec<T>::type v{};
+  if (kw == OuterVec<T>::kWidth) {
+    std::memcpy(&v, r, sizeof(v));
+  } else {
+    for (int j = 0; j < kw; ++j) v[j] = r[j];
+  }
+  return v;
+}
+
+// Rows [g0, g0 + 8) of dU, columns [k0, k0 + kw).
+template <typename T, typename RowFn>
+void outer_products_tile8(int64_t rows, int64_t G, int64_t R, int64_t g0, int64_t k0, int kw, const T* dA,
+                          RowFn r_row, T* dU) {
+  using V = typename OuterVec<T>::type;
+  V a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
+  for (int64_t n = 0; n < rows; ++n) {
+    const V rv = load_columns(r_row(n) + k0, kw);
+    const T* da = dA + n * G + g0;
+    a0 += da[0] * rv;
+    a1 += da[1] * rv;
+    a2 += da[2] * rv;
+    a3 += da[3] * rv;
+    a4 += da[4] * rv;
+    a5 += da[5] * rv;
+    a6 += da[6] * rv;
+    a7 += da[7] * rv;
+  }
+  const V acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+  for (int i = 0; i < 8; ++i)
+    for (int j = 0; j < kw; ++j) dU[(g0 + i) * R + k0 + j] = acc[i][j];
+}
+
+// Row g of dU, columns [k0, k0 + kw).
+template <typename T, typename RowFn>
+void outer_products_row(int64_t rows, int64_t G, int64_t R, int64_t g, int64_t k0, int kw, const T* dA, RowFn r_row,
+                        T* dU) {
+  typename OuterVec<T>::type a{};
+  for (int64_t n = 0; n < rows; ++n) a += dA[n * G + g] * load_columns(r_row(n) + k0, kw);
+  for (int j = 0; j < kw; ++j) dU[g * R + k0 + j] = a[j];
+}
+
+template <typename T, typename RowFn>
+void sum_of_outer_products(int64_t rows, int64_t G, int64_t R, const T* dA, RowFn r_row, T* dU) {
+  constexpr int W = OuterVec<T>::kWidth;
+  for (int64_t k0 = 0; k0 < R; k0 += W) {
+    const int kw = int(std::min<int64_t>(W, R - k0));
+    int64_t g = 0;
+    for (; g + 8 <= G; g += 8) outer_products_tile8(rows, G, R, g, k0, kw, dA, r_row, dU);
+    for (; g < G; ++g) outer_products_row(rows, G, R, g, k0, kw, dA, r_row, dU);
+  }
+}
+
 }  // namespace
 
 bool have_blas() { return blas_available<float>() && blas_available<double>(); }
@@ -614,16 +682,8 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
     blas_gemm<T>(true, false, G, R, B, T(1), p.dA, G, p.r0, R, T(0), p.dU, R);
     if (rows > B) blas_gemm<T>(true, false, G, R, rows - B, T(1), p.dA + B * G, G, r_rest, R, T(1), p.dU, R);
   } else {
-    std::fill(p.dU, p.dU + G * R, T(0));
-    for (int64_t n = 0; n < rows; ++n) {
-      const T* da = p.dA + n * G;
-      const T* r = n < B ? p.r0 + n * R : r_rest + (n - B) * R;
-      for (int64_t g = 0; g < G; ++g) {
-        const T dg = da[g];
-        T* dU = p.dU + g * R;
-        for (int64_t k = 0; k < R; ++k) dU[k] += dg * r[k];
-      }
-    }
+    sum_of_outer_products(rows, G, R, p.dA, [&](int64_t n) { return n < B ? p.r0 + n * R : r_rest + (n - B) * R; },
+                          p.dU);
   }
 }
 
