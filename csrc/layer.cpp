@@ -5,10 +5,14 @@
 // one node. Device-generic: the projection is ATen's (small ones on the CPU: plain loops,
 // cpu/projection_cpu.h), the recurrence the ops recurrence_forward/backward.
 //
-//   x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R), c0 (B,C), lengths (B,) int64 or None
+//   x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R) or None, c0 (B,C) or None,
+//   lengths (B,) int64 or None
 //   -> y (T,B,C), h_n (B,R), c_n (B,C)        with A = x w_ih^T + b_ih + b_hh, U = w_hh, r0 = h0, s0 = c0
+// An absent h0 or c0 is zeros (nn.LSTM's hx=None), made here: the modules' usual call passes None for both.
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/autograd.h>
+
+#include <cstring>
 
 #include "autograd.h"
 #include "cpu/projection_cpu.h"
@@ -22,9 +26,10 @@ using Tensor = at::Tensor;
 using OptTensor = std::optional<Tensor>;
 
 // Checks of what the recurrence op does not see (x, w_ih, the biases); w_hh, h0 and c0 are checked by name.
-void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                      const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, bool forget_gate,
-                      int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+// Returns the cell dims they describe.
+CellDims check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                          const OptTensor& b_hh, const OptTensor& h0, const OptTensor& c0, bool forget_gate,
+                          int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
   TORCH_CHECK(x.dim() == 3, "lstm_ext.layer: x must be 3-D (T, B, D), got ", x.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "lstm_ext.layer: x must be a floating-point tensor, got ",
               x.scalar_type());
@@ -39,8 +44,20 @@ void check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, c
   check_like(w_hh, "w_hh", {G, d.rec_size}, x, "x");
   if (b_ih.has_value()) check_like(*b_ih, "b_ih", {G}, x, "x");
   if (b_hh.has_value()) check_like(*b_hh, "b_hh", {G}, x, "x");
-  check_like(h0, "h0", {B, d.rec_size}, x, "x");
-  check_like(c0, "c0", {B, d.n_cells}, x, "x");
+  if (h0.has_value()) check_like(*h0, "h0", {B, d.rec_size}, x, "x");
+  if (c0.has_value()) check_like(*c0, "c0", {B, d.n_cells}, x, "x");
+  return d;
+}
+
+// The initial state: h0 (B,R) and c0 (B,C) as given, zeros where absent.
+std::pair<Tensor, Tensor> initial_state(const Tensor& x, const OptTensor& h0, const OptTensor& c0, const CellDims& d) {
+  auto zeros = [&](int64_t n) {
+    if (!plain_cpu(x) || c10::impl::dispatch_mode_enabled()) return at::zeros({x.size(1), n}, x.options());
+    Tensor t = new_cpu({x.size(1), n}, x);  // no dispatch (new_cpu)
+    std::memset(t.data_ptr(), 0, t.nbytes());
+    return t;
+  };
+  return {h0.has_value() ? *h0 : zeros(d.rec_size), c0.has_value() ? *c0 : zeros(d.n_cells)};
 }
 
 // Whether x, w_ih and the `others` are plain CPU tensors: not the fake and functional tensors that torch.compile
@@ -159,7 +176,8 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
 }
 
 // lstm_ext::layer's node: x (T,B,D), w_ih, w_hh, b_ih, b_hh, h0, c0 -> y, h_n, c_n; one gradient per input, in
-// that order (none for an absent bias).
+// that order (none for an absent bias or state). It keeps the initial state the forward ran from (zeros it made
+// for an absent one).
 struct LayerBackward : OpBackward<9> {
   enum Saved { kX, kWih, kWhh, kH0, kC0, kY, kAct, kSAll, kLengths };
   bool has_b_ih = false, has_b_hh = false;
@@ -217,11 +235,13 @@ variable_list LayerBackward::apply(variable_list&& grads) {
 // the chunks' lengths are the rows' lengths within them. The CPU kernel writes each chunk's steps of y in place
 // (recurrence_inference_cpu_into): a copy from a y per chunk took 4-5 % of the forward at B=32-128 H=256 T=100.
 std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
-                                                 const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0,
-                                                 const Tensor& c0, const OptTensor& lengths, bool forget_gate,
+                                                 const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& h0_in,
+                                                 const OptTensor& c0_in, const OptTensor& lengths, bool forget_gate,
                                                  int64_t block_size, c10::string_view feedback,
                                                  c10::string_view squash, bool truncate) {
-  check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0, c0, forget_gate, block_size, feedback, squash, truncate);
+  const CellDims d =
+      check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, forget_gate, block_size, feedback, squash, truncate);
+  const auto [h0, c0] = initial_state(x, h0_in, c0_in, d);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("lstm_ext::recurrence", "")
                        .typed<std::tuple<Tensor, Tensor, Tensor>(const Tensor&, const Tensor&, const Tensor&,
@@ -251,24 +271,29 @@ std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& 
 }
 
 std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh,
-                                                  const OptTensor& b_ih, const OptTensor& b_hh, const Tensor& h0,
-                                                  const Tensor& c0, const OptTensor& lengths, bool forget_gate,
+                                                  const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& h0_in,
+                                                  const OptTensor& c0_in, const OptTensor& lengths, bool forget_gate,
                                                   int64_t block_size, c10::string_view feedback,
                                                   c10::string_view squash, bool truncate) {
-  check_no_forward_grad("lstm_ext.layer", {&x, &w_ih, &w_hh, &h0, &c0});
-  if (b_ih.has_value()) check_no_forward_grad("lstm_ext.layer", {&*b_ih});
-  if (b_hh.has_value()) check_no_forward_grad("lstm_ext.layer", {&*b_hh});
-  const bool needs_grad =
-      at::GradMode::is_enabled() &&
-      (x.requires_grad() || w_ih.requires_grad() || w_hh.requires_grad() || h0.requires_grad() ||
-       c0.requires_grad() || (b_ih.has_value() && b_ih->requires_grad()) ||
-       (b_hh.has_value() && b_hh->requires_grad()));
+  check_no_forward_grad("lstm_ext.layer", {&x, &w_ih, &w_hh});
+  for (const OptTensor* t : {&b_ih, &b_hh, &h0_in, &c0_in})
+    if (t->has_value()) check_no_forward_grad("lstm_ext.layer", {&**t});
+  auto requires_grad = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
+  const bool needs_grad = at::GradMode::is_enabled() &&
+                          (x.requires_grad() || w_ih.requires_grad() || w_hh.requires_grad() || requires_grad(h0_in) ||
+                           requires_grad(c0_in) || requires_grad(b_ih) || requires_grad(b_hh));
   if (!needs_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
-    return layer_no_grad(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash,
+    return layer_no_grad(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, lengths, forget_gate, block_size, feedback, squash,
                          truncate);
   }
-  check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0, c0, forget_gate, block_size, feedback, squash, truncate);
+  const CellDims d =
+      check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, forget_gate, block_size, feedback, squash, truncate);
+  Tensor h0, c0;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(h0, c0) = initial_state(x, h0_in, c0_in, d);
+  }
   Tensor y, h_n, c_n, act, s_all;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -282,7 +307,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
             : call_forward(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
   }
   auto node = make_node<LayerBackward>();
-  node->set_next_edges(torch::autograd::collect_next_edges(x, w_ih, w_hh, b_ih, b_hh, h0, c0));
+  node->set_next_edges(torch::autograd::collect_next_edges(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in));
   for (const Tensor& out : {y, h_n, c_n}) torch::autograd::set_history(out, node);
   node->save(LayerBackward::kX, x);
   node->save(LayerBackward::kWih, w_ih);
@@ -303,7 +328,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
 
 TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
   m.def(
-      "layer(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, Tensor c0, "
+      "layer(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? h0, Tensor? c0, "
       "Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate) "
       "-> (Tensor y, Tensor h_n, Tensor c_n)");
 }

@@ -282,9 +282,8 @@ class _LSTMBase(nn.Module):
             None if name is None else (params[name] if name in params else getattr(self, name))
             for name in self._layer_param_names[0][:4]
         )
-        zeros = x.new_zeros(x.shape[1], self.hidden_size)  # h0 and c0 (the op only reads them)
-        y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, zeros, zeros, self._config)
-        return (y.transpose(0, 1) if self.batch_first else y), (h_n.unsqueeze(0), c_n.unsqueeze(0))
+        y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, None, None, self._config)  # None: zero initial state
+        return (y.transpose(0, 1) if self.batch_first else y), (h_n[None], c_n[None])
 
     def _forward(self, input, hx):
         num_directions = 2 if self.bidirectional else 1

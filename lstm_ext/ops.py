@@ -67,14 +67,16 @@ def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
 @torch.library.register_fake("lstm_ext::layer")
 def _layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate):
     T, B, _ = x.shape
-    return x.new_empty(T, B, c0.shape[-1]), torch.empty_like(h0), torch.empty_like(c0)
+    C = w_ih.shape[0] // (block_size + (3 if forget_gate else 2)) * block_size
+    return x.new_empty(T, B, C), x.new_empty(B, w_hh.shape[1]), x.new_empty(B, C)
 
 
 def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None):
     """One layer and direction in one op: the input projection ``A = x w_ih^T + b_ih + b_hh`` and the recurrence.
 
-    x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R), c0 (B,C) -> y (T,B,C), h_n, c_n.
-    Differentiable in x, the weights, the biases, h0 and c0 (csrc/layer.cpp): the layer is one autograd node.
+    x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R) or None, c0 (B,C) or None (None: zeros)
+    -> y (T,B,C), h_n, c_n. Differentiable in x, the weights, the biases, h0 and c0 (csrc/layer.cpp): the layer is
+    one autograd node.
     """
     return _ops.layer.default(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args())
 

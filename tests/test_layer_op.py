@@ -333,6 +333,31 @@ def test_layer_opcheck(case):
     torch.library.opcheck(OPS.layer, (*inputs, lengths, *cfg.op_args()))
 
 
+@pytest.mark.parametrize("requires_grad", [True, False], ids=["grad", "no_grad"])
+@pytest.mark.parametrize("absent", ["h0", "c0", "both"])
+@pytest.mark.parametrize("cfg", [CellConfig(), CellConfig(False, 2, "all", "paper", True)], ids=cfg_id)
+def test_layer_absent_state_is_zeros(cfg, absent, requires_grad):
+    """h0 or c0 None (the modules' call without hx): the bits of explicit zeros, outputs and every other gradient;
+    opcheck with them absent."""
+    inputs = layer_inputs(cfg, 6, 3, 4, 2, torch.float32)
+    zeros = {5: torch.zeros_like(inputs[5]), 6: torch.zeros_like(inputs[6])}
+    drop = {"h0": [5], "c0": [6], "both": [5, 6]}[absent]
+    lengths = torch.tensor([6, 0, 3])
+
+    def run(states):
+        leaves = [t.clone().requires_grad_(requires_grad) for t in inputs[:5]]
+        outs = ops.layer(*leaves, *states, cfg, lengths)
+        grads = torch.autograd.grad(sum(o.sum() for o in outs), leaves) if requires_grad else []
+        return [o.detach() for o in outs] + list(grads)
+
+    given = [None if i in drop else zeros[i] for i in (5, 6)]
+    for a, b in zip(run(given), run([zeros[5], zeros[6]])):
+        assert torch.equal(a, b)
+    torch.library.opcheck(
+        OPS.layer, (*[t.requires_grad_(requires_grad) for t in inputs[:5]], *given, lengths, *cfg.op_args())
+    )
+
+
 def _bad_layer_cases():
     cfg = CellConfig()  # C = 3 cells, G = 12, D = 2, B = 2
     ok = layer_inputs(cfg, 4, 2, 3, 2, torch.float32)
