@@ -219,6 +219,13 @@ def limit_lines(results, limits):
                    f"tensor, takes {fmt_time(floor['median'])} here: that much of every module's fwd+bwd is the "
                    "autograd engine and its Python before any work, and LSTM2000's forward (module call, input "
                    "projection, recurrence) comes on top.")  # fmt: skip
+        linear = limits.get("linear_layer")
+        if linear:
+            out.append(f"  For scale, torch's own `nn.Linear(2, 32)` on the same input (LSTM2000's input projection "
+                       f"alone: one product, two parameters, no recurrence) takes {fmt_time(linear['median'])} "
+                       f"forward+backward in the same harness; a tenth of nn.LSTM's time leaves LSTM2000 "
+                       f"{fmt_time(allowed - linear['median'])} beyond that for two more parameters and 100 "
+                       "sequential steps.")  # fmt: skip
         fixed = fixed_cost(results, ("cpu", "float32", "fwd+bwd", 1, 8, 2), "LSTM2000")
         if fixed is not None:
             T0, per_call, per_step = fixed

@@ -3,6 +3,9 @@
   autograd floor   ``a.sum().backward()`` on a 4-element float32 tensor: the least the backward of any autograd
                    module costs here (the engine and torch.autograd's Python), before any work of its own.
                    T2 asks for LSTM2000's whole forward+backward in a tenth of nn.LSTM's time.
+  linear layer     ``torch.nn.Linear(2, 32)`` forward+backward on T2's input (T=100, B=1, D=2), timed as the
+                   peers are: LSTM2000's input projection alone, as torch's own layer (one product, two
+                   parameters, no recurrence). What the simplest module costs in T2's harness.
   matmul rate      ``torch.mm`` of two 1024 x 1024 float32 matrices on torch's threads: the arithmetic rate of
                    the machine in the best case. T3 asks for 10x the reference loop's speed on a layer whose
                    forward+backward is a fixed number of multiply-adds (bench/report.py prints the rate it needs).
@@ -31,6 +34,23 @@ def test_autograd_floor(benchmark, bench_opts):
         a.sum().backward()
 
     benchlib.run_limit(benchmark, "autograd_floor", fn, setup, bench_opts)
+
+
+@pytest.mark.quick
+def test_linear_layer(benchmark, bench_opts):
+    B, H, D, T = 1, 8, 2, 100  # T2's size
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(D, 4 * H)
+    x = torch.randn(T, B, D)
+
+    def setup():
+        for p in lin.parameters():
+            p.grad = None
+
+    def fn():
+        lin(x).sum().backward()
+
+    benchlib.run_limit(benchmark, "linear_layer", fn, setup, bench_opts, B=B, H=H, D=D, T=T)
 
 
 @pytest.mark.quick

@@ -27,6 +27,9 @@ def test_limit_lines_compare_the_targets_with_the_measured_limits():
     flop = report.layer_flop("1997", 32, 128, 32, 100)
     assert f"needs {flop / 4e-3 / 1e9:.0f} GFLOP/s" in lines[1] and "reaches 107 GFLOP/s" in lines[1]
     assert report.limit_lines(results, {}) == []  # an older JSON without the limit benchmarks: no section
+    limits["linear_layer"] = {"median": 40e-6, "min": 40e-6, "flop": None}
+    line = report.limit_lines(results, limits)[1]
+    assert "`nn.Linear(2, 32)`" in line and "takes 40 µs" in line and "leaves LSTM2000 20 µs beyond that" in line
 
 
 def test_limit_lines_explain_wide_layers_only_where_nn_lstm_is_faster():
