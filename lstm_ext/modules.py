@@ -277,11 +277,14 @@ class _LSTMBase(nn.Module):
         x = input.transpose(0, 1) if self.batch_first else input
         if x.shape[0] == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
-        params = self._parameters
-        w_ih, w_hh, b_ih, b_hh = (
-            None if name is None else (params[name] if name in params else getattr(self, name))
-            for name in self._layer_param_names[0][:4]
-        )
+        params, names = self._parameters, self._layer_param_names[0]
+        try:  # the four parameters as registered (0.1 us; the general lookup below takes 0.6)
+            w_ih, w_hh, b_ih, b_hh = params[names[0]], params[names[1]], params[names[2]], params[names[3]]
+        except KeyError:  # no biases (bias=False), or weights that are not parameters (torch.nn.utils.parametrize)
+            w_ih, w_hh, b_ih, b_hh = (
+                None if name is None else (params[name] if name in params else getattr(self, name))
+                for name in names[:4]
+            )
         y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, None, None, self._config)  # None: zero initial state
         return (y.transpose(0, 1) if self.batch_first else y), (h_n[None], c_n[None])
 

@@ -688,6 +688,42 @@ def test_parametrization_is_respected():
     torch.testing.assert_close(ours(x)[0], plain(x)[0], **F64)
 
 
+@pytest.mark.parametrize("name", ["weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"])
+def test_parametrization_is_respected_on_one_layer(name):
+    """The one-layer call without hx (the modules' short path, which looks the parameters up directly) reads a
+    parametrized weight or bias through the module too: outputs and the gradient of the original."""
+    from torch.nn.utils import parametrize
+
+    class Double(nn.Module):
+        def forward(self, w):
+            return 2 * w
+
+    ref, ours = make_models()
+    with torch.no_grad():
+        getattr(ref, name).mul_(2)
+    parametrize.register_parametrization(ours, name, Double())
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
+    y_ref, (h_ref, c_ref) = ref(x)
+    y, (h, c) = ours(x)
+    for got, want in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(got, want, **F64)
+    y.sum().backward()
+    y_ref.sum().backward()
+    original = getattr(ours.parametrizations, name).original
+    torch.testing.assert_close(original.grad, 2 * getattr(ref, name).grad, **F64)
+
+
+def test_one_layer_without_bias_matches_nn_lstm():
+    """bias=False on the modules' short path (one layer, no hx): nn.LSTM's outputs and gradients."""
+    ref, ours = make_models(bias=False)
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64, requires_grad=True)
+    y_ref, (h_ref, c_ref) = ref(x)
+    y, (h, c) = ours(x)
+    for got, want in ((y, y_ref), (h, h_ref), (c, c_ref)):
+        torch.testing.assert_close(got, want, **F64)
+    torch.testing.assert_close(torch.autograd.grad(y.sum(), x)[0], torch.autograd.grad(y_ref.sum(), x)[0], **F64)
+
+
 @pytest.mark.parametrize("proj_size", [0, 3])
 def test_autocast_cpu_bfloat16(proj_size):
     """Under autocast the recurrence runs in the autocast dtype (bfloat16 on CPU: the reference backend).
