@@ -8,6 +8,9 @@ tangent. Parity of the gradients themselves: test_ops.py and test_layer_op.py.
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -122,6 +125,31 @@ def test_saved_tensor_hooks_see_the_saved_tensors(op):
     assert packed and sorted(map(tuple, packed)) == sorted(map(tuple, unpacked))
     for a, b in zip(got, want):
         assert torch.equal(a, b)
+
+
+def test_graph_is_freed_with_its_outputs(op):
+    """Dropping the outputs frees the node and what it saved (no reference cycle through the saved output y): each
+    saved tensor, packed into a box by a saved-tensor hook, is gone once the outputs are."""
+
+    class Box:
+        def __init__(self, t):
+            self.t = t
+
+    make, run, _ = OPS[op]
+    inputs = make()
+    boxes = []
+
+    def pack(t):
+        box = Box(t.detach())  # not t: the saved output y itself would hold its node (a cycle of the test's own)
+        boxes.append(weakref.ref(box))
+        return box
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.t):
+        outs = run(inputs)
+    assert boxes and all(r() is not None for r in boxes)
+    del outs
+    gc.collect()
+    assert all(r() is None for r in boxes)
 
 
 def test_grad_of_some_inputs_only(op):
