@@ -5,6 +5,7 @@
 #include "recurrence_cpu.h"
 
 #include "panel_gemm.h"
+#include "simd_vec.h"
 
 #include <algorithm>
 #include <atomic>
@@ -555,36 +556,17 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
 // ---- dU of small layers: a sum of outer products in registers ----
 // dU (G x R) = sum over n < rows of da_n^T r_n, da_n = dA's row n (G), r_n = r_row(n) (R), each sum over n in order
 // (the same bits as adding da_n[g] r_n[k] to dU[g][k] row after row, as this did before). A tile of 8 rows of dU by
-// one vector of columns stays in registers for all n and is stored once: updating dU in memory row after row stored
-// and reloaded all of dU each n (B=1 H=8 T=100: 3 of the backward's 9 us). The vectors are GCC's vector extension
-// (any target; FMA where the build has it, as the loop before), the accumulators named variables (an array of them
-// stayed on the stack).
-template <typename T>
-struct OuterVec {
-  static constexpr int kWidth = 32 / sizeof(T);  // one AVX register
-  typedef T type __attribute__((vector_size(32)));
-};
-
-// r[0 .. kw) as a vector, zeros past kw.
-template <typename T>
-inline typename OuterVec<T>::type load_columns(const T* r, int kw) {
-  typename OuterVec<T>::type v{};
-  if (kw == OuterVec<T>::kWidth) {
-    std::memcpy(&v, r, sizeof(v));
-  } else {
-    for (int j = 0; j < kw; ++j) v[j] = r[j];
-  }
-  return v;
-}
+// one vector of columns (simd_vec.h) stays in registers for all n and is stored once: updating dU in memory row
+// after row stored and reloaded all of dU each n (B=1 H=8 T=100: 3 of the backward's 9 us).
 
 // Rows [g0, g0 + 8) of dU, columns [k0, k0 + kw).
 template <typename T, typename RowFn>
 void outer_products_tile8(int64_t rows, int64_t G, int64_t R, int64_t g0, int64_t k0, int kw, const T* dA,
                           RowFn r_row, T* dU) {
-  using V = typename OuterVec<T>::type;
+  using V = typename Vec<T>::type;
   V a0{}, a1{}, a2{}, a3{}, a4{}, a5{}, a6{}, a7{};
   for (int64_t n = 0; n < rows; ++n) {
-    const V rv = load_columns(r_row(n) + k0, kw);
+    const V rv = load_vec(r_row(n) + k0, kw);
     const T* da = dA + n * G + g0;
     a0 += da[0] * rv;
     a1 += da[1] * rv;
@@ -596,22 +578,21 @@ void outer_products_tile8(int64_t rows, int64_t G, int64_t R, int64_t g0, int64_
     a7 += da[7] * rv;
   }
   const V acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-  for (int i = 0; i < 8; ++i)
-    for (int j = 0; j < kw; ++j) dU[(g0 + i) * R + k0 + j] = acc[i][j];
+  for (int i = 0; i < 8; ++i) store_vec(dU + (g0 + i) * R + k0, acc[i], kw);
 }
 
 // Row g of dU, columns [k0, k0 + kw).
 template <typename T, typename RowFn>
 void outer_products_row(int64_t rows, int64_t G, int64_t R, int64_t g, int64_t k0, int kw, const T* dA, RowFn r_row,
                         T* dU) {
-  typename OuterVec<T>::type a{};
-  for (int64_t n = 0; n < rows; ++n) a += dA[n * G + g] * load_columns(r_row(n) + k0, kw);
-  for (int j = 0; j < kw; ++j) dU[g * R + k0 + j] = a[j];
+  typename Vec<T>::type a{};
+  for (int64_t n = 0; n < rows; ++n) a += dA[n * G + g] * load_vec(r_row(n) + k0, kw);
+  store_vec(dU + g * R + k0, a, kw);
 }
 
 template <typename T, typename RowFn>
 void sum_of_outer_products(int64_t rows, int64_t G, int64_t R, const T* dA, RowFn r_row, T* dU) {
-  constexpr int W = OuterVec<T>::kWidth;
+  constexpr int W = Vec<T>::kWidth;
   for (int64_t k0 = 0; k0 < R; k0 += W) {
     const int kw = int(std::min<int64_t>(W, R - k0));
     int64_t g = 0;
