@@ -1,6 +1,5 @@
-// One AVX register of T (8 floats or 4 doubles) as GCC's vector extension: element-wise arithmetic that any target
-// compiles (AVX2 where the build targets it, SSE or scalar code elsewhere) and that the build contracts into FMA where
-// it has it, as it does plain loops. For short register tiles whose accumulators must stay in registers (named
+// One vector register of T as GCC's vector extension (AVX: 8 floats or 4 doubles; a build without AVX: SSE's 16
+// bytes): element-wise arithmetic that the build contracts into FMA where it has it, as it does plain loops. For short register tiles whose accumulators must stay in registers (named
 // vector variables: GCC kept arrays of them, and 2-D arrays of scalars, on the stack).
 #pragma once
 
@@ -8,10 +7,16 @@
 
 namespace lstm_ext::cpu {
 
+#if defined(__AVX__)
+constexpr int kVecBytes = 32;
+#else
+constexpr int kVecBytes = 16;
+#endif
+
 template <typename T>
 struct Vec {
-  static constexpr int kWidth = 32 / sizeof(T);
-  typedef T type __attribute__((vector_size(32)));
+  static constexpr int kWidth = kVecBytes / sizeof(T);
+  typedef T type __attribute__((vector_size(kVecBytes)));
 };
 
 // p[0 .. n) as a vector, zeros past n (n <= kWidth).
