@@ -150,34 +150,38 @@ class StepProduct {
 
  private:
   // Loop mode, one batch row: o (N) = beta * o + x (K) * op(U). Each block of kLanes outputs stays in
-  // registers for all K (two accumulators, even and odd k), so no output is stored and reloaded per k:
-  // with few outputs (the backward's N = R = 8) that store-reload chain was the step's critical path.
-  static constexpr int kLanes = 32 / sizeof(T);  // one AVX register
+  // registers for all K, so no output is stored and reloaded per k: with few outputs (the backward's N = R = 8)
+  // that store-reload chain was the step's critical path. The block's sum is two chains of FMAs (even and odd k),
+  // or four for K >= kFourChainsMinK: the chains are the step's critical path in the backward's dr = da U at the
+  // paper's sizes (K = G = 32: 16 FMAs one after another; B=1 H=8 T=100 fwd+bwd 1 us less with four).
+  static constexpr int kLanes = Vec<T>::kWidth;  // one vector register (simd_vec.h)
+  static constexpr int64_t kFourChainsMinK = 16;
 
   void loop_row(const T* __restrict__ x, T beta, T* __restrict__ o) const {
+    using V = typename Vec<T>::type;
     for (int64_t n0 = 0; n0 < Np_; n0 += kLanes) {
       const bool whole = n0 + kLanes <= N_;  // else the last, part-filled block goes through out_
-      T even[kLanes], odd[kLanes] = {};
-      for (int j = 0; j < kLanes; ++j) even[j] = (whole && beta != T(0)) ? o[n0 + j] : T(0);
+      V c0 = (whole && beta != T(0)) ? load_vec(o + n0) : V{}, c1{}, c2{}, c3{};
       const T* w = w_.data() + n0;
       int64_t k = 0;
+      if (K_ >= kFourChainsMinK)
+        for (; k + 3 < K_; k += 4) {
+          c0 += x[k] * load_vec(w + k * Np_);
+          c1 += x[k + 1] * load_vec(w + (k + 1) * Np_);
+          c2 += x[k + 2] * load_vec(w + (k + 2) * Np_);
+          c3 += x[k + 3] * load_vec(w + (k + 3) * Np_);
+        }
       for (; k + 1 < K_; k += 2) {
-        const T x0 = x[k], x1 = x[k + 1];
-        const T* w0 = w + k * Np_;
-        const T* w1 = w0 + Np_;
-        for (int j = 0; j < kLanes; ++j) even[j] += w0[j] * x0;
-        for (int j = 0; j < kLanes; ++j) odd[j] += w1[j] * x1;
+        c0 += x[k] * load_vec(w + k * Np_);
+        c1 += x[k + 1] * load_vec(w + (k + 1) * Np_);
       }
-      if (k < K_) {
-        const T xk = x[k];
-        const T* wk = w + k * Np_;
-        for (int j = 0; j < kLanes; ++j) even[j] += wk[j] * xk;
-      }
+      if (k < K_) c0 += x[k] * load_vec(w + k * Np_);
+      const V sum = K_ >= kFourChainsMinK ? (c0 + c1) + (c2 + c3) : c0 + c1;
       if (whole) {
-        for (int j = 0; j < kLanes; ++j) o[n0 + j] = even[j] + odd[j];
+        store_vec(o + n0, sum);
       } else {
         T* tail = out_.data();
-        for (int j = 0; j < kLanes; ++j) tail[j] = even[j] + odd[j];
+        store_vec(tail, sum);
         for (int64_t n = n0; n < N_; ++n) o[n] = (beta != T(0) ? o[n] : T(0)) + tail[n - n0];
       }
     }
