@@ -221,11 +221,13 @@ def limit_lines(results, limits):
                    "projection, recurrence) comes on top.")  # fmt: skip
         linear = limits.get("linear_layer")
         if linear:
+            left = allowed - linear["median"]
+            verdict = (f"a tenth of nn.LSTM's time leaves LSTM2000 {fmt_time(left)} beyond that for two more "
+                       "parameters and 100 sequential steps" if left > 0 else
+                       f"that is already {fmt_time(-left)} more than a tenth of nn.LSTM's time")  # fmt: skip
             out.append(f"  For scale, torch's own `nn.Linear(2, 32)` on the same input (LSTM2000's input projection "
                        f"alone: one product, two parameters, no recurrence) takes {fmt_time(linear['median'])} "
-                       f"forward+backward in the same harness; a tenth of nn.LSTM's time leaves LSTM2000 "
-                       f"{fmt_time(allowed - linear['median'])} beyond that for two more parameters and 100 "
-                       "sequential steps.")  # fmt: skip
+                       f"forward+backward in the same harness; {verdict}.")  # fmt: skip
         fixed = fixed_cost(results, ("cpu", "float32", "fwd+bwd", 1, 8, 2), "LSTM2000")
         if fixed is not None:
             T0, per_call, per_step = fixed

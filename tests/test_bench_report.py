@@ -30,6 +30,9 @@ def test_limit_lines_compare_the_targets_with_the_measured_limits():
     limits["linear_layer"] = {"median": 40e-6, "min": 40e-6, "flop": None}
     line = report.limit_lines(results, limits)[1]
     assert "`nn.Linear(2, 32)`" in line and "takes 40 µs" in line and "leaves LSTM2000 20 µs beyond that" in line
+    limits["linear_layer"] = {"median": 70e-6, "min": 70e-6, "flop": None}
+    line = report.limit_lines(results, limits)[1]
+    assert "takes 70 µs" in line and "that is already 10 µs more than a tenth of nn.LSTM's time" in line
 
 
 def test_limit_lines_explain_wide_layers_only_where_nn_lstm_is_faster():
