@@ -1,9 +1,11 @@
-// lstm_ext::recurrence: the differentiable op the Python API calls. Its autograd lives in C++, a node of its own
-// (OpBackward, autograd.h), because a Python autograd kernel costs ~90 us per call here, ten times the
-// whole fused recurrence of the paper's nets. Forward and backward are the ops recurrence_forward and
-// recurrence_backward, so torch.compile and opcheck see ordinary ops with fake kernels.
+// The autograd of lstm_ext::recurrence (the differentiable op the Python API calls) and of recurrence_forward and
+// recurrence_backward, its forward and backward. It lives in C++, nodes of its own (OpBackward, autograd.h): a
+// Python autograd kernel costs ~90 us per call here, ten times the whole fused recurrence of the paper's nets, and
+// torch.func's transforms refuse C++ torch::autograd::Functions. Forward and backward are ordinary ops with fake
+// kernels, which torch.compile and opcheck see.
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 
 #include "autograd.h"
 #include "ops.h"
@@ -94,7 +96,6 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_with_config(int64_t code, co
 
 namespace {
 
-using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // lstm_ext::recurrence's node: A (T,B,G), U (G,R), r0 (B,R), s0 (B,C) -> y, r_T, s_T.
@@ -110,35 +111,58 @@ struct RecurrenceBackward : OpBackward<7> {
   }
 };
 
-// recurrence_backward is differentiable once: a second derivative raises instead of silently being 0.
-class RecurrenceBackwardFunction : public torch::autograd::Function<RecurrenceBackwardFunction> {
- public:
-  static variable_list forward(AutogradContext* ctx, const Tensor& dy, const Tensor& dr_T, const Tensor& ds_T,
-                               const Tensor& U, const Tensor& r0, const Tensor& s0, const Tensor& y,
-                               const Tensor& act, const Tensor& s_all, const std::optional<Tensor>& lengths,
-                               bool forget_gate, int64_t block_size, c10::string_view feedback,
-                               c10::string_view squash, bool truncate) {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    auto [dA, dU, dr0, ds0] = call_backward(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate,
-                                            block_size, feedback, squash, truncate);
-    return {dA, dU, dr0, ds0};
-  }
-
-  static variable_list backward(AutogradContext*, variable_list) {
-    TORCH_CHECK(false,
-                "lstm_ext: the recurrence is differentiable once; double backward (a gradient of its gradient) "
-                "is not supported. Use backend=\"reference\" for higher derivatives.");
-    return {};
-  }
-};
-
+// recurrence_backward is differentiable once. Where its inputs require a gradient (a backward with create_graph),
+// its outputs get torch's Error node, which raises when a second derivative reaches it instead of that derivative
+// silently being 0. A node, not a torch::autograd::Function: torch.func's transforms refuse C++ Functions, and
+// torch.func.grad runs this op's backward inside its transform.
 std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward_autograd(
     const Tensor& dy, const Tensor& dr_T, const Tensor& ds_T, const Tensor& U, const Tensor& r0, const Tensor& s0,
     const Tensor& y, const Tensor& act, const Tensor& s_all, const std::optional<Tensor>& lengths, bool forget_gate,
     int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
-  auto out = RecurrenceBackwardFunction::apply(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate,
+  check_no_forward_grad("lstm_ext.recurrence_backward", {&dy, &dr_T, &ds_T, &U, &r0, &s0, &y, &act, &s_all});
+  Tensor dA, dU, dr0, ds0;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(dA, dU, dr0, ds0) = call_backward(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, forget_gate,
                                                block_size, feedback, squash, truncate);
-  return {out[0], out[1], out[2], out[3]};
+  }
+  if (torch::autograd::compute_requires_grad(dy, dr_T, ds_T, U, r0, s0, y, act, s_all)) {
+    auto node = make_node<torch::autograd::Error>(
+        "lstm_ext: the recurrence is differentiable once; double backward (a gradient of its gradient) is not "
+        "supported. Use backend=\"reference\" for higher derivatives.",
+        torch::autograd::collect_next_edges(dy, dr_T, ds_T, U, r0, s0, y, act, s_all));
+    for (const Tensor& out : {dA, dU, dr0, ds0})
+      if (out.defined()) torch::autograd::set_history(out, node);
+  }
+  return {dA, dU, dr0, ds0};
+}
+
+// recurrence_forward below autograd, and (where A, U, r0 or s0 require a gradient) RecurrenceBackward on its
+// differentiable outputs y, r_T, s_T; act and s_all are the backward's workspace, not differentiable.
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_forward_autograd(
+    const Tensor& A, const Tensor& U, const Tensor& r0, const Tensor& s0, const std::optional<Tensor>& lengths,
+    bool forget_gate, int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+  check_no_forward_grad("lstm_ext.recurrence_forward", {&A, &U, &r0, &s0});
+  Tensor y, r_T, s_T, act, s_all;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    std::tie(y, r_T, s_T, act, s_all) =
+        call_forward(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
+  }
+  if (torch::autograd::compute_requires_grad(A, U, r0, s0)) {
+    auto node = make_node<RecurrenceBackward>();
+    node->set_next_edges(torch::autograd::collect_next_edges(A, U, r0, s0));
+    for (const Tensor& out : {y, r_T, s_T}) torch::autograd::set_history(out, node);
+    node->save(RecurrenceBackward::kU, U);
+    node->save(RecurrenceBackward::kR0, r0);
+    node->save(RecurrenceBackward::kS0, s0);
+    node->save(RecurrenceBackward::kY, y, /*is_output=*/true);
+    node->save(RecurrenceBackward::kAct, act);
+    node->save(RecurrenceBackward::kSAll, s_all);
+    node->save(RecurrenceBackward::kLengths, lengths.value_or(Tensor()));
+    node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
+  }
+  return {y, r_T, s_T, act, s_all};
 }
 
 std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Tensor& U, const Tensor& r0,
@@ -147,9 +171,8 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Te
                                                        c10::string_view feedback, c10::string_view squash,
                                                        bool truncate) {
   check_no_forward_grad("lstm_ext.recurrence", {&A, &U, &r0, &s0});
-  const bool needs_grad = at::GradMode::is_enabled() &&
-                          (A.requires_grad() || U.requires_grad() || r0.requires_grad() || s0.requires_grad());
-  if (!needs_grad) {  // no graph to record: the op below autograd, which keeps no workspace on the CPU
+  if (!torch::autograd::compute_requires_grad(A, U, r0, s0)) {
+    // no graph to record: the op below autograd, which keeps no workspace on the CPU
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("lstm_ext::recurrence", "")
                          .typed<std::tuple<Tensor, Tensor, Tensor>(
@@ -158,23 +181,8 @@ std::tuple<Tensor, Tensor, Tensor> recurrence_autograd(const Tensor& A, const Te
     at::AutoDispatchBelowADInplaceOrView guard;
     return op.call(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
   }
-  Tensor y, r_T, s_T, act, s_all;
-  {
-    at::AutoDispatchBelowADInplaceOrView guard;
-    std::tie(y, r_T, s_T, act, s_all) =
-        call_forward(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
-  }
-  auto node = make_node<RecurrenceBackward>();
-  node->set_next_edges(torch::autograd::collect_next_edges(A, U, r0, s0));
-  for (const Tensor& out : {y, r_T, s_T}) torch::autograd::set_history(out, node);
-  node->save(RecurrenceBackward::kU, U);
-  node->save(RecurrenceBackward::kR0, r0);
-  node->save(RecurrenceBackward::kS0, s0);
-  node->save(RecurrenceBackward::kY, y, /*is_output=*/true);
-  node->save(RecurrenceBackward::kAct, act);
-  node->save(RecurrenceBackward::kSAll, s_all);
-  node->save(RecurrenceBackward::kLengths, lengths.value_or(Tensor()));
-  node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
+  auto [y, r_T, s_T, act, s_all] =
+      recurrence_forward_autograd(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate);
   return {y, r_T, s_T};
 }
 
@@ -201,6 +209,7 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
 
 TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) {
   m.impl("recurrence", &recurrence_autograd);
+  m.impl("recurrence_forward", &recurrence_forward_autograd);
   m.impl("recurrence_backward", &recurrence_backward_autograd);
 }
 

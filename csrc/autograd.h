@@ -67,15 +67,15 @@ struct OpBackward : torch::autograd::Node {
   std::array<bool, N> is_output_{};
 };
 
-// A new node. torch 2.13 holds autograd nodes in c10::intrusive_ptr; earlier releases (2.11 on the lent GPUs) in a
-// std::shared_ptr whose deleter is torch::autograd::deleteNode (found by argument-dependent lookup, so that this
-// compiles against both).
-template <typename NodeT>
-auto make_node() {
+// A new node, NodeT(args...). torch 2.13 holds autograd nodes in c10::intrusive_ptr; earlier releases (2.11 on the
+// lent GPUs) in a std::shared_ptr whose deleter is torch::autograd::deleteNode (found by argument-dependent lookup,
+// so that this compiles against both).
+template <typename NodeT, typename... Args>
+auto make_node(Args&&... args) {
   if constexpr (std::is_base_of_v<c10::intrusive_ptr_target, NodeT>) {
-    return c10::make_intrusive<NodeT>();
+    return c10::make_intrusive<NodeT>(std::forward<Args>(args)...);
   } else {
-    return std::shared_ptr<NodeT>(new NodeT(), [](NodeT* node) { deleteNode(node); });
+    return std::shared_ptr<NodeT>(new NodeT(std::forward<Args>(args)...), [](NodeT* node) { deleteNode(node); });
   }
 }
 

@@ -145,6 +145,19 @@ void project_steps(const Tensor& x, const ProjectionWeights& pw, int64_t t0, int
   }
 }
 
+// The whole projection x w^T + bias as project_steps computes it, in functional ATen calls (no out=): the only
+// kind that tracing tensors and torch.func's transforms (which unwrap their tensors below this op's autograd) can
+// follow. The same products as project_steps, so the same bits.
+Tensor projection(const Tensor& x, const ProjectionWeights& pw) {
+  const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+  if (pw.bias_column) {
+    const Tensor x1 = at::cat({x, at::ones({T, B, 1}, x.options())}, 2);  // [x | 1]
+    return at::mm(x1.view({T * B, D + 1}), pw.w.t()).view({T, B, -1});
+  }
+  const Tensor x2 = x.reshape({T * B, D});
+  return (pw.bias.has_value() ? at::addmm(*pw.bias, x2, pw.w.t()) : at::mm(x2, pw.w.t())).view({T, B, -1});
+}
+
 // Calls body(t0, n) for the chunks of `step` steps that cover [0, T); the last one takes the remainder.
 template <typename F>
 void for_each_time_chunk(int64_t T, int64_t step, F body) {
@@ -169,6 +182,7 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
     return A;
   }
   const ProjectionWeights pw = projection_weights(x, w_ih, b_ih, b_hh);
+  if (!plain_cpu_all(x, w_ih, {b_ih, b_hh})) return projection(x, pw);
   const int64_t step = std::max<int64_t>(1, chunk_steps(x, w_ih, {b_ih, b_hh}));
   Tensor A = at::empty({T, B, G}, x.options());
   for_each_time_chunk(T, step, [&](int64_t t0, int64_t n) { project_steps(x, pw, t0, n, A.narrow(0, t0, n)); });

@@ -21,12 +21,15 @@ inline at::Tensor new_cpu(at::IntArrayRef sizes, const at::Tensor& like) {
   return at::detail::empty_cpu(sizes, like.scalar_type());
 }
 
-// Whether t is a plain CPU tensor, one the CPU loops can read: on the CPU, and not a fake or functional tensor of
-// torch.compile's or opcheck's tracing (no data). Undefined counts as plain. Callers also check for a Python
-// dispatch mode (c10::impl::dispatch_mode_enabled), which ought to see the ops whole.
+// Whether t is a plain CPU tensor, one the CPU loops can read: on the CPU, strided, and not a wrapper without
+// storage of its own: a fake or functional tensor of torch.compile's or opcheck's tracing, or a torch.func
+// transform's tensor (grad's TensorWrapper, vmap's BatchedTensor), which the dispatcher unwraps level by level.
+// Undefined counts as plain. Callers also check for a Python dispatch mode (c10::impl::dispatch_mode_enabled),
+// which ought to see the ops whole.
 inline bool plain_cpu(const at::Tensor& t) {
-  const auto tracing = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize});
-  return !t.defined() || (t.is_cpu() && !t.key_set().has_any(tracing));
+  const auto wrapped = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
+                                            c10::DispatchKey::FuncTorchGradWrapper, c10::DispatchKey::FuncTorchBatched});
+  return !t.defined() || (t.is_cpu() && t.layout() == at::kStrided && !t.key_set().has_any(wrapped));
 }
 
 // The config arguments of the ops, checked, as CellDims for C cells.

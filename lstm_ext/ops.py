@@ -33,23 +33,6 @@ def _recurrence_backward_fake(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths,
     return torch.empty_like(act), torch.empty_like(U), torch.empty_like(r0), torch.empty_like(s0)
 
 
-def _setup_context(ctx, inputs, output):
-    A, U, r0, s0, lengths, *config = inputs
-    y, r_T, s_T, act, s_all = output
-    ctx.config = config
-    ctx.mark_non_differentiable(act, s_all)
-    ctx.save_for_backward(U, r0, s0, y, act, s_all, lengths)
-
-
-def _backward(ctx, dy, dr_T, ds_T, _dact, _ds_all):
-    U, r0, s0, y, act, s_all, lengths = ctx.saved_tensors
-    dA, dU, dr0, ds0 = _ops.recurrence_backward(dy, dr_T, ds_T, U, r0, s0, y, act, s_all, lengths, *ctx.config)
-    return dA, dU, dr0, ds0, None, None, None, None, None, None
-
-
-torch.library.register_autograd("lstm_ext::recurrence_forward", _backward, setup_context=_setup_context)
-
-
 @torch.library.register_fake("lstm_ext::recurrence")
 def _recurrence_fake(A, U, r0, s0, lengths, forget_gate, block_size, feedback, squash, truncate):
     T, B, _ = A.shape

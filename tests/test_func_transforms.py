@@ -1,0 +1,183 @@
+"""torch.func's transforms on the fused ops, as nn.LSTM users run them: ``grad``, ``vjp``, ``jacrev`` and
+per-sample gradients (``vmap`` over ``grad``) give the float64 reference's results, through the modules and the
+ops. The forward-mode transforms (``jvp``, ``jacfwd``, ``hessian``) and second derivatives raise, naming the op,
+instead of returning zeros for what the fused ops cannot differentiate.
+
+Under a transform the ops see wrapped tensors (grad's TensorWrapper, vmap's BatchedTensor) that hold no storage of
+their own: the CPU fast paths must leave them to the dispatcher (``plain_cpu`` in csrc/ops.h), and every autograd
+node must be one that torch.func accepts (no C++ ``torch::autograd::Function``, csrc/autograd.cpp).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.autograd.forward_ad as fwAD
+from torch.func import functional_call, grad, hessian, jacfwd, jacrev, jvp, vjp, vmap
+
+import lstm_ext
+from lstm_ext import ops
+from lstm_ext.config import CellConfig
+from lstm_ext.reference import recurrence_ref
+
+from cases import cfg_id, make_inputs, tolerances
+
+T, B, D, H = 6, 3, 2, 4
+TOL = tolerances(torch.float64, T * B)
+
+MODULES = {
+    "2000": (lstm_ext.LSTM2000, {}),
+    "1997": (lstm_ext.LSTM1997, {}),
+    "2000-2layers-bidirectional": (lstm_ext.LSTM2000, dict(num_layers=2, bidirectional=True)),
+    "2000-proj": (lstm_ext.LSTM2000, dict(proj_size=2)),
+    "1997-batch_first": (lstm_ext.LSTM1997, dict(batch_first=True)),
+}
+
+
+def fused_and_reference(name):
+    """The module with backend="fused" and the same weights with backend="reference" (float64)."""
+    cls, kw = MODULES[name]
+    torch.manual_seed(0)
+    fused = cls(D, H, backend="fused", **kw).double()
+    ref = cls(D, H, backend="reference", **kw).double()
+    ref.load_state_dict(fused.state_dict())
+    return fused, ref
+
+
+def params_of(module):
+    return {k: v.detach() for k, v in module.named_parameters()}
+
+
+def loss(module, params, x):
+    """A scalar that reaches y and both final states."""
+    y, (h_n, c_n) = functional_call(module, params, (x,))
+    return y.pow(2).sum() + h_n.sum() + c_n.pow(2).sum()
+
+
+def input_for(module):
+    x = torch.randn(T, B, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    return x.transpose(0, 1) if module.batch_first else x
+
+
+def assert_all_close(got: dict, want: dict):
+    assert got.keys() == want.keys()
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], **TOL, msg=lambda m: f"{k}: {m}")
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_func_grad_matches_reference(name):
+    """torch.func.grad over the parameters and the input: torch.autograd.grad of the reference backend."""
+    fused, ref = fused_and_reference(name)
+    params, x = params_of(fused), input_for(fused)
+    got_params, got_x = grad(lambda p, xx: loss(fused, p, xx), argnums=(0, 1))(params, x)
+    ref_params = {k: v.clone().requires_grad_() for k, v in params.items()}
+    x_ref = x.clone().requires_grad_()
+    want = torch.autograd.grad(loss(ref, ref_params, x_ref), [*ref_params.values(), x_ref])
+    assert_all_close(got_params, dict(zip(ref_params, want[:-1])))
+    torch.testing.assert_close(got_x, want[-1], **TOL)
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_per_sample_gradients(name):
+    """vmap over grad, one gradient per batch row (DP-SGD's per-sample gradients): each row's own gradient, from
+    the reference backend run on that row alone."""
+    fused, ref = fused_and_reference(name)
+    params, x = params_of(fused), input_for(fused)
+    batch_dim = 0 if fused.batch_first else 1
+
+    def row_loss(module, p, row):  # row: one batch row without its batch dimension
+        return loss(module, p, row.unsqueeze(batch_dim))
+
+    got = vmap(grad(lambda p, row: row_loss(fused, p, row)), in_dims=(None, batch_dim))(params, x)
+    for b in range(B):
+        ref_params = {k: v.clone().requires_grad_() for k, v in params.items()}
+        want = torch.autograd.grad(row_loss(ref, ref_params, x.select(batch_dim, b)), list(ref_params.values()))
+        assert_all_close({k: v[b] for k, v in got.items()}, dict(zip(ref_params, want)))
+
+
+def test_vjp_and_jacrev_match_reference():
+    fused, ref = fused_and_reference("2000")
+    x = input_for(fused)
+    out, pullback = vjp(lambda xx: fused(xx)[0], x)
+    torch.testing.assert_close(out, ref(x)[0], **TOL)
+    cotangent = torch.randn_like(out)
+    torch.testing.assert_close(pullback(cotangent)[0], vjp(lambda xx: ref(xx)[0], x)[1](cotangent)[0], **TOL)
+    torch.testing.assert_close(jacrev(lambda xx: fused(xx)[0])(x), jacrev(lambda xx: ref(xx)[0])(x), **TOL)
+
+
+OP_CONFIGS = [CellConfig(), CellConfig(False, 2, "all", "paper", True), CellConfig(True, 1, "cells", "sigmoid_identity")]
+
+
+@pytest.mark.parametrize("varlen", [False, True], ids=["fixed", "varlen"])
+@pytest.mark.parametrize("cfg", OP_CONFIGS, ids=cfg_id)
+@pytest.mark.parametrize("op", ["recurrence", "recurrence_forward"])
+def test_func_grad_of_the_op_matches_reference(op, cfg, varlen):
+    """The recurrence op and its forward op (each with its own C++ autograd) under torch.func.grad, every
+    input's gradient against the float64 reference's."""
+    inputs = make_inputs(cfg, T, B, H)
+    lengths = torch.tensor([T, 2, 0][:B]) if varlen else None
+
+    def fused(*ins):
+        if op == "recurrence":
+            return ops.recurrence(*ins, cfg, lengths)
+        return torch.ops.lstm_ext.recurrence_forward(*ins, lengths, *cfg.op_args())[:3]
+
+    def total(fn, *ins):
+        y, r_T, s_T = fn(*ins)
+        return y.pow(2).sum() + r_T.sum() + s_T.pow(2).sum()
+
+    got = grad(lambda *ins: total(fused, *ins), argnums=(0, 1, 2, 3))(*inputs)
+    want_inputs = [t.clone().requires_grad_() for t in inputs]
+    want = torch.autograd.grad(total(lambda *ins: recurrence_ref(*ins, cfg, lengths), *want_inputs), want_inputs,
+                               allow_unused=True, materialize_grads=True)  # truncate: r0 reaches only detached paths
+    for name, a, b in zip(["A", "U", "r0", "s0"], got, want):
+        torch.testing.assert_close(a, b, **TOL, msg=lambda m: f"d{name}: {m}")
+
+
+FORWARD_MODE = {
+    "jvp": lambda f, x: jvp(f, (x,), (torch.ones_like(x),)),
+    "jacfwd": lambda f, x: jacfwd(f)(x),
+    "hessian": lambda f, x: hessian(f)(x),
+}
+
+
+@pytest.mark.parametrize("transform", sorted(FORWARD_MODE))
+@pytest.mark.parametrize("name", ["2000", "1997"])
+def test_forward_mode_transforms_raise(name, transform):
+    """No jvp in the fused ops: forward-mode transforms raise instead of propagating zero tangents (hessian, which
+    runs jacrev under jacfwd, returned zeros before the ops checked for tangents at every level)."""
+    fused, _ = fused_and_reference(name)
+    x = input_for(fused)
+    with pytest.raises(RuntimeError, match=r"lstm_ext\.\w+: forward-mode AD"):
+        FORWARD_MODE[transform](lambda xx: fused(xx)[0].pow(2).sum(), x)
+
+
+def test_reference_backend_runs_forward_mode_transforms():
+    """What the message recommends works."""
+    _, ref = fused_and_reference("2000")
+    x = input_for(ref)
+    assert hessian(lambda xx: ref(xx)[0].pow(2).sum())(x).abs().sum() > 0
+
+
+def test_grad_of_grad_raises():
+    fused, _ = fused_and_reference("2000")
+    x = input_for(fused)
+    with pytest.raises(RuntimeError, match="differentiable once"):
+        grad(lambda xx: grad(lambda z: fused(z)[0].pow(2).sum())(xx).sum())(x)
+
+
+def test_forward_ad_on_the_forward_and_backward_ops_raises():
+    """recurrence_forward and recurrence_backward called directly with a dual tensor: an error naming the op, not
+    outputs without a tangent."""
+    cfg = CellConfig()
+    A, U, r0, s0 = make_inputs(cfg, T, B, H)
+    y, r_T, s_T, act, s_all = torch.ops.lstm_ext.recurrence_forward(A, U, r0, s0, None, *cfg.op_args())
+    with fwAD.dual_level():
+        dual_A = fwAD.make_dual(A, torch.randn_like(A))
+        with pytest.raises(RuntimeError, match="lstm_ext.recurrence_forward: forward-mode AD"):
+            torch.ops.lstm_ext.recurrence_forward(dual_A, U, r0, s0, None, *cfg.op_args())
+        dual_dy = fwAD.make_dual(torch.ones_like(y), torch.randn_like(y))
+        with pytest.raises(RuntimeError, match="lstm_ext.recurrence_backward: forward-mode AD"):
+            torch.ops.lstm_ext.recurrence_backward(dual_dy, r_T, s_T, U, r0, s0, y, act, s_all, None,
+                                                   *cfg.op_args())  # fmt: skip
