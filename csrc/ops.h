@@ -27,8 +27,9 @@ inline at::Tensor new_cpu(at::IntArrayRef sizes, const at::Tensor& like) {
 // Undefined counts as plain. Callers also check for a Python dispatch mode (c10::impl::dispatch_mode_enabled),
 // which ought to see the ops whole.
 inline bool plain_cpu(const at::Tensor& t) {
-  const auto wrapped = c10::DispatchKeySet({c10::DispatchKey::Python, c10::DispatchKey::Functionalize,
-                                            c10::DispatchKey::FuncTorchGradWrapper, c10::DispatchKey::FuncTorchBatched});
+  using c10::DispatchKey;
+  const auto wrapped = c10::DispatchKeySet({DispatchKey::Python, DispatchKey::Functionalize,
+                                            DispatchKey::FuncTorchGradWrapper, DispatchKey::FuncTorchBatched});
   return !t.defined() || (t.is_cpu() && t.layout() == at::kStrided && !t.key_set().has_any(wrapped));
 }
 

@@ -2,7 +2,7 @@
 
 What is held here (design.md §7, build-and-api-notes.md §5):
 
-- ``ops.recurrence`` (C++ autograd) and ``recurrence_forward`` (Python ``register_autograd``) give the
+- ``ops.recurrence`` (C++ autograd) and ``recurrence_forward`` (its own C++ autograd) give the
   reference's outputs (y, r_T, s_T) and EVERY gradient (A, U, r0, s0) under random upstream gradients on all
   three outputs, over every configuration, with and without per-row lengths, in float64 and float32;
 - hypothesis property test over random shapes / configs / lengths;
@@ -118,7 +118,7 @@ def check_against_reference(fn, cfg, T, B, C, dtype, lengths, seed=0, yardstick=
 
 
 def forward_op_recurrence(A, U, r0, s0, cfg, lengths=None):
-    """recurrence_forward through its Python register_autograd, as a (y, r_T, s_T) function."""
+    """recurrence_forward through its own autograd (RecurrenceBackward on y, r_T, s_T), as a (y, r_T, s_T) function."""
     y, r_T, s_T, act, s_all = OPS.recurrence_forward(A, U, r0, s0, lengths, *cfg.op_args())
     assert not act.requires_grad and not s_all.requires_grad  # marked non-differentiable
     return y, r_T, s_T
@@ -430,7 +430,7 @@ def test_recurrence_without_autograd_keeps_no_workspace():
     assert recurrence_allocated_bytes(inputs, cfg, requires_grad=True) >= outputs + workspace
 
 
-# ---- 2. recurrence_forward through its Python autograd -----------------------------------------------------
+# ---- 2. recurrence_forward through its own autograd --------------------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -577,7 +577,7 @@ def test_opcheck(op, case, dtype):
 
 @pytest.mark.parametrize("case,dtype", OPCHECK_PARAMS, ids=OPCHECK_IDS)
 def test_opcheck_backward(case, dtype):
-    # recurrence_backward has no autograd of its own (no double backward), so its inputs do not require grad.
+    # recurrence_backward is differentiable once (its outputs' node raises), so its inputs do not require grad.
     cfg, T, B, C, _, lengths = OPCHECK_CASES[case]
     ins, lengths = opcheck_samples(cfg, T, B, C, False, lengths, dtype)
     U, r0, s0 = ins[1:]
