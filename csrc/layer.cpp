@@ -147,8 +147,10 @@ void project_steps(const Tensor& x, const ProjectionWeights& pw, int64_t t0, int
 
 // The whole projection x w^T + bias as project_steps computes it, in functional ATen calls (no out=): the only
 // kind that tracing tensors and torch.func's transforms (which unwrap their tensors below this op's autograd) can
-// follow. The same products as project_steps, so the same bits.
+// follow. The same products as project_steps, so the same bits; and, as its out= calls are, in x's dtype under
+// autocast (whose dispatch keys stay on inside the op).
 Tensor projection(const Tensor& x, const ProjectionWeights& pw) {
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
   if (pw.bias_column) {
     const Tensor x1 = at::cat({x, at::ones({T, B, 1}, x.options())}, 2);  // [x | 1]

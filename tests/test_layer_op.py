@@ -249,6 +249,18 @@ def test_layer_activations_over_its_projection(B, C, D):
     for a, b in zip(over_a[3:10], over_a[10:]):
         assert torch.equal(a, b)
 
+def test_layer_projection_ignores_autocast():
+    """The layer op computes in its inputs' dtype: under autocast its projection stays float32, also where it takes
+    ATen's functional products (here under a Python dispatch mode; on a GPU, and under torch.func, always)."""
+    cfg = CellConfig()
+    inputs = layer_inputs(cfg, 5, 3, 4, 200, torch.float32)
+    want = ops.layer(*inputs, cfg)
+    with _PassThroughMode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        got = ops.layer(*inputs, cfg)
+    for name, a, b in zip(NAMES[:3], got, want):
+        assert a.dtype == torch.float32 and torch.equal(a, b), name
+
+
 # T*B*G above two chunks of the projection (2^21 elements, csrc/layer.cpp): the layer projects 256 steps at a time
 # (256 + 344 here), or 4 at a time for a wide batch (B*G = 2^18); without a gradient the recurrence runs chunk by
 # chunk, the state carried across.
