@@ -28,6 +28,12 @@ pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:User
 T, B, D, H = 6, 3, 2, 4
 TOL = tolerances(torch.float64, T * B)
 
+HAS_CUDA_KERNEL = torch.cuda.is_available() and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "lstm_ext::recurrence_forward", "CUDA"
+)
+# The CUDA kernels under the transforms too (float64: their correctness path); skipped without a GPU.
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA_KERNEL, reason="no GPU"))]
+
 MODULES = {
     "2000": (lstm_ext.LSTM2000, {}),
     "1997": (lstm_ext.LSTM1997, {}),
@@ -37,12 +43,12 @@ MODULES = {
 }
 
 
-def fused_and_reference(name):
+def fused_and_reference(name, device="cpu"):
     """The module with backend="fused" and the same weights with backend="reference" (float64)."""
     cls, kw = MODULES[name]
     torch.manual_seed(0)
-    fused = cls(D, H, backend="fused", **kw).double()
-    ref = cls(D, H, backend="reference", **kw).double()
+    fused = cls(D, H, backend="fused", **kw).to(device, torch.float64)
+    ref = cls(D, H, backend="reference", **kw).to(device, torch.float64)
     ref.load_state_dict(fused.state_dict())
     return fused, ref
 
@@ -59,6 +65,7 @@ def loss(module, params, x):
 
 def input_for(module):
     x = torch.randn(T, B, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    x = x.to(module.weight_hh_l0.device)
     return x.transpose(0, 1) if module.batch_first else x
 
 
@@ -68,10 +75,11 @@ def assert_all_close(got: dict, want: dict):
         torch.testing.assert_close(got[k], want[k], **TOL, msg=lambda m: f"{k}: {m}")
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_func_grad_matches_reference(name):
+def test_func_grad_matches_reference(name, device):
     """torch.func.grad over the parameters and the input: torch.autograd.grad of the reference backend."""
-    fused, ref = fused_and_reference(name)
+    fused, ref = fused_and_reference(name, device)
     params, x = params_of(fused), input_for(fused)
     got_params, got_x = grad(lambda p, xx: loss(fused, p, xx), argnums=(0, 1))(params, x)
     ref_params = {k: v.clone().requires_grad_() for k, v in params.items()}
@@ -81,11 +89,12 @@ def test_func_grad_matches_reference(name):
     torch.testing.assert_close(got_x, want[-1], **TOL)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", sorted(MODULES))
-def test_per_sample_gradients(name):
+def test_per_sample_gradients(name, device):
     """vmap over grad, one gradient per batch row (DP-SGD's per-sample gradients): each row's own gradient, from
     the reference backend run on that row alone."""
-    fused, ref = fused_and_reference(name)
+    fused, ref = fused_and_reference(name, device)
     params, x = params_of(fused), input_for(fused)
     batch_dim = 0 if fused.batch_first else 1
 
@@ -116,14 +125,15 @@ OP_CONFIGS = [
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("varlen", [False, True], ids=["fixed", "varlen"])
 @pytest.mark.parametrize("cfg", OP_CONFIGS, ids=cfg_id)
 @pytest.mark.parametrize("op", ["recurrence", "recurrence_forward"])
-def test_func_grad_of_the_op_matches_reference(op, cfg, varlen):
+def test_func_grad_of_the_op_matches_reference(op, cfg, varlen, device):
     """The recurrence op and its forward op (each with its own C++ autograd) under torch.func.grad, every
     input's gradient against the float64 reference's."""
-    inputs = make_inputs(cfg, T, B, H)
-    lengths = torch.tensor([T, 2, 0][:B]) if varlen else None
+    inputs = make_inputs(cfg, T, B, H, device=device)
+    lengths = torch.tensor([T, 2, 0][:B], device=device) if varlen else None
 
     def fused(*ins):
         if op == "recurrence":
