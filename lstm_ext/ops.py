@@ -1,4 +1,5 @@
-"""The custom ops as Python sees them: typed wrappers, fake (meta) kernels and autograd.
+"""The custom ops as Python sees them: typed wrappers and fake (meta) kernels. Their autograd is C++
+(csrc/autograd.cpp, csrc/layer.cpp).
 
     recurrence(A, U, r0, s0, config, lengths=None) -> y (T, B, C), r_T (B, R), s_T (B, C)
 
