@@ -102,3 +102,18 @@ def test_a_file_that_is_not_benchmark_json_is_a_clear_error(tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(SystemExit, match="is not pytest-benchmark JSON"):
         report.load([str(bad)])
+
+
+def test_small_call_costs_script_runs(tmp_path):
+    """scripts/small_call_costs.py (the T2 breakdown of the session notes): it runs and prints one positive time
+    per case."""
+    import re
+    import subprocess
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "small_call_costs.py"
+    proc = subprocess.run([sys.executable, str(path), "--calls", "20", "--T", "5"], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    times = re.findall(r"^  (.+?)\s+([0-9.]+) us$", proc.stdout, flags=re.M)
+    assert len(times) == 7 and all(float(t) > 0 for _, t in times), proc.stdout
