@@ -25,13 +25,15 @@ projection the recurrence runs on the unprojected cell outputs: ``U = w_hh @ w_h
 sequence afterwards.
 
 ``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
-the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`), else the reference.
+the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`) and no forward-mode AD is
+under way (the fused op has no jvp), else the reference.
 No per-step Python, no ``.item()``/``.tolist()`` in here (torch.compile friendly).
 """
 
 from __future__ import annotations
 
 import torch
+import torch.autograd.forward_ad as _fwAD
 import torch.nn.functional as F
 
 from . import ops, reference
@@ -63,7 +65,12 @@ def fused_supports(device: torch.device, dtype: torch.dtype) -> bool:
 
 
 def _auto_backend(A: torch.Tensor) -> str:
-    # fused_supports(A.device, A.dtype) without building a torch.device (this runs once per layer and direction)
+    # fused_supports(A.device, A.dtype) without building a torch.device (this runs once per layer and direction).
+    # Under forward-mode AD (a dual level is open: torch.autograd.forward_ad, torch.func.jvp / jacfwd / hessian) the
+    # reference, which has a jvp; the fused ops have none. A module global, not the tensors' tangents: under
+    # hessian (jacrev inside jacfwd) the layer sees grad's wrappers, whose tangent lives a level further in.
+    if _fwAD._current_level >= 0:
+        return "reference"
     if A.is_cpu:
         ok = A.dtype in _CPU_DTYPES
     else:

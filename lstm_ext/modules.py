@@ -24,7 +24,9 @@ backward); a sequence length of 0 raises ``RuntimeError("Expected sequence lengt
 
 ``backend``: ``"fused"`` (the custom op), ``"reference"`` (the plain-PyTorch loop; slow, exportable), or
 ``"auto"``: fused where the op has a kernel for the input's device and dtype (CPU: float32/float64; CUDA when
-built: also float16/bfloat16), else reference. The backward works in eval mode too.
+built: also float16/bfloat16), else reference; also reference under forward-mode AD (``torch.func.jvp``,
+``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate. The backward works
+in eval mode too.
 """
 
 from __future__ import annotations

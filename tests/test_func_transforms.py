@@ -1,7 +1,8 @@
 """torch.func's transforms on the fused ops, as nn.LSTM users run them: ``grad``, ``vjp``, ``jacrev`` and
 per-sample gradients (``vmap`` over ``grad``) give the float64 reference's results, through the modules and the
-ops. The forward-mode transforms (``jvp``, ``jacfwd``, ``hessian``) and second derivatives raise, naming the op,
-instead of returning zeros for what the fused ops cannot differentiate.
+ops. The fused ops have no jvp: with ``backend="fused"`` the forward-mode transforms (``jvp``, ``jacfwd``,
+``hessian``) and second derivatives raise, naming the op, instead of returning zeros; with ``backend="auto"`` (the
+default) the modules take the reference under forward-mode AD and give nn.LSTM's results.
 
 Under a transform the ops see wrapped tensors (grad's TensorWrapper, vmap's BatchedTensor) that hold no storage of
 their own: the CPU fast paths must leave them to the dispatcher (``plain_cpu`` in csrc/ops.h), and every autograd
@@ -175,6 +176,33 @@ def test_reference_backend_runs_forward_mode_transforms():
     _, ref = fused_and_reference("2000")
     x = input_for(ref)
     assert hessian(lambda xx: ref(xx)[0].pow(2).sum())(x).abs().sum() > 0
+
+
+def forward_ad_tangent(f, x):
+    with fwAD.dual_level():
+        return fwAD.unpack_dual(f(fwAD.make_dual(x, torch.ones_like(x)))).tangent
+
+
+@pytest.mark.parametrize("transform", [*sorted(FORWARD_MODE), "forward_ad"])
+@pytest.mark.parametrize("name", ["2000", "2000-2layers-bidirectional", "1997"])
+def test_auto_backend_runs_forward_mode_transforms(name, transform):
+    """backend="auto" (the default) takes the reference under forward-mode AD, so the modules run jvp, jacfwd,
+    hessian and forward_ad as nn.LSTM does: the 2000 cell gives nn.LSTM's results (same weights), the 1997 cell
+    the reference backend's."""
+    fused, ref = fused_and_reference(name)
+    auto = MODULES[name][0](D, H, **MODULES[name][1]).double()
+    auto.load_state_dict(fused.state_dict())
+    if isinstance(fused, lstm_ext.LSTM2000):
+        ref = torch.nn.LSTM(D, H, **MODULES[name][1]).double()
+        ref.load_state_dict(fused.state_dict())
+    x = input_for(fused)
+    if transform == "forward_ad":
+        got, want = (forward_ad_tangent(lambda xx: m(xx)[0], x) for m in (auto, ref))
+    else:
+        got, want = (FORWARD_MODE[transform](lambda xx: m(xx)[0].pow(2).sum(), x) for m in (auto, ref))
+    for a, b in zip(torch.utils._pytree.tree_leaves(got), torch.utils._pytree.tree_leaves(want)):
+        torch.testing.assert_close(a, b, **TOL)
+    assert any(t.abs().sum() > 0 for t in torch.utils._pytree.tree_leaves(got))
 
 
 def test_grad_of_grad_raises():
