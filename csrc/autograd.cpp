@@ -64,6 +64,10 @@ int64_t config_code(bool forget_gate, int64_t block_size, c10::string_view feedb
          block_size << 5;
 }
 
+ConfigArgs config_args(int64_t code) {
+  return {bool(code & 1), code >> 5, (code & 4) ? "all" : "cells", kSquashNames[(code >> 3) & 3], bool(code & 2)};
+}
+
 void check_no_forward_grad(const char* op, std::initializer_list<const Tensor*> tensors) {
   for (const Tensor* t : tensors)
     TORCH_CHECK(!(t->defined() && t->_fw_grad(/*level=*/0).defined()), op,
@@ -75,9 +79,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> backward_with_config(int64_t code, co
                                                                 const Tensor& ds_T, const Tensor& U, const Tensor& r0,
                                                                 const Tensor& s0, const Tensor& y, const Tensor& act,
                                                                 const Tensor& s_all, const Tensor& len) {
-  const bool forget_gate = code & 1, truncate = code & 2;
-  const c10::string_view feedback = (code & 4) ? "all" : "cells", squash = kSquashNames[(code >> 3) & 3];
-  const int64_t block_size = code >> 5;
+  const auto [forget_gate, block_size, feedback, squash, truncate] = config_args(code);
   const std::optional<Tensor> lengths = len.defined() ? std::optional<Tensor>(len) : std::nullopt;
   // A plain backward (no create_graph) of plain CPU tensors: the CPU kernel itself, which takes the outputs without
   // a gradient as undefined (no zero tensors to make, no dispatch).

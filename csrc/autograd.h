@@ -89,6 +89,15 @@ void check_no_forward_grad(const char* op, std::initializer_list<const at::Tenso
 int64_t config_code(bool forget_gate, int64_t block_size, c10::string_view feedback, c10::string_view squash,
                     bool truncate);
 
+// The config arguments that config_code packed.
+struct ConfigArgs {
+  bool forget_gate;
+  int64_t block_size;
+  c10::string_view feedback, squash;
+  bool truncate;
+};
+ConfigArgs config_args(int64_t code);
+
 // recurrence_backward with the config of config_code. dy, dr_T, ds_T: the output gradients (undefined: unused
 // output, zeros); the rest as the forward returned or took them (len undefined: no lengths).
 // -> dA (T,B,G), dU (G,R), dr0 (B,R), ds0 (B,C)

@@ -11,6 +11,7 @@
 // An absent h0 or c0 is zeros (nn.LSTM's hx=None), made here: the modules' usual call passes None for both.
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/autograd.h>
+#include <torch/csrc/autograd/functions/basic_ops.h>
 
 #include <cstring>
 
@@ -191,36 +192,20 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
   return A;
 }
 
-// lstm_ext::layer's node: x (T,B,D), w_ih, w_hh, b_ih, b_hh, h0, c0 -> y, h_n, c_n; one gradient per input, in
-// that order (none for an absent bias or state). It keeps the initial state the forward ran from (zeros it made
-// for an absent one).
-struct LayerBackward : OpBackward<9> {
-  enum Saved { kX, kWih, kWhh, kH0, kC0, kY, kAct, kSAll, kLengths };
-  bool has_b_ih = false, has_b_hh = false;
+// dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0: the layer's gradients (undefined: not asked for, or an absent bias).
+using LayerGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
-  std::string name() const override { return "LayerBackward"; }
-  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
-    OpBackward<9>::compiled_args(args);
-    args.collect(has_b_ih);
-    args.collect(has_b_hh);
-  }
-  variable_list apply(variable_list&& grads) override;
-};
-
-variable_list LayerBackward::apply(variable_list&& grads) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  const auto saved = unpack_saved();
-  const Tensor &x = saved[kX], &w_ih = saved[kWih];
-  auto [dA, dw_hh, dh0, dc0] = backward_with_config(config, grads[0], grads[1], grads[2], saved[kWhh], saved[kH0],
-                                                    saved[kC0], saved[kY], saved[kAct], saved[kSAll],
-                                                    saved[kLengths]);
+// The layer's gradients by the kernels, from what its forward saved: x (T,B,D), w_ih (G,D), w_hh (G,R), the initial
+// state h0 (B,R), c0 (B,C) it ran from, y, act, s_all, len (undefined: no lengths), and the output gradients dy,
+// dh_n, dc_n (undefined: zeros). `want`: which of the projection's gradients dx, dw_ih, db_ih, db_hh to compute.
+LayerGrads layer_gradients(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Tensor& c0,
+                           const Tensor& y, const Tensor& act, const Tensor& s_all, const Tensor& len, int64_t config,
+                           const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n, std::array<bool, 4> want) {
+  auto [dA, dw_hh, dh0, dc0] = backward_with_config(config, dy, dh_n, dc_n, w_hh, h0, c0, y, act, s_all, len);
   const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
-  const bool want_x = should_compute_output(0), want_w_ih = should_compute_output(1);
-  const bool want_b_ih = has_b_ih && should_compute_output(3), want_b_hh = has_b_hh && should_compute_output(4);
+  const auto [want_x, want_w_ih, want_b_ih, want_b_hh] = want;
   Tensor dx, dw_ih, db_ih, db_hh;
-  // The loops record no graph: with create_graph (grad mode on here) ATen's products keep the double backward
-  // raising in recurrence_backward, as it does for every other path.
-  if (!at::GradMode::is_enabled() && small_cpu_projection(x, w_ih, {dA})) {
+  if (small_cpu_projection(x, w_ih, {dA})) {
     const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA.contiguous();
     if (want_x) dx = new_cpu({T, B, D}, x);
     if (want_w_ih) dw_ih = new_cpu({G, D}, x);
@@ -236,7 +221,7 @@ variable_list LayerBackward::apply(variable_list&& grads) {
     });
   } else {
     const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
-    if (want_x) dx = dA2.mm(w_ih).view({T, B, D});
+    if (want_x) dx = at::_unsafe_view(dA2.mm(w_ih), {T, B, D});  // not a view: an output of layer_backward
     if (want_w_ih) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
     const Tensor db = (want_b_ih || want_b_hh) ? dA2.sum(0) : Tensor();
     // Two parameters must not share one gradient tensor (an in-place change of one would change both).
@@ -244,6 +229,149 @@ variable_list LayerBackward::apply(variable_list&& grads) {
     if (want_b_hh) db_hh = want_b_ih ? db.clone() : db;
   }
   return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0};
+}
+
+// lstm_ext::layer's node: x (T,B,D), w_ih, w_hh, b_ih, b_hh, h0, c0 -> y, h_n, c_n; one gradient per input, in
+// that order (none for an absent bias or state). It keeps the initial state the forward ran from (zeros it made
+// for an absent one), and the biases for a second derivative. A plain backward computes here; one that records a
+// graph (create_graph; torch.func.grad always does) calls lstm_ext::layer_backward, whose autograd records the
+// second derivative at every level of a transform.
+struct LayerBackward : OpBackward<11> {
+  enum Saved { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kY, kAct, kSAll, kLengths };
+  bool has_b_ih = false, has_b_hh = false;
+
+  std::string name() const override { return "LayerBackward"; }
+  void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
+    OpBackward<11>::compiled_args(args);
+    args.collect(has_b_ih);
+    args.collect(has_b_hh);
+  }
+  variable_list apply(variable_list&& grads) override;
+};
+
+// The node of lstm_ext::layer_backward's gradients: its inputs are the layer's inputs and the output gradients, in
+// the order x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy, dh_n, dc_n. Its apply is lstm_ext::layer_double_backward
+// (lstm_ext/ops.py): the reference layer differentiated twice (a per-step loop, run only where a second derivative
+// is taken). The first-order gradients themselves stay the kernels'.
+struct LayerDoubleBackward : OpBackward<11> {
+  enum Saved { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kLengths, kDy, kDhn, kDcn };
+  std::string name() const override { return "LayerDoubleBackward"; }
+  variable_list apply(variable_list&& grads) override;
+};
+
+auto& layer_backward_op() {
+  static auto op =
+      c10::Dispatcher::singleton()
+          .findSchemaOrThrow("lstm_ext::layer_backward", "")
+          .typed<LayerGrads(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                            const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
+                            const OptTensor&, bool, int64_t, c10::string_view, c10::string_view, bool, const Tensor&,
+                            const Tensor&, const Tensor&, std::array<bool, 4>)>();
+  return op;
+}
+
+OptTensor optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+variable_list LayerBackward::apply(variable_list&& grads) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto saved = unpack_saved();
+  const std::array<bool, 4> want = {should_compute_output(0), should_compute_output(1),
+                                    has_b_ih && should_compute_output(3), has_b_hh && should_compute_output(4)};
+  LayerGrads out;
+  if (!at::GradMode::is_enabled()) {
+    out = layer_gradients(saved[kX], saved[kWih], saved[kWhh], saved[kH0], saved[kC0], saved[kY], saved[kAct],
+                          saved[kSAll], saved[kLengths], config, grads[0], grads[1], grads[2], want);
+  } else {
+    auto or_zeros = [](const Tensor& g, const Tensor& like) { return g.defined() ? g : at::zeros_like(like); };
+    const auto [forget_gate, block_size, feedback, squash, truncate] = config_args(config);
+    out = layer_backward_op().call(saved[kX], saved[kWih], saved[kWhh], optional(saved[kBih]),
+                                   optional(saved[kBhh]), saved[kH0], saved[kC0], saved[kY], saved[kAct],
+                                   saved[kSAll], optional(saved[kLengths]), forget_gate, block_size, feedback, squash,
+                                   truncate, or_zeros(grads[0], saved[kY]), or_zeros(grads[1], saved[kH0]),
+                                   or_zeros(grads[2], saved[kC0]), want);
+  }
+  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0] = std::move(out);
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0};
+}
+
+// lstm_ext::layer_backward below autograd.
+LayerGrads layer_backward_kernel(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                                 const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, const Tensor& y,
+                                 const Tensor& act, const Tensor& s_all, const OptTensor& lengths, bool forget_gate,
+                                 int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate,
+                                 const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n, std::array<bool, 4> want) {
+  want[2] = want[2] && b_ih.has_value();
+  want[3] = want[3] && b_hh.has_value();
+  return layer_gradients(x, w_ih, w_hh, h0, c0, y, act, s_all, lengths.value_or(Tensor()),
+                         config_code(forget_gate, block_size, feedback, squash, truncate), dy, dh_n, dc_n, want);
+}
+
+// lstm_ext::layer_backward's autograd: the gradients below it, and, where the layer's inputs or the output gradients
+// require a gradient, LayerDoubleBackward on them (torch's Error node for the truncated gradient).
+LayerGrads layer_backward_autograd(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
+                                   const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, const Tensor& y,
+                                   const Tensor& act, const Tensor& s_all, const OptTensor& lengths, bool forget_gate,
+                                   int64_t block_size, c10::string_view feedback, c10::string_view squash,
+                                   bool truncate, const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n,
+                                   std::array<bool, 4> want) {
+  const Tensor bi = b_ih.value_or(Tensor()), bh = b_hh.value_or(Tensor());
+  check_no_forward_grad("lstm_ext.layer_backward", {&x, &w_ih, &w_hh, &bi, &bh, &h0, &c0, &dy, &dh_n, &dc_n});
+  LayerGrads out;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    out = layer_backward_op().call(x, w_ih, w_hh, b_ih, b_hh, h0, c0, y, act, s_all, lengths, forget_gate,
+                                   block_size, feedback, squash, truncate, dy, dh_n, dc_n, want);
+  }
+  if (!torch::autograd::compute_requires_grad(x, w_ih, w_hh, bi, bh, h0, c0, dy, dh_n, dc_n)) return out;
+  auto edges = torch::autograd::collect_next_edges(x, w_ih, w_hh, bi, bh, h0, c0, dy, dh_n, dc_n);
+  auto attach = [&](const auto& node) {  // the node of the seven gradients
+    std::apply([&](const auto&... g) { (torch::autograd::set_history(g, node), ...); }, out);
+  };
+  if (truncate) {
+    // The 1997 rule's gradient is not the derivative of the forward, and the reference's (a stop-gradient on
+    // r_{t-1}) cannot be differentiated into its derivative: a second derivative raises.
+    attach(make_node<torch::autograd::Error>(
+        "lstm_ext: the truncated gradient (truncate=True, the 1997 learning rule) is differentiable once; double "
+        "backward (a gradient of its gradient) is not supported",
+        std::move(edges)));
+    return out;
+  }
+  auto node = make_node<LayerDoubleBackward>();
+  node->set_next_edges(std::move(edges));
+  attach(node);
+  node->save(LayerDoubleBackward::kX, x);
+  node->save(LayerDoubleBackward::kWih, w_ih);
+  node->save(LayerDoubleBackward::kWhh, w_hh);
+  node->save(LayerDoubleBackward::kBih, bi);
+  node->save(LayerDoubleBackward::kBhh, bh);
+  node->save(LayerDoubleBackward::kH0, h0);
+  node->save(LayerDoubleBackward::kC0, c0);
+  node->save(LayerDoubleBackward::kLengths, lengths.value_or(Tensor()));
+  node->save(LayerDoubleBackward::kDy, dy);
+  node->save(LayerDoubleBackward::kDhn, dh_n);
+  node->save(LayerDoubleBackward::kDcn, dc_n);
+  node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
+  return out;
+}
+
+variable_list LayerDoubleBackward::apply(variable_list&& grads) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto saved = unpack_saved();
+  static auto op = c10::Dispatcher::singleton()
+                       .findSchemaOrThrow("lstm_ext::layer_double_backward", "")
+                       .typed<std::vector<Tensor>(
+                           const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
+                           const Tensor&, const Tensor&, const OptTensor&, bool, int64_t, c10::string_view,
+                           c10::string_view, bool, const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                           const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
+                           const OptTensor&)>();
+  const auto [forget_gate, block_size, feedback, squash, truncate] = config_args(config);
+  std::vector<Tensor> out = op.call(
+      saved[kX], saved[kWih], saved[kWhh], optional(saved[kBih]), optional(saved[kBhh]), saved[kH0], saved[kC0],
+      optional(saved[kLengths]), forget_gate, block_size, feedback, squash, truncate, saved[kDy], saved[kDhn],
+      saved[kDcn], optional(grads[0]), optional(grads[1]), optional(grads[2]), optional(grads[3]), optional(grads[4]),
+      optional(grads[5]), optional(grads[6]));
+  return variable_list(out.begin(), out.end());
 }
 
 // Without a gradient to record: the projection and lstm_ext::recurrence, which keeps no workspace. A long
@@ -328,6 +456,8 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
   node->save(LayerBackward::kX, x);
   node->save(LayerBackward::kWih, w_ih);
   node->save(LayerBackward::kWhh, w_hh);
+  node->save(LayerBackward::kBih, b_ih.value_or(Tensor()));
+  node->save(LayerBackward::kBhh, b_hh.value_or(Tensor()));
   node->save(LayerBackward::kH0, h0);
   node->save(LayerBackward::kC0, c0);
   node->save(LayerBackward::kY, y, /*is_output=*/true);
@@ -349,8 +479,34 @@ TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
       "-> (Tensor y, Tensor h_n, Tensor c_n)");
 }
 
-TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) { m.impl("layer", &layer_autograd); }
+TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
+  // The gradients of lstm_ext::layer (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0; undefined where `want` (dx, dw_ih,
+  // db_ih, db_hh) says no or a bias is absent) from what its forward saved and the output gradients: what a backward
+  // that records a graph calls, differentiable once more (LayerDoubleBackward).
+  m.def(
+      "layer_backward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, Tensor c0, "
+      "Tensor y, Tensor act, Tensor s_all, Tensor? lengths, bool forget_gate, int block_size, str feedback, "
+      "str squash, bool truncate, Tensor dy, Tensor dh_n, Tensor dc_n, bool[4] want) -> (Tensor dx, Tensor dw_ih, "
+      "Tensor dw_hh, Tensor db_ih, Tensor db_hh, Tensor dh0, Tensor dc0)");
+  // The second derivative of lstm_ext::layer (LayerDoubleBackward): the gradients of <dx, gg_x> + <dw_ih, gg_w_ih> +
+  // ... + <dc0, gg_c0> with respect to x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy, dh_n, dc_n (in that order; an empty
+  // tensor for an absent bias), where dx .. dc0 are the layer's gradients under the output gradients dy, dh_n, dc_n.
+  // Implemented in Python (lstm_ext/ops.py) on the reference.
+  m.def(
+      "layer_double_backward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, Tensor c0, "
+      "Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate, Tensor dy, "
+      "Tensor dh_n, Tensor dc_n, Tensor? gg_x, Tensor? gg_w_ih, Tensor? gg_w_hh, Tensor? gg_b_ih, Tensor? gg_b_hh, "
+      "Tensor? gg_h0, Tensor? gg_c0) -> Tensor[]");
+}
 
-TORCH_LIBRARY_IMPL(lstm_ext, CompositeExplicitAutograd, m) { m.impl("layer", &layer_no_grad); }
+TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) {
+  m.impl("layer", &layer_autograd);
+  m.impl("layer_backward", &layer_backward_autograd);
+}
+
+TORCH_LIBRARY_IMPL(lstm_ext, CompositeExplicitAutograd, m) {
+  m.impl("layer", &layer_no_grad);
+  m.impl("layer_backward", &layer_backward_kernel);
+}
 
 }  // namespace lstm_ext

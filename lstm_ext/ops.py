@@ -18,6 +18,7 @@ import torch
 
 from . import _build  # noqa: F401  (loads the extension)
 from .config import CellConfig
+from .reference import recurrence_ref
 
 _ops = torch.ops.lstm_ext
 
@@ -63,6 +64,54 @@ def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None):
     one autograd node.
     """
     return _ops.layer.default(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args())
+
+
+def _layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths):
+    """lstm_ext::layer on the reference: the projection, then ``recurrence_ref``."""
+    A = x @ w_ih.t()
+    for b in (b_ih, b_hh):
+        if b is not None:
+            A = A + b
+    return recurrence_ref(A, w_hh, h0, c0, config, lengths)
+
+
+def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash,
+                           truncate, dy, dh_n, dc_n, *gg):
+    """lstm_ext::layer_double_backward (schema and meaning: csrc/layer.cpp): the layer's gradients as a function of
+    its inputs and output gradients, differentiated once more, on the reference (its autograd, twice). A
+    CompositeImplicitAutograd kernel of ATen ops: with grad mode on (a third derivative) the outer graph records it,
+    through the inputs' aliases."""
+    if torch._C._functorch.maybe_current_level() is not None:
+        raise RuntimeError(
+            "lstm_ext: a second derivative of the fused layer inside a torch.func transform (grad of grad, jacrev of "
+            "grad, vmap of a double backward) is not supported; take it with torch.autograd.grad(..., "
+            'create_graph=True), or use backend="reference"'
+        )
+    config = CellConfig(forget_gate, block_size, feedback, squash, truncate)
+    third_order = torch.is_grad_enabled()  # the caller records this computation (create_graph): keep its graph
+    with torch.enable_grad():
+
+        def alias(t):  # differentiable w.r.t. t, and, for a third derivative, connected to t's own graph
+            return t.view_as(t) if third_order and t.requires_grad else t.detach().requires_grad_()
+
+        inputs = [None if t is None else alias(t) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
+        outs_grads = [alias(g) for g in (dy, dh_n, dc_n)]
+        present = [i for i, t in enumerate(inputs) if t is not None]
+        wrt = [inputs[i] for i in present] + outs_grads
+        outs = _layer_ref(*inputs, config, lengths)
+        first = torch.autograd.grad(outs, [inputs[i] for i in present], outs_grads, create_graph=True,
+                                    allow_unused=True, materialize_grads=True)  # fmt: skip
+        pairs = [(f, gg[i]) for f, i in zip(first, present) if gg[i] is not None]
+        second = torch.autograd.grad([f for f, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True,
+                                     create_graph=third_order, materialize_grads=True)  # fmt: skip
+    result = [x.new_empty(0)] * 7 + list(second[len(present) :])
+    for i, t in zip(present, second):
+        result[i] = t
+    return result
+
+
+_lib = torch.library.Library("lstm_ext", "IMPL")
+_lib.impl("layer_double_backward", _layer_double_backward, "CompositeImplicitAutograd")
 
 
 @torch.library.register_fake("lstm_ext::paper_train")

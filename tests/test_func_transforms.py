@@ -1,7 +1,8 @@
 """torch.func's transforms on the fused ops, as nn.LSTM users run them: ``grad``, ``vjp``, ``jacrev`` and
 per-sample gradients (``vmap`` over ``grad``) give the float64 reference's results, through the modules and the
-ops. The fused ops have no jvp: with ``backend="fused"`` the forward-mode transforms (``jvp``, ``jacfwd``,
-``hessian``) and second derivatives raise, naming the op, instead of returning zeros; with ``backend="auto"`` (the
+ops. Second and third derivatives by torch.autograd (a gradient penalty, the reverse-mode Hessian) give nn.LSTM's,
+through the layer op's second-order node; inside torch.func (``grad(grad)``) they raise. The fused ops have no jvp: with ``backend="fused"`` the forward-mode transforms
+(``jvp``, ``jacfwd``, ``hessian``) raise, naming the op, instead of returning zeros; with ``backend="auto"`` (the
 default) the modules take the reference under forward-mode AD and give nn.LSTM's results.
 
 Under a transform the ops see wrapped tensors (grad's TensorWrapper, vmap's BatchedTensor) that hold no storage of
@@ -205,8 +206,68 @@ def test_auto_backend_runs_forward_mode_transforms(name, transform):
     assert any(t.abs().sum() > 0 for t in torch.utils._pytree.tree_leaves(got))
 
 
-def test_grad_of_grad_raises():
+def peer_of(name, fused):
+    """nn.LSTM with the fused module's weights for the 2000 cell; the reference backend for the 1997 cell."""
+    cls, kw = MODULES[name]
+    peer = torch.nn.LSTM(D, H, **kw) if cls is lstm_ext.LSTM2000 else cls(D, H, backend="reference", **kw)
+    peer = peer.double()
+    peer.load_state_dict(fused.state_dict())
+    return peer
+
+
+SECOND_ORDER = ["2000", "1997", "2000-2layers-bidirectional", "1997-batch_first"]
+
+
+@pytest.mark.parametrize("name", SECOND_ORDER)
+def test_gradient_penalty_like_nn_lstm(name):
+    """A gradient of a gradient (create_graph; WGAN-GP's penalty, MAML): the layer op's second derivative (on the
+    reference, csrc/layer.cpp LayerDoubleBackward) gives nn.LSTM's."""
+    fused, _ = fused_and_reference(name)
+    peer = peer_of(name, fused)
+    x = input_for(fused)
+    results = []
+    for m in (fused, peer):
+        xx = x.clone().requires_grad_()
+        params = [xx, *m.parameters()]
+        first = torch.autograd.grad(m(xx)[0].pow(2).sum(), params, create_graph=True)
+        penalty = sum(g.pow(2).sum() for g in first)
+        results.append(torch.autograd.grad(penalty, params))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("name", ["2000", "1997"])
+def test_reverse_mode_hessian_and_third_derivative_like_the_peer(name):
+    """torch.autograd.functional.hessian (reverse over reverse) gives nn.LSTM's; a third derivative (create_graph
+    twice) the peer's too: the second-order node records on the reference when asked to."""
+    fused, _ = fused_and_reference(name)
+    peer = peer_of(name, fused)
+    x = input_for(fused)[:3, :2]
+    got, want = (torch.autograd.functional.hessian(lambda xx, m=m: m(xx)[0].pow(2).sum(), x) for m in (fused, peer))
+    torch.testing.assert_close(got, want, **TOL)
+    results = []
+    for m in (fused, peer):
+        xx = x.clone().requires_grad_()
+        (g1,) = torch.autograd.grad(m(xx)[0].pow(2).sum(), xx, create_graph=True)
+        (g2,) = torch.autograd.grad(g1.pow(2).sum(), xx, create_graph=True)
+        results.append(torch.autograd.grad(g2.sum(), xx)[0])
+    torch.testing.assert_close(*results, **TOL)
+    assert results[0].abs().sum() > 0
+
+
+def test_grad_of_grad_inside_torch_func_raises():
+    """torch.func's nested transforms cannot run the second-order node (it differentiates the reference with
+    torch.autograd inside the transform): a clear error, never zeros."""
     fused, _ = fused_and_reference("2000")
+    x = input_for(fused)
+    with pytest.raises(RuntimeError, match="second derivative of the fused layer inside a torch.func transform"):
+        grad(lambda xx: grad(lambda z: fused(z)[0].pow(2).sum())(xx).pow(2).sum())(x)
+
+
+def test_second_derivative_through_the_recurrence_op_raises():
+    """With proj_size the modules run lstm_ext::recurrence, which keeps no input projection to differentiate twice:
+    a second derivative raises, naming why."""
+    fused, _ = fused_and_reference("2000-proj")
     x = input_for(fused)
     with pytest.raises(RuntimeError, match="differentiable once"):
         grad(lambda xx: grad(lambda z: fused(z)[0].pow(2).sum())(xx).sum())(x)

@@ -405,18 +405,79 @@ def test_layer_bad_input_raises(case, requires_grad):
         OPS.layer(*args, None, *CellConfig().op_args())
 
 
+DOUBLE_BACKWARD_CASES = {  # config, lengths, biases; each run at B=2 (the projection loops) and B=64 (ATen's)
+    "2000": (CellConfig(), False, "both"),
+    "1997-S2-all-paper-varlen": (CellConfig(False, 2, "all", "paper"), True, "ih"),
+    "2000-sigmoid_identity-no_bias-varlen": (CellConfig(True, 1, "cells", "sigmoid_identity"), True, "none"),
+}
+
+
 @pytest.mark.parametrize("B", [2, 64], ids=["loops", "aten"])
-def test_layer_double_backward_raises_clearly(B):
-    """Differentiable once, like the recurrence: a second derivative raises, on both projection paths (the CPU
-    loops record no graph, so under create_graph the op takes ATen's)."""
+@pytest.mark.parametrize("case", sorted(DOUBLE_BACKWARD_CASES))
+def test_layer_double_backward(case, B):
+    """Differentiable twice (LayerDoubleBackward, on the reference): gradgradcheck in float64 on every input, with
+    and without biases and lengths; the first-order gradients under create_graph are the kernel's, bit for bit."""
+    cfg, varlen, biases = DOUBLE_BACKWARD_CASES[case]
+    T, C, D = 4, 4, 3
+    inputs = layer_inputs(cfg, T, B, C, D, biases=biases)
+    lengths = torch.tensor([[T, 1, 0, 3][b % 4] for b in range(B)]) if varlen else None
+    present = [i for i, t in enumerate(inputs) if t is not None]
+    leaves = [t.clone().requires_grad_() if t is not None else None for t in inputs]
+
+    def run(*ts):
+        full = list(leaves)
+        for i, t in zip(present, ts):
+            full[i] = t
+        return ops.layer(*full, cfg, lengths)
+
+    def run_ref(*ts):
+        full = list(leaves)
+        for i, t in zip(present, ts):
+            full[i] = t
+        return layer_ref(*full, cfg, lengths)
+
+    args = [leaves[i] for i in present]
+    ups = [torch.randn_like(o) for o in run(*args)]
+    plain = torch.autograd.grad(run(*args), args, ups)
+    graph = torch.autograd.grad(run(*args), args, ups, create_graph=True)
+    assert all(g.requires_grad and torch.equal(g.detach(), p) for g, p in zip(graph, plain))
+    # a Hessian-vector product against the reference's own double backward
+    vs = [torch.randn_like(a) for a in args]
+    got = torch.autograd.grad(graph, args, vs)
+    ref_graph = torch.autograd.grad(run_ref(*args), args, ups, create_graph=True)
+    want = torch.autograd.grad(ref_graph, args, vs)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, **tolerances(torch.float64, T * B))
+    if B == 2:  # finite differences of every input at the small size (the node is the same at both)
+        assert torch.autograd.gradgradcheck(run, args)
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["plain", "differentiable"])
+def test_opcheck_layer_backward(requires_grad):
+    """lstm_ext::layer_backward, what a backward with create_graph calls: schema, fake tensors, its autograd (the
+    second-order node) under AOT dispatch."""
     cfg = CellConfig()
-    leaves = [t.requires_grad_() for t in layer_inputs(cfg, 8, B, 8, 8)]
+    x, w_ih, w_hh, b_ih, b_hh, h0, c0 = layer_inputs(cfg, 4, 2, 3, 2)
+    A = F.linear(x, w_ih, b_ih + b_hh)
+    y, _, _, act, s_all = OPS.recurrence_forward(A, w_hh, h0, c0, None, *cfg.op_args())
+    dy, dh_n, dc_n = torch.randn_like(y), torch.randn_like(h0), torch.randn_like(c0)
+    inputs = [x, w_ih, w_hh, b_ih, b_hh, h0, c0]
+    grads = [dy, dh_n, dc_n]
+    if requires_grad:
+        inputs, grads = ([t.clone().requires_grad_() for t in ts] for ts in (inputs, grads))
+    torch.library.opcheck(OPS.layer_backward, (*inputs, y, act, s_all, None, *cfg.op_args(), *grads, [True] * 4))
+
+
+def test_layer_double_backward_of_the_truncated_gradient_raises():
+    """The 1997 rule's gradient is not a derivative of the forward: a gradient of it raises, never silently
+    differs from one."""
+    cfg = CellConfig(False, 1, "all", "paper", truncate=True)
+    leaves = [t.requires_grad_() for t in layer_inputs(cfg, 5, 2, 4, 3)]
     y, _, _ = ops.layer(*leaves, cfg)
     g = torch.autograd.grad(y.pow(2).sum(), leaves, create_graph=True)
-    for i in (0, 1, 3):  # dx, dw_ih, db_ih: the projection's gradients
-        assert g[i].requires_grad
-        with pytest.raises(RuntimeError, match="double backward"):
-            torch.autograd.grad(g[i].sum(), leaves, allow_unused=True)
+    assert all(t.requires_grad for t in g)
+    with pytest.raises(RuntimeError, match="truncated gradient .* double backward"):
+        torch.autograd.grad(g[1].sum(), leaves, allow_unused=True)
 
 
 @pytest.mark.parametrize("T,B,D", [(0, 3, 2), (4, 0, 2), (4, 3, 0), (0, 0, 2)], ids=["T0", "B0", "D0", "T0B0"])
