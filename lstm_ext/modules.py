@@ -26,7 +26,8 @@ backward); a sequence length of 0 raises ``RuntimeError("Expected sequence lengt
 ``"auto"``: fused where the op has a kernel for the input's device and dtype (CPU: float32/float64; CUDA when
 built: also float16/bfloat16), else reference; also reference under forward-mode AD (``torch.func.jvp``,
 ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate. The backward works
-in eval mode too.
+in eval mode too. Second derivatives (``create_graph=True``) work without ``proj_size`` and autocast: the fused
+layer's second-order node differentiates the reference (README, "Use").
 """
 
 from __future__ import annotations
