@@ -207,10 +207,13 @@ def test_auto_backend_runs_forward_mode_transforms(name, transform):
 
 
 def peer_of(name, fused):
-    """nn.LSTM with the fused module's weights for the 2000 cell; the reference backend for the 1997 cell."""
+    """nn.LSTM with the fused module's weights for the 2000 cell on the CPU; else the reference backend (cuDNN's
+    LSTM has no double backward)."""
     cls, kw = MODULES[name]
-    peer = torch.nn.LSTM(D, H, **kw) if cls is lstm_ext.LSTM2000 else cls(D, H, backend="reference", **kw)
-    peer = peer.double()
+    device = fused.weight_hh_l0.device
+    nn_lstm = cls is lstm_ext.LSTM2000 and device.type == "cpu"
+    peer = torch.nn.LSTM(D, H, **kw) if nn_lstm else cls(D, H, backend="reference", **kw)
+    peer = peer.to(device, torch.float64)
     peer.load_state_dict(fused.state_dict())
     return peer
 
@@ -218,11 +221,12 @@ def peer_of(name, fused):
 SECOND_ORDER = ["2000", "1997", "2000-2layers-bidirectional", "1997-batch_first"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", SECOND_ORDER)
-def test_gradient_penalty_like_nn_lstm(name):
+def test_gradient_penalty_like_nn_lstm(name, device):
     """A gradient of a gradient (create_graph; WGAN-GP's penalty, MAML): the layer op's second derivative (on the
     reference, csrc/layer.cpp LayerDoubleBackward) gives nn.LSTM's."""
-    fused, _ = fused_and_reference(name)
+    fused, _ = fused_and_reference(name, device)
     peer = peer_of(name, fused)
     x = input_for(fused)
     results = []
