@@ -33,6 +33,13 @@ struct OpBackward : torch::autograd::Node {
     is_output_[i] = is_output;
   }
 
+  // Saves `ts` (none of them an output of the op) as saved tensors 0, 1, ... in order.
+  void save_all(std::initializer_list<at::Tensor> ts) {
+    TORCH_INTERNAL_ASSERT(ts.size() == N);
+    size_t i = 0;
+    for (const at::Tensor& t : ts) save(i++, t);
+  }
+
   void release_variables() override {
     std::lock_guard<std::mutex> lock(mutex_);
     for (torch::autograd::SavedVariable& v : saved_) v.reset_data();

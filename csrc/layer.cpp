@@ -339,17 +339,7 @@ LayerGrads layer_backward_autograd(const Tensor& x, const Tensor& w_ih, const Te
   auto node = make_node<LayerDoubleBackward>();
   node->set_next_edges(std::move(edges));
   attach(node);
-  node->save(LayerDoubleBackward::kX, x);
-  node->save(LayerDoubleBackward::kWih, w_ih);
-  node->save(LayerDoubleBackward::kWhh, w_hh);
-  node->save(LayerDoubleBackward::kBih, bi);
-  node->save(LayerDoubleBackward::kBhh, bh);
-  node->save(LayerDoubleBackward::kH0, h0);
-  node->save(LayerDoubleBackward::kC0, c0);
-  node->save(LayerDoubleBackward::kLengths, lengths.value_or(Tensor()));
-  node->save(LayerDoubleBackward::kDy, dy);
-  node->save(LayerDoubleBackward::kDhn, dh_n);
-  node->save(LayerDoubleBackward::kDcn, dc_n);
+  node->save_all({x, w_ih, w_hh, bi, bh, h0, c0, lengths.value_or(Tensor()), dy, dh_n, dc_n});  // Saved's order
   node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
   return out;
 }
