@@ -155,13 +155,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> recurrence_forward_autograd(
     auto node = make_node<RecurrenceBackward>();
     node->set_next_edges(torch::autograd::collect_next_edges(A, U, r0, s0));
     for (const Tensor& out : {y, r_T, s_T}) torch::autograd::set_history(out, node);
-    node->save(RecurrenceBackward::kU, U);
-    node->save(RecurrenceBackward::kR0, r0);
-    node->save(RecurrenceBackward::kS0, s0);
-    node->save(RecurrenceBackward::kY, y, /*is_output=*/true);
-    node->save(RecurrenceBackward::kAct, act);
-    node->save(RecurrenceBackward::kSAll, s_all);
-    node->save(RecurrenceBackward::kLengths, lengths.value_or(Tensor()));
+    node->save_all({U, r0, s0, y, act, s_all, lengths.value_or(Tensor())}, RecurrenceBackward::kY);  // Saved's order
     node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
   }
   return {y, r_T, s_T, act, s_all};

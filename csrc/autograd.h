@@ -33,11 +33,14 @@ struct OpBackward : torch::autograd::Node {
     is_output_[i] = is_output;
   }
 
-  // Saves `ts` (none of them an output of the op) as saved tensors 0, 1, ... in order.
-  void save_all(std::initializer_list<at::Tensor> ts) {
+  // Saves `ts` as saved tensors 0, 1, ... in order; the one at index `output` (if any) is an output of the op.
+  void save_all(std::initializer_list<at::Tensor> ts, std::optional<size_t> output = std::nullopt) {
     TORCH_INTERNAL_ASSERT(ts.size() == N);
     size_t i = 0;
-    for (const at::Tensor& t : ts) save(i++, t);
+    for (const at::Tensor& t : ts) {
+      save(i, t, output == i);
+      ++i;
+    }
   }
 
   void release_variables() override {

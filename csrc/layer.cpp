@@ -443,17 +443,9 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
   auto node = make_node<LayerBackward>();
   node->set_next_edges(torch::autograd::collect_next_edges(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in));
   for (const Tensor& out : {y, h_n, c_n}) torch::autograd::set_history(out, node);
-  node->save(LayerBackward::kX, x);
-  node->save(LayerBackward::kWih, w_ih);
-  node->save(LayerBackward::kWhh, w_hh);
-  node->save(LayerBackward::kBih, b_ih.value_or(Tensor()));
-  node->save(LayerBackward::kBhh, b_hh.value_or(Tensor()));
-  node->save(LayerBackward::kH0, h0);
-  node->save(LayerBackward::kC0, c0);
-  node->save(LayerBackward::kY, y, /*is_output=*/true);
-  node->save(LayerBackward::kAct, act);
-  node->save(LayerBackward::kSAll, s_all);
-  node->save(LayerBackward::kLengths, lengths.value_or(Tensor()));
+  node->save_all({x, w_ih, w_hh, b_ih.value_or(Tensor()), b_hh.value_or(Tensor()), h0, c0, y, act, s_all,
+                  lengths.value_or(Tensor())},
+                 LayerBackward::kY);  // Saved's order
   node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
   node->has_b_ih = b_ih.has_value();
   node->has_b_hh = b_hh.has_value();
