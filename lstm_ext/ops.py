@@ -98,12 +98,15 @@ def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_ga
         outs_grads = [alias(g) for g in (dy, dh_n, dc_n)]
         present = [i for i, t in enumerate(inputs) if t is not None]
         wrt = [inputs[i] for i in present] + outs_grads
-        outs = _layer_ref(*inputs, config, lengths)
-        first = torch.autograd.grad(outs, [inputs[i] for i in present], outs_grads, create_graph=True,
-                                    allow_unused=True, materialize_grads=True)  # fmt: skip
-        pairs = [(f, gg[i]) for f, i in zip(first, present) if gg[i] is not None]
-        second = torch.autograd.grad([f for f, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True,
-                                     create_graph=third_order, materialize_grads=True)  # fmt: skip
+        # only what depends on something: with T = 0, y is a constant (empty) tensor
+        outs = [(o, g) for o, g in zip(_layer_ref(*inputs, config, lengths), outs_grads) if o.requires_grad]
+        first = torch.autograd.grad([o for o, _ in outs], [inputs[i] for i in present], [g for _, g in outs],
+                                    create_graph=True, allow_unused=True, materialize_grads=True)  # fmt: skip
+        pairs = [(f, gg[i]) for f, i in zip(first, present) if gg[i] is not None and f.requires_grad]
+        second = [torch.zeros_like(t) for t in wrt]
+        if pairs:
+            second = torch.autograd.grad([f for f, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True,
+                                         create_graph=third_order, materialize_grads=True)  # fmt: skip
     result = [x.new_empty(0)] * 7 + list(second[len(present) :])
     for i, t in zip(present, second):
         result[i] = t

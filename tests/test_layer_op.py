@@ -452,6 +452,22 @@ def test_layer_double_backward(case, B):
         assert torch.autograd.gradgradcheck(run, args)
 
 
+@pytest.mark.parametrize("T,B", [(0, 2), (4, 0)], ids=["T0", "B0"])
+def test_layer_double_backward_empty(T, B):
+    """An empty sequence or batch: the reference's second derivatives (zeros where nothing flows), no error."""
+    cfg = CellConfig()
+    results = []
+    for run in (lambda *ts: ops.layer(*ts, cfg), lambda *ts: layer_ref(*ts, cfg)):
+        leaves = [t.requires_grad_() for t in layer_inputs(cfg, T, B, 3, 2)]
+        y, h_n, c_n = run(*leaves)
+        first = torch.autograd.grad(y.pow(2).sum() + h_n.sum() + c_n.pow(2).sum(), leaves, create_graph=True,
+                                    allow_unused=True, materialize_grads=True)  # fmt: skip
+        penalty = sum(g.pow(2).sum() for g in first if g.requires_grad)
+        results.append(torch.autograd.grad(penalty, leaves, allow_unused=True, materialize_grads=True))
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **tolerances(torch.float64, max(T * B, 1)))
+
+
 @pytest.mark.parametrize("requires_grad", [False, True], ids=["plain", "differentiable"])
 def test_opcheck_layer_backward(requires_grad):
     """lstm_ext::layer_backward, what a backward with create_graph calls: schema, fake tensors, its autograd (the
