@@ -35,7 +35,9 @@ CellDims check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_h
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "lstm_ext.layer: x must be a floating-point tensor, got ",
               x.scalar_type());
   TORCH_CHECK(w_ih.dim() == 2, "lstm_ext.layer: w_ih must be 2-D (G, D), got ", w_ih.dim(), "-D");
-  const int64_t G = w_ih.size(0), D = x.size(2), B = x.size(1);
+  // T and B symbolic under torch.compile's and torch.export's dynamic shapes: compared, never read as numbers
+  const int64_t G = w_ih.size(0);
+  const c10::SymInt D = x.sym_size(2), B = x.sym_size(1);
   check_like(w_ih, "w_ih", {G, D}, x, "x");
   TORCH_CHECK(block_size >= 1, "lstm_ext.layer: block_size must be >= 1, got ", block_size);
   const int64_t per_block = block_size + (forget_gate ? 3 : 2);
@@ -53,7 +55,7 @@ CellDims check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_h
 // The initial state: h0 (B,R) and c0 (B,C) as given, zeros where absent.
 std::pair<Tensor, Tensor> initial_state(const Tensor& x, const OptTensor& h0, const OptTensor& c0, const CellDims& d) {
   auto zeros = [&](int64_t n) {
-    if (!plain_cpu(x) || c10::impl::dispatch_mode_enabled()) return at::zeros({x.size(1), n}, x.options());
+    if (!plain_cpu(x) || c10::impl::dispatch_mode_enabled()) return at::zeros_symint({x.sym_size(1), n}, x.options());
     Tensor t = new_cpu({x.size(1), n}, x);  // no dispatch (new_cpu)
     std::memset(t.data_ptr(), 0, t.nbytes());
     return t;
@@ -93,8 +95,9 @@ constexpr int64_t kMinChunkRowSteps = 1024;
 // Steps per chunk (the last chunk takes the remainder): T (no chunking) unless the projection is larger than
 // two chunks.
 int64_t chunk_steps(const Tensor& x, const Tensor& w_ih, std::initializer_list<OptTensor> others) {
+  if (!plain_cpu_all(x, w_ih, others)) return x.size(0);
   const int64_t T = x.size(0), B = x.size(1), BG = B * w_ih.size(0);
-  if (!plain_cpu_all(x, w_ih, others) || BG == 0 || T * BG <= 2 * kProjectionChunkElems) return T;
+  if (BG == 0 || T * BG <= 2 * kProjectionChunkElems) return T;
   return std::min(T, std::max({int64_t(1), kProjectionChunkElems / BG, (kMinChunkRowSteps + B - 1) / B}));
 }
 
@@ -150,15 +153,16 @@ void project_steps(const Tensor& x, const ProjectionWeights& pw, int64_t t0, int
 // kind that tracing tensors and torch.func's transforms (which unwrap their tensors below this op's autograd) can
 // follow. The same products as project_steps, so the same bits; and, as its out= calls are, in x's dtype under
 // autocast (whose dispatch keys stay on inside the op).
+// Sizes are symbolic where the tensors' are (dynamic shapes).
 Tensor projection(const Tensor& x, const ProjectionWeights& pw) {
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  const int64_t T = x.size(0), B = x.size(1), D = x.size(2);
+  const c10::SymInt T = x.sym_size(0), B = x.sym_size(1), D = x.sym_size(2);
   if (pw.bias_column) {
-    const Tensor x1 = at::cat({x, at::ones({T, B, 1}, x.options())}, 2);  // [x | 1]
-    return at::mm(x1.view({T * B, D + 1}), pw.w.t()).view({T, B, -1});
+    const Tensor x1 = at::cat({x, at::ones_symint({T, B, 1}, x.options())}, 2);  // [x | 1]
+    return at::mm(x1.view_symint({T * B, D + 1}), pw.w.t()).view_symint({T, B, -1});
   }
-  const Tensor x2 = x.reshape({T * B, D});
-  return (pw.bias.has_value() ? at::addmm(*pw.bias, x2, pw.w.t()) : at::mm(x2, pw.w.t())).view({T, B, -1});
+  const Tensor x2 = x.reshape_symint({T * B, D});
+  return (pw.bias.has_value() ? at::addmm(*pw.bias, x2, pw.w.t()) : at::mm(x2, pw.w.t())).view_symint({T, B, -1});
 }
 
 // Calls body(t0, n) for the chunks of `step` steps that cover [0, T); the last one takes the remainder.
@@ -170,6 +174,7 @@ void for_each_time_chunk(int64_t T, int64_t step, F body) {
 
 // A = x w_ih^T + b_ih + b_hh: (T,B,G), contiguous; long sequences chunk by chunk (chunk_steps).
 Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih, const OptTensor& b_hh) {
+  if (!plain_cpu_all(x, w_ih, {b_ih, b_hh})) return projection(x, projection_weights(x, w_ih, b_ih, b_hh));
   const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0);
   if (small_cpu_projection(x, w_ih, {b_ih, b_hh})) {
     const int64_t D = x.size(2);
@@ -185,7 +190,6 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
     return A;
   }
   const ProjectionWeights pw = projection_weights(x, w_ih, b_ih, b_hh);
-  if (!plain_cpu_all(x, w_ih, {b_ih, b_hh})) return projection(x, pw);
   const int64_t step = std::max<int64_t>(1, chunk_steps(x, w_ih, {b_ih, b_hh}));
   Tensor A = at::empty({T, B, G}, x.options());
   for_each_time_chunk(T, step, [&](int64_t t0, int64_t n) { project_steps(x, pw, t0, n, A.narrow(0, t0, n)); });
@@ -202,10 +206,10 @@ LayerGrads layer_gradients(const Tensor& x, const Tensor& w_ih, const Tensor& w_
                            const Tensor& y, const Tensor& act, const Tensor& s_all, const Tensor& len, int64_t config,
                            const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n, std::array<bool, 4> want) {
   auto [dA, dw_hh, dh0, dc0] = backward_with_config(config, dy, dh_n, dc_n, w_hh, h0, c0, y, act, s_all, len);
-  const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
   const auto [want_x, want_w_ih, want_b_ih, want_b_hh] = want;
   Tensor dx, dw_ih, db_ih, db_hh;
   if (small_cpu_projection(x, w_ih, {dA})) {
+    const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
     const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA.contiguous();
     if (want_x) dx = new_cpu({T, B, D}, x);
     if (want_w_ih) dw_ih = new_cpu({G, D}, x);
@@ -219,10 +223,11 @@ LayerGrads layer_gradients(const Tensor& x, const Tensor& w_ih, const Tensor& w_
       // Two parameters must not share one gradient tensor (an in-place change of one would change both).
       if (want_b_ih && want_b_hh) std::copy(db, db + G, out(db_hh));
     });
-  } else {
-    const Tensor dA2 = dA.reshape({T * B, G});  // (T*B, G)
-    if (want_x) dx = at::_unsafe_view(dA2.mm(w_ih), {T, B, D});  // not a view: an output of layer_backward
-    if (want_w_ih) dw_ih = dA2.t().mm(x.reshape({T * B, D}));
+  } else {  // sizes may be symbolic (dynamic shapes)
+    const c10::SymInt T = x.sym_size(0), B = x.sym_size(1), D = x.sym_size(2), G = w_ih.sym_size(0);
+    const Tensor dA2 = dA.reshape_symint({T * B, G});  // (T*B, G)
+    if (want_x) dx = at::_unsafe_view_symint(dA2.mm(w_ih), {T, B, D});  // not a view: an output of layer_backward
+    if (want_w_ih) dw_ih = dA2.t().mm(x.reshape_symint({T * B, D}));
     const Tensor db = (want_b_ih || want_b_hh) ? dA2.sum(0) : Tensor();
     // Two parameters must not share one gradient tensor (an in-place change of one would change both).
     if (want_b_ih) db_ih = db;

@@ -21,7 +21,7 @@ namespace lstm_ext {
 
 namespace {
 
-std::string shape_str(at::IntArrayRef s) {
+std::string shape_str(c10::SymIntArrayRef s) {
   std::ostringstream o;
   o << "(";
   for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
@@ -51,20 +51,20 @@ CellDims cell_dims(int64_t n_cells, bool forget_gate, int64_t block_size, c10::s
   return make_cell_dims(int(n_cells), int(block_size), forget_gate, feedback == "all", truncate, q);
 }
 
-void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& ref,
+void check_like(const at::Tensor& t, const char* name, c10::SymIntArrayRef shape, const at::Tensor& ref,
                 const char* ref_name) {
   TORCH_CHECK(t.device() == ref.device(), "lstm_ext: ", name, " must be on ", ref_name, "'s device ", ref.device(),
               ", got ", t.device());
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), "lstm_ext: ", name, " must have ", ref_name, "'s dtype ",
               ref.scalar_type(), ", got ", t.scalar_type());
-  TORCH_CHECK(t.sizes() == shape, "lstm_ext: ", name, " must have shape ", shape_str(shape), ", got ",
-              shape_str(t.sizes()));
+  TORCH_CHECK(t.sym_sizes() == shape, "lstm_ext: ", name, " must have shape ", shape_str(shape), ", got ",
+              shape_str(t.sym_sizes()));
 }
 
 void check_lengths(const at::Tensor& l, int64_t T, int64_t B, const at::Tensor& ref) {
   TORCH_CHECK(l.scalar_type() == at::kLong, "lstm_ext: lengths must be int64, got ", l.scalar_type());
   TORCH_CHECK(l.dim() == 1 && l.size(0) == B, "lstm_ext: lengths must have shape (", B, ",), got ",
-              shape_str(l.sizes()));
+              shape_str(l.sym_sizes()));
   TORCH_CHECK(l.device().is_cpu() || l.device() == ref.device(),
               "lstm_ext: lengths must be on the CPU or on A's device");
   if (B > 0) {
@@ -210,7 +210,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> recurrence_backward_c
   const int64_t T = act_in.size(0), B = act_in.size(1), C = d.n_cells;
   // The output gradients: undefined (from the autograd nodes only) means zeros. dy is read through its strides (the
   // gradient of y.sum() is one value expanded: a copy of it cost 1.6 us of a 60 us call at B=1 H=8).
-  auto grad_in = [&](const at::Tensor& g, const char* name, at::IntArrayRef shape, bool strided) {
+  auto grad_in = [&](const at::Tensor& g, const char* name, c10::SymIntArrayRef shape, bool strided) {
     if (!g.defined()) return g;
     check_like(g, name, shape, act_in);
     return strided ? g : g.contiguous();

@@ -45,8 +45,9 @@ CellDims check_forward_args(const at::Tensor& A, const at::Tensor& U, const at::
 // Checks of per-row lengths (B,) for T steps: int64, on the CPU or on ref's device, values in [0, T].
 void check_lengths(const at::Tensor& lengths, int64_t T, int64_t B, const at::Tensor& ref);
 
-// Checks that `t` has `shape` and the dtype and device of `ref` (named `ref_name` in the messages).
-void check_like(const at::Tensor& t, const char* name, at::IntArrayRef shape, const at::Tensor& ref,
+// Checks that `t` has `shape` and the dtype and device of `ref` (named `ref_name` in the messages). Symbolic sizes
+// (torch.compile's and torch.export's dynamic shapes) are compared without specialising them.
+void check_like(const at::Tensor& t, const char* name, c10::SymIntArrayRef shape, const at::Tensor& ref,
                 const char* ref_name = "A");
 
 // The ops recurrence_forward and recurrence_backward through the dispatcher (for the autograd kernels).

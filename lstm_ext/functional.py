@@ -157,7 +157,10 @@ def lstm_layer(
             h0_in = h0 @ w_hh.t()
             if has_steps is not None:
                 h0_in = torch.where(has_steps, h0_in, 0.0)
-            A = torch.cat((A[:1] + h0_in.unsqueeze(0), A[1:]), 0)
+            # A with h0_in added to step 0: one copy, as a cat of A[:1] + h0_in and A[1:] would be, but without
+            # the slice of T - 1 steps, whose contiguity check specialises T under dynamic shapes (torch.export)
+            step0 = torch.zeros(1, dtype=torch.long, device=A.device)
+            A = A.index_add(0, step0, h0_in.unsqueeze(0))
         y_c, r_T, c_n = recurrence(A, w_hh @ w_hr, h0.new_zeros(B, w_hr.shape[1]), c0, config, lengths)
         y = y_c @ w_hr.t()
         h_n = r_T @ w_hr.t()

@@ -190,6 +190,13 @@ class _LSTMBase(nn.Module):
     def flatten_parameters(self) -> None:
         """A no-op (nn.LSTM uses it to re-pack weights for cuDNN); kept so that existing code runs unchanged."""
 
+    def __prepare_scriptable__(self):
+        """torch.jit.script calls this on every module it scripts: the modules are Python, not TorchScript."""
+        raise RuntimeError(
+            f"{type(self).__name__} cannot be compiled with torch.jit.script; use torch.export.export (dynamic "
+            "sequence length and batch size work), torch.compile, or torch.jit.trace"
+        )
+
     def extra_repr(self) -> str:
         s = "{input_size}, {hidden_size}"
         if self.proj_size != 0:

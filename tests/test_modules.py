@@ -795,3 +795,81 @@ def test_torch_compile_fullgraph_inference(cls):
     for a, b in ((out_c, out_e), (h_c, h_e), (c_c, c_e)):
         assert not a.requires_grad
         torch.testing.assert_close(a, b, **F64)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True)])
+def test_torch_compile_dynamic_shapes(cls, kw):
+    """One compiled graph serves every sequence length and batch size: the ops' C++ autograd and checks keep T and B
+    symbolic (reading a size as a number would specialise it, and each new T would recompile)."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, **kw).double()
+    bf, states, R = kw.get("batch_first", False), kw.get("num_layers", 1) * 2 ** kw.get("bidirectional", 0), kw.get(
+        "proj_size", 0) or HIDDEN
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=counter)
+    compiles = []
+    for T, B in [(7, 2), (9, 3), (12, 5)]:
+        x = torch.randn(B, T, D_IN, dtype=torch.float64, requires_grad=True)
+        if not bf:
+            x = x.detach().transpose(0, 1).requires_grad_()
+        hx = (torch.randn(states, B, R, dtype=torch.float64), torch.randn(states, B, HIDDEN, dtype=torch.float64))
+        hx = None if not kw else hx  # the single layer: hx None, the module's shortest path
+        outs = [compiled(x, hx), model(x, hx)]
+        flat = [[o, h, c] for o, (h, c) in outs]
+        grads = [torch.autograd.grad(weighted_loss(*f), [x, *model.parameters()]) for f in flat]
+        for a, b in zip(flat[0] + list(grads[0]), flat[1] + list(grads[1])):
+            torch.testing.assert_close(a, b, **F64)
+        compiles.append(counter.frame_count)
+    assert compiles[0] > 0 and compiles[1:] == compiles[:1] * 2  # no recompile after the first call
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True)])
+def test_torch_export_dynamic_shapes(cls, kw, tmp_path):
+    """torch.export with a dynamic sequence length and batch size: the program keeps the fused op, runs at other
+    sizes, survives torch.export.save/load, and its outputs match the module's, gradients included."""
+    from torch.export import Dim
+
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, **kw).double()
+    bf = kw.get("batch_first", False)
+    T, B = Dim("T", min=2), Dim("B", min=2)
+    example = torch.randn(2, 7, D_IN, dtype=torch.float64) if bf else torch.randn(7, 2, D_IN, dtype=torch.float64)
+    program = torch.export.export(model, (example,), dynamic_shapes=({1: T, 0: B} if bf else {0: T, 1: B},))
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert targets & {"lstm_ext.layer.default", "lstm_ext.recurrence.default"}  # the fused op (proj_size: the latter)
+    torch.export.save(program, tmp_path / "lstm.pt2")
+    loaded = torch.export.load(tmp_path / "lstm.pt2").module()
+    x = torch.randn(5, 13, D_IN, dtype=torch.float64) if bf else torch.randn(13, 5, D_IN, dtype=torch.float64)
+    out_p, (h_p, c_p) = loaded(x)
+    out_e, (h_e, c_e) = model(x)
+    for a, b in ((out_p, out_e), (h_p, h_e), (c_p, c_e)):
+        torch.testing.assert_close(a, b, **F64)
+    g_p = torch.autograd.grad(weighted_loss(out_p, h_p, c_p), list(loaded.parameters()))
+    g_e = torch.autograd.grad(weighted_loss(out_e, h_e, c_e), list(model.parameters()))
+    for a, b in zip(g_p, g_e):
+        torch.testing.assert_close(a, b, **F64)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_torch_jit_trace_and_script(cls):
+    """torch.jit.trace records the fused ops (same outputs and gradients); torch.jit.script, which the Python modules
+    cannot go through, says what to use instead."""
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, num_layers=2).double()
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
+    traced = torch.jit.trace(model, (x,), check_trace=False)
+    out_t, (h_t, c_t) = traced(x)
+    out_e, (h_e, c_e) = model(x)
+    for a, b in ((out_t, out_e), (h_t, h_e), (c_t, c_e)):
+        torch.testing.assert_close(a, b, **F64)
+    g_t = torch.autograd.grad(weighted_loss(out_t, h_t, c_t), list(model.parameters()))
+    g_e = torch.autograd.grad(weighted_loss(out_e, h_e, c_e), list(model.parameters()))
+    for a, b in zip(g_t, g_e):
+        torch.testing.assert_close(a, b, **F64)
+    with pytest.raises(RuntimeError, match=f"{cls.__name__} cannot be compiled with torch.jit.script; use torch.export"):
+        torch.jit.script(nn.Sequential(model))
