@@ -113,6 +113,8 @@ def cpu_cases():
             cases.append(Case("cpu", "float32", B, H, D, T, mode))
     for B, H, D, T in ((32, 128, 32, 100), (1, 8, 2, 100)):  # the target sizes in double precision too
         cases.append(Case("cpu", "float64", B, H, D, T, "fwd+bwd"))
+    for B, H, D, T in ((32, 128, 32, 100), (1, 8, 2, 100)):  # and in bfloat16 (the fused peers: float32 inside)
+        cases.append(Case("cpu", "bfloat16", B, H, D, T, "fwd+bwd"))
     return cases
 
 
@@ -164,7 +166,9 @@ def build_peer(peer: str, case: Case):
     cell = PEER_CELL[peer]
     cls = lstm_ext.LSTM2000 if cell == "2000" else lstm_ext.LSTM1997
     if peer.startswith("LSTM"):
-        if not lstm_ext.functional.fused_supports(device, dtype):
+        # CPU float16/bfloat16 modules run the float32 kernels (lstm_ext.functional.lstm_layer)
+        cpu_half = case.device == "cpu" and dtype in (torch.float16, torch.bfloat16)
+        if not (cpu_half or lstm_ext.functional.fused_supports(device, dtype)):
             pytest.skip(f"the fused op has no {case.device}/{case.dtype} kernel in this build")
         return cls(D, H, device=device, dtype=dtype, backend="fused")
     if peer.startswith("ref"):

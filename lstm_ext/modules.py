@@ -25,9 +25,10 @@ backward); a sequence length of 0 raises ``RuntimeError("Expected sequence lengt
 ``backend``: ``"fused"`` (the custom op), ``"reference"`` (the plain-PyTorch loop; slow, exportable), or
 ``"auto"``: fused where the op has a kernel for the input's device and dtype (CPU: float32/float64; CUDA when
 built: also float16/bfloat16), else reference; also reference under forward-mode AD (``torch.func.jvp``,
-``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate. The backward works
-in eval mode too. Second derivatives (``create_graph=True``) work without ``proj_size`` and autocast: the fused
-layer's second-order node differentiates the reference (README, "Use").
+``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate. On the CPU, a
+float16/bfloat16 module and CPU autocast run the float32 kernels and return the half dtype (both fused choices).
+The backward works in eval mode too. Second derivatives (``create_graph=True``) work without ``proj_size`` and
+CUDA autocast: the fused layer's second-order node differentiates the reference (README, "Use").
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ class _LSTMBase(nn.Module):
             and self.backend != "reference"
             and input.dim() == 3
             and not torch._C._is_any_autocast_enabled()
-            and (self.backend == "fused" or functional._auto_backend(input) == "fused")
+            and functional._auto_backend(input) == "fused"  # else the general path: its checks, or a half dtype
         ):
             return self._forward_one_fused_layer(input)
         return self._forward(input, hx)

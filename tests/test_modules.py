@@ -543,15 +543,52 @@ def test_auto_backend_selection():
     assert functional.fused_supports(torch.device("cpu"), torch.float64)
     assert not functional.fused_supports(torch.device("cpu"), torch.bfloat16)
     assert not functional.fused_supports(torch.device("meta"), torch.float32)
-    # bfloat16 on CPU has no fused kernel: auto falls back to the reference and still matches it
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("backend", ["auto", "fused"])
+@pytest.mark.parametrize("kw", [dict(), dict(bidirectional=True, proj_size=3, batch_first=True)])
+def test_cpu_half_dtypes_run_the_fused_kernels_in_float32(cls, dtype, backend, kw):
+    """A float16/bfloat16 layer on the CPU (no half kernel there) runs the float32 kernels and casts its outputs:
+    its outputs are the float32 twin's cast to the half dtype, and its parameters' gradients the twin's cast, bit for
+    bit (one layer: between layers the half module rounds its activations, the twin does not)."""
     torch.manual_seed(0)
-    auto = LSTM2000(D_IN, HIDDEN, num_layers=2, dtype=torch.bfloat16)
-    ref = LSTM2000(D_IN, HIDDEN, num_layers=2, dtype=torch.bfloat16, backend="reference")
-    ref.load_state_dict(auto.state_dict())
-    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.bfloat16)
-    assert torch.equal(auto(x)[0], ref(x)[0])
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        LSTM2000(D_IN, HIDDEN, dtype=torch.bfloat16, backend="fused")(x)
+    half = cls(D_IN, HIDDEN, backend=backend, dtype=dtype, **kw)
+    twin = copy.deepcopy(half).float()
+    x = torch.randn(BATCH, T_LEN, D_IN) if kw else torch.randn(T_LEN, BATCH, D_IN)
+    out_h, (h_h, c_h) = half(x.to(dtype))
+    out_f, (h_f, c_f) = twin(x.to(dtype).float())
+    for a, b in ((out_h, out_f), (h_h, h_f), (c_h, c_f)):
+        assert a.dtype == dtype and torch.equal(a, b.to(dtype))
+    # the same upstream gradients: the half outputs' backward casts them to float32 after rounding them to `dtype`
+    g = torch.Generator().manual_seed(1)
+    weights = [torch.randn(t.shape, generator=g).to(dtype).float() for t in (out_h, h_h, c_h)]
+    sum(((t.float() * w).sum() for t, w in zip((out_h, h_h, c_h), weights))).backward()
+    sum(((t * w).sum() for t, w in zip((out_f, h_f, c_f), weights))).backward()
+    for (name, p_h), p_f in zip(half.named_parameters(), twin.parameters()):
+        assert p_h.grad.dtype == dtype and torch.equal(p_h.grad, p_f.grad.to(dtype)), name
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_cpu_half_dtypes_are_more_accurate_than_the_half_reference(cls, dtype):
+    """Against float64, a half-precision module on the fused path (float32 inside) errs less than the reference loop
+    run in the half dtype (what backend="auto" ran before), over two layers and both directions."""
+    torch.manual_seed(0)
+    fused = cls(8, 16, num_layers=2, bidirectional=True, dtype=dtype)
+    ref = copy.deepcopy(fused)
+    ref.backend = "reference"
+    exact = copy.deepcopy(ref).double()  # the same (rounded) weights
+    x_h = torch.randn(50, 4, 8).to(dtype)
+    want = exact(x_h.double())[0]
+
+    def error(model):
+        out = model(x_h)[0]
+        assert out.dtype == dtype
+        return (out.double() - want).abs().max().item()
+
+    assert error(fused) <= error(ref)
 
 
 def test_meta_device_shapes():
@@ -725,21 +762,25 @@ def test_one_layer_without_bias_matches_nn_lstm():
 
 
 @pytest.mark.parametrize("proj_size", [0, 3])
-def test_autocast_cpu_bfloat16(proj_size):
-    """Under autocast the recurrence runs in the autocast dtype (bfloat16 on CPU: the reference backend).
-
-    (nn.LSTM itself fails here without projections: oneDNN has no bf16 LSTM primitive, pytorch#88136.)
-    """
-    _, ours = make_models(dtype=torch.float32, num_layers=2, bidirectional=True, proj_size=proj_size)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_cpu(proj_size, dtype):
+    """Under CPU autocast each layer runs the float32 kernels (there is no half CPU kernel) and returns the autocast
+    dtype, as nn.LSTM does: the float32 results, cast (each layer's: the next one reads the rounded output)."""
+    _, ours = make_models(dtype=torch.float32, num_layers=1, bidirectional=True, proj_size=proj_size)
     x = torch.randn(T_LEN, BATCH, D_IN, requires_grad=True)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=dtype):
         out, (h, c) = ours(x)
-    assert out.dtype == h.dtype == c.dtype == torch.bfloat16
     out32, (h32, c32) = ours(x)
-    torch.testing.assert_close(out.float(), out32, rtol=0.05, atol=0.03)
-    torch.testing.assert_close(c.float(), c32, rtol=0.05, atol=0.03)
-    out.float().sum().backward()
-    assert x.grad.dtype == torch.float32 and torch.isfinite(x.grad).all()
+    for a, b in ((out, out32), (h, h32), (c, c32)):
+        assert a.dtype == dtype and torch.equal(a, b.to(dtype))
+    (g,) = torch.autograd.grad(out.float().sum(), x)
+    (g32,) = torch.autograd.grad(out32.sum(), x)
+    assert g.dtype == torch.float32 and torch.equal(g, g32)
+    deep = make_models(dtype=torch.float32, num_layers=2, proj_size=proj_size)[1]
+    with torch.autocast("cpu", dtype=dtype):
+        out2 = deep(x)[0]
+    assert out2.dtype == dtype
+    torch.testing.assert_close(out2.float(), deep(x)[0], rtol=0.05, atol=0.03)
 
 
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
