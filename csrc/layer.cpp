@@ -35,7 +35,7 @@ CellDims check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_h
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "lstm_ext.layer: x must be a floating-point tensor, got ",
               x.scalar_type());
   TORCH_CHECK(w_ih.dim() == 2, "lstm_ext.layer: w_ih must be 2-D (G, D), got ", w_ih.dim(), "-D");
-  // T and B symbolic under torch.compile's and torch.export's dynamic shapes: compared, never read as numbers
+  // B (like T) is symbolic under torch.compile's and torch.export's dynamic shapes: compared, never read as a number
   const int64_t G = w_ih.size(0);
   const c10::SymInt D = x.sym_size(2), B = x.sym_size(1);
   check_like(w_ih, "w_ih", {G, D}, x, "x");

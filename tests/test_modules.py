@@ -77,6 +77,17 @@ def weighted_loss(out, h_n, c_n, seed=2):
     return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (data, h_n, c_n))
 
 
+def assert_same_results(got, want, inputs, got_wrt, want_wrt):
+    """got(*inputs) and want(*inputs) agree (F64) on out, h_n, c_n and on the gradients of weighted_loss with
+    respect to got_wrt and want_wrt."""
+    results = []
+    for model, wrt in ((got, got_wrt), (want, want_wrt)):
+        out, (h_n, c_n) = model(*inputs)
+        results.append([out, h_n, c_n, *torch.autograd.grad(weighted_loss(out, h_n, c_n), wrt)])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, **F64)
+
+
 def run_and_grad(model, leaves, build_x, hx):
     out, (h_n, c_n) = model(build_x(), hx)
     params = [p for _, p in model.named_parameters()]
@@ -859,11 +870,8 @@ def test_torch_compile_dynamic_shapes(cls, kw):
             x = x.detach().transpose(0, 1).requires_grad_()
         hx = (torch.randn(states, B, R, dtype=torch.float64), torch.randn(states, B, HIDDEN, dtype=torch.float64))
         hx = None if not kw else hx  # the single layer: hx None, the module's shortest path
-        outs = [compiled(x, hx), model(x, hx)]
-        flat = [[o, h, c] for o, (h, c) in outs]
-        grads = [torch.autograd.grad(weighted_loss(*f), [x, *model.parameters()]) for f in flat]
-        for a, b in zip(flat[0] + list(grads[0]), flat[1] + list(grads[1])):
-            torch.testing.assert_close(a, b, **F64)
+        wrt = [x, *model.parameters()]
+        assert_same_results(compiled, model, (x, hx), wrt, wrt)
         compiles.append(counter.frame_count)
     assert compiles[0] > 0 and compiles[1:] == compiles[:1] * 2  # no recompile after the first call
 
@@ -886,14 +894,7 @@ def test_torch_export_dynamic_shapes(cls, kw, tmp_path):
     torch.export.save(program, tmp_path / "lstm.pt2")
     loaded = torch.export.load(tmp_path / "lstm.pt2").module()
     x = torch.randn(5, 13, D_IN, dtype=torch.float64) if bf else torch.randn(13, 5, D_IN, dtype=torch.float64)
-    out_p, (h_p, c_p) = loaded(x)
-    out_e, (h_e, c_e) = model(x)
-    for a, b in ((out_p, out_e), (h_p, h_e), (c_p, c_e)):
-        torch.testing.assert_close(a, b, **F64)
-    g_p = torch.autograd.grad(weighted_loss(out_p, h_p, c_p), list(loaded.parameters()))
-    g_e = torch.autograd.grad(weighted_loss(out_e, h_e, c_e), list(model.parameters()))
-    for a, b in zip(g_p, g_e):
-        torch.testing.assert_close(a, b, **F64)
+    assert_same_results(loaded, model, (x,), list(loaded.parameters()), list(model.parameters()))
 
 
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
@@ -904,13 +905,6 @@ def test_torch_jit_trace_and_script(cls):
     model = cls(D_IN, HIDDEN, num_layers=2).double()
     x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64)
     traced = torch.jit.trace(model, (x,), check_trace=False)
-    out_t, (h_t, c_t) = traced(x)
-    out_e, (h_e, c_e) = model(x)
-    for a, b in ((out_t, out_e), (h_t, h_e), (c_t, c_e)):
-        torch.testing.assert_close(a, b, **F64)
-    g_t = torch.autograd.grad(weighted_loss(out_t, h_t, c_t), list(model.parameters()))
-    g_e = torch.autograd.grad(weighted_loss(out_e, h_e, c_e), list(model.parameters()))
-    for a, b in zip(g_t, g_e):
-        torch.testing.assert_close(a, b, **F64)
+    assert_same_results(traced, model, (x,), list(model.parameters()), list(model.parameters()))
     with pytest.raises(RuntimeError, match=f"{cls.__name__} cannot be compiled with torch.jit.script; use torch.export"):
         torch.jit.script(nn.Sequential(model))
