@@ -908,3 +908,28 @@ def test_torch_jit_trace_and_script(cls):
     assert_same_results(traced, model, (x,), list(model.parameters()), list(model.parameters()))
     with pytest.raises(RuntimeError, match=f"{cls.__name__} cannot be compiled with torch.jit.script; use torch.export"):
         torch.jit.script(nn.Sequential(model))
+
+
+def test_functional_torch_compile_dynamic_lengths():
+    """Variable-length batches under torch.compile: the functional layer with per-row lengths (and reverse) in one
+    graph for every T, B and lengths, outputs and gradients as eager."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    params = [torch.randn(s, dtype=torch.float64, requires_grad=True) for s in [(20, 3), (20, 5), (20,)]]
+
+    def loss(x, lengths):
+        y, h_n, c_n = functional.lstm2000(x, *params, None, None, None, lengths=lengths, reverse=True)
+        return (y**2).sum() + h_n.sin().sum() + (c_n**3).sum()  # every element its own gradient
+
+    counter = CompileCounterWithBackend("aot_eager")
+    compiled = torch.compile(loss, fullgraph=True, dynamic=True, backend=counter)
+    for T, B in [(7, 2), (9, 3), (12, 5)]:
+        x = torch.randn(T, B, 3, dtype=torch.float64)
+        lengths = torch.randint(0, T + 1, (B,), generator=torch.Generator().manual_seed(T))
+        got, want = compiled(x, lengths), loss(x, lengths)
+        torch.testing.assert_close(got, want, **F64)
+        for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
+            torch.testing.assert_close(a, b, **F64)
+    assert counter.frame_count == 1
