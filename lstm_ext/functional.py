@@ -135,7 +135,8 @@ def lstm_layer(
     if backend not in ("fused", "reference", "auto"):
         raise ValueError(f"backend must be 'fused', 'reference' or 'auto', got {backend!r}")
     half = _cpu_half_dtype(x) if backend == "fused" or (backend == "auto" and _fwAD._current_level < 0) else None
-    if half is not None:
+    same_dtype = all(t is None or t.dtype == x.dtype for t in (w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr))
+    if half is not None and same_dtype:  # (mixed dtypes take the path below, which says what is wrong)
         # On the CPU, float16/bfloat16 layers (and CPU autocast) run the fused kernels in float32, products and cell
         # state (as the CUDA kernels compute half types), and return their outputs in the half dtype; the
         # reference would run a Python loop in the half dtype (5x and 130x slower in the bfloat16 benchmarks at

@@ -581,6 +581,13 @@ def test_cpu_half_dtypes_run_the_fused_kernels_in_float32(cls, dtype, backend, k
         assert p_h.grad.dtype == dtype and torch.equal(p_h.grad, p_f.grad.to(dtype)), name
 
 
+def test_cpu_half_input_with_float32_weights_raises():
+    """The float32 detour of half dtypes is taken only when every tensor has x's dtype; a mismatch is reported."""
+    x = torch.randn(5, 2, 3, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match="w_ih must have x's dtype BFloat16, got Float"):
+        functional.lstm2000(x, torch.randn(20, 3), torch.randn(20, 5), None, None, None, None, backend="fused")
+
+
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_cpu_half_dtypes_are_more_accurate_than_the_half_reference(cls, dtype):
