@@ -74,7 +74,7 @@ def weighted_loss(out, h_n, c_n, seed=2):
     """A loss that gives every output element its own gradient."""
     data = out.data if isinstance(out, PackedSequence) else out
     g = torch.Generator().manual_seed(seed)
-    return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype)).sum() for t in (data, h_n, c_n))
+    return sum((t * torch.randn(t.shape, generator=g, dtype=t.dtype).to(t.device)).sum() for t in (data, h_n, c_n))
 
 
 def assert_same_results(got, want, inputs, got_wrt, want_wrt):
@@ -856,26 +856,32 @@ def test_torch_compile_fullgraph_inference(cls):
         torch.testing.assert_close(a, b, **F64)
 
 
+HAS_CUDA_KERNEL = torch.cuda.is_available() and functional._HAS_CUDA_KERNEL
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not HAS_CUDA_KERNEL, reason="no GPU"))]
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
 @pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True)])
-def test_torch_compile_dynamic_shapes(cls, kw):
+def test_torch_compile_dynamic_shapes(cls, kw, device):
     """One compiled graph serves every sequence length and batch size: the ops' C++ autograd and checks keep T and B
     symbolic (reading a size as a number would specialise it, and each new T would recompile)."""
     from torch._dynamo.testing import CompileCounterWithBackend
 
     torch._dynamo.reset()
     torch.manual_seed(0)
-    model = cls(D_IN, HIDDEN, **kw).double()
+    model = cls(D_IN, HIDDEN, **kw, device=device, dtype=torch.float64)
     bf, states, R = kw.get("batch_first", False), kw.get("num_layers", 1) * 2 ** kw.get("bidirectional", 0), kw.get(
         "proj_size", 0) or HIDDEN
+    f64 = dict(device=device, dtype=torch.float64)
     counter = CompileCounterWithBackend("aot_eager")
     compiled = torch.compile(model, fullgraph=True, dynamic=True, backend=counter)
     compiles = []
     for T, B in [(7, 2), (9, 3), (12, 5)]:
-        x = torch.randn(B, T, D_IN, dtype=torch.float64, requires_grad=True)
+        x = torch.randn(B, T, D_IN, **f64, requires_grad=True)
         if not bf:
             x = x.detach().transpose(0, 1).requires_grad_()
-        hx = (torch.randn(states, B, R, dtype=torch.float64), torch.randn(states, B, HIDDEN, dtype=torch.float64))
+        hx = (torch.randn(states, B, R, **f64), torch.randn(states, B, HIDDEN, **f64))
         hx = None if not kw else hx  # the single layer: hx None, the module's shortest path
         wrt = [x, *model.parameters()]
         assert_same_results(compiled, model, (x, hx), wrt, wrt)
@@ -883,24 +889,26 @@ def test_torch_compile_dynamic_shapes(cls, kw):
     assert compiles[0] > 0 and compiles[1:] == compiles[:1] * 2  # no recompile after the first call
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
 @pytest.mark.parametrize("kw", [dict(), dict(num_layers=2, bidirectional=True, proj_size=3, batch_first=True)])
-def test_torch_export_dynamic_shapes(cls, kw, tmp_path):
+def test_torch_export_dynamic_shapes(cls, kw, device, tmp_path):
     """torch.export with a dynamic sequence length and batch size: the program keeps the fused op, runs at other
     sizes, survives torch.export.save/load, and its outputs match the module's, gradients included."""
     from torch.export import Dim
 
     torch.manual_seed(0)
-    model = cls(D_IN, HIDDEN, **kw).double()
+    f64 = dict(device=device, dtype=torch.float64)
+    model = cls(D_IN, HIDDEN, **kw, **f64)
     bf = kw.get("batch_first", False)
     T, B = Dim("T", min=2), Dim("B", min=2)
-    example = torch.randn(2, 7, D_IN, dtype=torch.float64) if bf else torch.randn(7, 2, D_IN, dtype=torch.float64)
+    example = torch.randn(2, 7, D_IN, **f64) if bf else torch.randn(7, 2, D_IN, **f64)
     program = torch.export.export(model, (example,), dynamic_shapes=({1: T, 0: B} if bf else {0: T, 1: B},))
     targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
     assert targets & {"lstm_ext.layer.default", "lstm_ext.recurrence.default"}  # the fused op (proj_size: the latter)
     torch.export.save(program, tmp_path / "lstm.pt2")
     loaded = torch.export.load(tmp_path / "lstm.pt2").module()
-    x = torch.randn(5, 13, D_IN, dtype=torch.float64) if bf else torch.randn(13, 5, D_IN, dtype=torch.float64)
+    x = torch.randn(5, 13, D_IN, **f64) if bf else torch.randn(13, 5, D_IN, **f64)
     assert_same_results(loaded, model, (x,), list(loaded.parameters()), list(model.parameters()))
 
 
