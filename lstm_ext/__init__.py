@@ -7,7 +7,7 @@ nn.LSTM drop-ins ``LSTM1997`` and ``LSTM2000``, and the plain-PyTorch oracle ``l
 from ._build import build_info
 from . import functional, ops
 from .config import CellConfig
-from .modules import LSTM1997, LSTM2000, lstm1997_state_dict_from_nn_lstm
+from .modules import LSTM1997, LSTM2000, convert_nn_lstm, lstm1997_state_dict_from_nn_lstm
 
 __version__ = "0.1.0"
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "LSTM1997",
     "LSTM2000",
     "build_info",
+    "convert_nn_lstm",
     "functional",
     "lstm1997_state_dict_from_nn_lstm",
     "ops",

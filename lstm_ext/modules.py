@@ -42,12 +42,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn import init
+from torch.nn.utils import parametrize
 from torch.nn.utils.rnn import PackedSequence
 
 from . import functional, ops
 from .config import CellConfig
 
-__all__ = ["LSTM1997", "LSTM2000", "lstm1997_state_dict_from_nn_lstm"]
+__all__ = ["LSTM1997", "LSTM2000", "convert_nn_lstm", "lstm1997_state_dict_from_nn_lstm"]
 
 _BACKENDS = ("auto", "fused", "reference")
 
@@ -432,6 +433,47 @@ class LSTM2000(_LSTMBase):
 
     _config = functional.CONFIG_2000
     _gates = 4
+
+    @classmethod
+    def from_nn_lstm(cls, lstm: nn.LSTM, *, backend: str = "auto") -> LSTM2000:
+        """An ``LSTM2000`` with ``lstm``'s configuration and train/eval mode that holds ``lstm``'s own parameters
+        (the same ``nn.Parameter`` objects: an optimizer built on them keeps training the new module). Hooks
+        registered on ``lstm`` are not carried over."""
+        if not _is_nn_lstm(lstm):
+            raise TypeError(f"from_nn_lstm expects a torch.nn.LSTM, got {type(lstm).__name__}")
+        if parametrize.is_parametrized(lstm):
+            raise ValueError(
+                "from_nn_lstm: the nn.LSTM has parametrized weights (torch.nn.utils.parametrize); build an LSTM2000, "
+                "load the nn.LSTM's state_dict into it and parametrize that"
+            )
+        with warnings.catch_warnings():  # nn.LSTM has already warned about its arguments (dropout with one layer)
+            warnings.simplefilter("ignore")
+            new = cls(lstm.input_size, lstm.hidden_size, lstm.num_layers, lstm.bias, lstm.batch_first,
+                      float(lstm.dropout), lstm.bidirectional, lstm.proj_size, device="meta", backend=backend)  # fmt: skip
+        for name in new._flat_weights_names:  # nn.LSTM's names, in nn.LSTM's order
+            setattr(new, name, lstm._parameters[name])
+        return new.train(lstm.training)
+
+
+def _is_nn_lstm(module: nn.Module) -> bool:
+    """Whether module is a torch.nn.LSTM: the class itself, or the one torch.nn.utils.parametrize makes of it."""
+    return type(module) is nn.LSTM or (parametrize.is_parametrized(module) and type(module).__bases__ == (nn.LSTM,))
+
+
+def convert_nn_lstm(module: nn.Module, *, backend: str = "auto") -> nn.Module:
+    """Replace every ``torch.nn.LSTM`` in ``module`` (``module`` itself included) by ``LSTM2000.from_nn_lstm`` of it,
+    in place: the same parameters, outputs and gradients, on the fused kernels. Returns ``module``, or the
+    ``LSTM2000`` that replaces it when it is an ``nn.LSTM``. Subclasses of ``nn.LSTM`` are left as they are.
+
+        model = lstm_ext.convert_nn_lstm(model)  # then train or run model as before
+    """
+    if _is_nn_lstm(module):
+        return LSTM2000.from_nn_lstm(module, backend=backend)
+    for name, child in module.named_children():
+        new = convert_nn_lstm(child, backend=backend)
+        if new is not child:
+            setattr(module, name, new)
+    return module
 
 
 class LSTM1997(_LSTMBase):

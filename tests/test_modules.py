@@ -948,3 +948,61 @@ def test_functional_torch_compile_dynamic_lengths():
         for a, b in zip(torch.autograd.grad(got, params), torch.autograd.grad(want, params)):
             torch.testing.assert_close(a, b, **F64)
     assert counter.frame_count == 1
+
+
+# ---- converting a model's nn.LSTMs ---------------------------------------------------------------------------
+
+
+class _Tagger(nn.Module):
+    """A model with nn.LSTMs in several places: an attribute, a ModuleList, nested; and a GRU (not converted)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Linear(D_IN, 6)
+        self.encoder = nn.LSTM(6, HIDDEN, num_layers=2, bidirectional=True, batch_first=True, dropout=0.0)
+        self.heads = nn.ModuleList([nn.LSTM(2 * HIDDEN, 4, proj_size=2, batch_first=True), nn.GRU(2, 3)])
+
+    def forward(self, x):
+        y, _ = self.encoder(self.embed(x))
+        y, (h, c) = self.heads[0](y)
+        return y, (h, c)
+
+
+def test_convert_nn_lstm():
+    torch.manual_seed(0)
+    model = _Tagger().double()
+    original = copy.deepcopy(model)
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert lstm_ext.convert_nn_lstm(model) is model
+    assert type(model.encoder) is LSTM2000 and type(model.heads[0]) is LSTM2000 and type(model.heads[1]) is nn.GRU
+    assert dict(model.named_parameters()).keys() == params.keys()
+    assert all(p is params[name] for name, p in model.named_parameters())  # the same Parameter objects
+    enc = model.encoder
+    assert (enc.num_layers, enc.bidirectional, enc.batch_first, model.heads[0].proj_size) == (2, True, True, 2)
+    x = torch.randn(BATCH, T_LEN, D_IN, dtype=torch.float64)
+    used = [name for name, _ in model.named_parameters() if not name.startswith("heads.1.")]  # not the GRU's
+    assert_same_results(model, original, (x,), [params[n] for n in used], [original.get_parameter(n) for n in used])
+    # the optimizer built before the conversion trains the converted model
+    before = model.encoder.weight_hh_l0.detach().clone()
+    model.zero_grad()
+    out, (h_n, c_n) = model(x)
+    weighted_loss(out, h_n, c_n).backward()
+    optimizer.step()
+    assert not torch.equal(model.encoder.weight_hh_l0, before)
+
+
+def test_convert_nn_lstm_top_level_and_mode():
+    lstm = nn.LSTM(D_IN, HIDDEN).eval()
+    new = lstm_ext.convert_nn_lstm(lstm, backend="reference")
+    assert type(new) is LSTM2000 and not new.training and new.backend == "reference"
+    assert new.weight_ih_l0 is lstm.weight_ih_l0 and new.weight_ih_l0.device.type == "cpu"
+
+
+def test_convert_nn_lstm_refuses():
+    with pytest.raises(TypeError, match="from_nn_lstm expects a torch.nn.LSTM, got GRU"):
+        LSTM2000.from_nn_lstm(nn.GRU(2, 3))
+    lstm = nn.LSTM(D_IN, HIDDEN)
+    torch.nn.utils.parametrizations.weight_norm(lstm, "weight_hh_l0")
+    with pytest.raises(ValueError, match="parametrized weights"):
+        lstm_ext.convert_nn_lstm(nn.Sequential(lstm))
