@@ -1006,3 +1006,30 @@ def test_convert_nn_lstm_refuses():
     torch.nn.utils.parametrizations.weight_norm(lstm, "weight_hh_l0")
     with pytest.raises(ValueError, match="parametrized weights"):
         lstm_ext.convert_nn_lstm(nn.Sequential(lstm))
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_activation_checkpointing_and_saved_tensor_hooks(cls):
+    """The layer's node keeps its tensors as torch's own nodes do (SavedVariable): saved-tensor hooks see them
+    (what torch.utils.checkpoint and torch.autograd.graph.save_on_cpu build on), and a checkpointed model recomputes
+    the forward in the backward to the same gradients, bit for bit."""
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, num_layers=2, bidirectional=True).double()
+    x = torch.randn(T_LEN, BATCH, D_IN, dtype=torch.float64, requires_grad=True)
+    wrt = [x, *model.parameters()]
+    packed = []
+
+    def pack(t):
+        packed.append(t.shape)
+        return t.clone()  # what an offloading hook does: the node must use the unpacked copy
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out, (h_n, c_n) = model(x)
+    assert (T_LEN, BATCH, model._gates * HIDDEN) in packed  # the fused node's gate activations went through them
+    with_hooks = torch.autograd.grad(weighted_loss(out, h_n, c_n), wrt)
+    checkpointed = torch.utils.checkpoint.checkpoint(model, x, use_reentrant=False)
+    recomputed = torch.autograd.grad(weighted_loss(checkpointed[0], *checkpointed[1]), wrt)
+    out, (h_n, c_n) = model(x)
+    plain = torch.autograd.grad(weighted_loss(out, h_n, c_n), wrt)
+    for a, b, c in zip(with_hooks, recomputed, plain):
+        assert torch.equal(a, c) and torch.equal(b, c)
