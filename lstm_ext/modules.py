@@ -454,6 +454,22 @@ class LSTM2000(_LSTMBase):
             setattr(new, name, lstm._parameters[name])
         return new.train(lstm.training)
 
+    def to_nn_lstm(self) -> nn.LSTM:
+        """The inverse of :meth:`from_nn_lstm`: a ``torch.nn.LSTM`` with this module's configuration, train/eval mode
+        and parameters (the same objects), for tools that need ``nn.LSTM`` itself (ONNX export, which has no
+        translation of the fused ops; code that checks ``isinstance(m, nn.LSTM)``)."""
+        if parametrize.is_parametrized(self):
+            raise ValueError("to_nn_lstm: the parameters are parametrized (torch.nn.utils.parametrize); remove the "
+                             "parametrizations first")  # fmt: skip
+        with warnings.catch_warnings():  # this module's constructor has already warned about its arguments
+            warnings.simplefilter("ignore")
+            lstm = nn.LSTM(self.input_size, self.hidden_size, self.num_layers, self.bias, self.batch_first,
+                           self.dropout, self.bidirectional, self.proj_size, device="meta")  # fmt: skip
+        for name in self._flat_weights_names:  # nn.LSTM's __setattr__ keeps its _flat_weights in step
+            setattr(lstm, name, self._parameters[name])
+        lstm.flatten_parameters()  # cuDNN's single weight buffer (the same Parameter objects); a no-op on the CPU
+        return lstm.train(self.training)
+
 
 def _is_nn_lstm(module: nn.Module) -> bool:
     """Whether module is a torch.nn.LSTM: the class itself, or the one torch.nn.utils.parametrize makes of it."""

@@ -999,7 +999,23 @@ def test_convert_nn_lstm_top_level_and_mode():
     assert new.weight_ih_l0 is lstm.weight_ih_l0 and new.weight_ih_l0.device.type == "cpu"
 
 
+def test_to_nn_lstm():
+    """LSTM2000 -> nn.LSTM (for tools that need nn.LSTM): the same Parameter objects, mode and results."""
+    torch.manual_seed(0)
+    ours = LSTM2000(D_IN, HIDDEN, num_layers=2, bidirectional=True, proj_size=3, batch_first=True).double().eval()
+    lstm = ours.to_nn_lstm()
+    assert type(lstm) is nn.LSTM and not lstm.training and lstm.proj_size == 3 and lstm.batch_first
+    assert all(a is b for a, b in zip(lstm.parameters(), ours.parameters()))
+    assert all(a is b for a, b in zip(LSTM2000.from_nn_lstm(lstm).parameters(), ours.parameters()))
+    x = torch.randn(BATCH, T_LEN, D_IN, dtype=torch.float64)
+    assert_same_results(lstm, ours, (x,), list(lstm.parameters()), list(ours.parameters()))
+
+
 def test_convert_nn_lstm_refuses():
+    ours = LSTM2000(D_IN, HIDDEN)
+    torch.nn.utils.parametrizations.weight_norm(ours, "weight_hh_l0")
+    with pytest.raises(ValueError, match="to_nn_lstm: the parameters are parametrized"):
+        ours.to_nn_lstm()
     with pytest.raises(TypeError, match="from_nn_lstm expects a torch.nn.LSTM, got GRU"):
         LSTM2000.from_nn_lstm(nn.GRU(2, 3))
     lstm = nn.LSTM(D_IN, HIDDEN)
