@@ -42,7 +42,10 @@ MISS_NOTES: dict[str, str] = {
         "mean, q = 50 learns in 17 of 20 trials (4.6x the paper's mean) and q = 100, 200, 500 in none. The "
         "q = 100 row without the gates' feedback (24 weights fewer than the paper's count) learns in all 20 "
         "trials within 10x, at 5.0x the paper's mean (`scripts/try_row_variant.py 2c-q100-p100 --set "
-        "spec.connectivity=cells`)."
+        "spec.connectivity=cells`). Without that drift our learning time still grows with the lag, where the "
+        "paper's barely does: the same variant with initial weights in [-0.1, 0.1] needs 58,687, 86,901 and "
+        "159,340 sequences (10, 10 and 4 of 10 trials within 330,000) at q = 50, 100 and 200, the paper 30,000, "
+        "31,000 and 33,000."
     ),
     "3a": _LATE_TRIALS + "With a cap of 8,600,000 every trial of T = 100, N = 3 learns (mean 2.8x the paper's; "
     "one trial needs 818,100); with a cap of 5x the paper's mean, T = 1000 meets the paper.",
