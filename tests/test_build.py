@@ -28,3 +28,10 @@ def test_info_names_the_build():
                          cwd="/")  # fmt: skip
     assert f"built for torch {lstm_ext.build_info.TORCH_VERSION}" in out.stdout
     assert "CPU kernel threads: " + ("torch OpenMP pool" if lstm_ext.build_info.CPU_OPENMP else "own") in out.stdout
+
+
+def test_the_package_is_marked_typed():
+    """PEP 561: type checkers read the annotations of the installed package (lstm_ext/py.typed is in the wheel)."""
+    from importlib.resources import files
+
+    assert files("lstm_ext").joinpath("py.typed").is_file()
