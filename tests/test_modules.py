@@ -1049,3 +1049,17 @@ def test_activation_checkpointing_and_saved_tensor_hooks(cls):
     plain = torch.autograd.grad(weighted_loss(out, h_n, c_n), wrt)
     for a, b, c in zip(with_hooks, recomputed, plain):
         assert torch.equal(a, c) and torch.equal(b, c)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+def test_torch_compile_inductor(cls):
+    """The default backend (inductor, which generates and compiles C++ for the ops around ours) with dynamic shapes:
+    outputs and every gradient as eager, at two sizes."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = cls(D_IN, HIDDEN, num_layers=2, bidirectional=True, batch_first=True).double()
+    compiled = torch.compile(model, fullgraph=True, dynamic=True)
+    for T, B in [(7, 2), (11, 3)]:
+        x = torch.randn(B, T, D_IN, dtype=torch.float64, requires_grad=True)
+        wrt = [x, *model.parameters()]
+        assert_same_results(compiled, model, (x,), wrt, wrt)
