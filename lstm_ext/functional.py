@@ -18,11 +18,12 @@ Shapes (time-major, like nn.LSTM without ``batch_first``):
                           lengths, step t of row b reads x[lengths[b]-1-t, b]; y is returned in input order
 
 How it maps onto ``lstm_ext.ops.recurrence`` (A, U, r0, s0): ``A = x w_ih^T + (b_ih + b_hh)`` for all steps at
-once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. Without a projection or autocast the fused backend runs the
-layer as one op, ``lstm_ext.ops.layer``, which computes A inside (one autograd node per layer). With a
-projection the recurrence runs on the unprojected cell outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0`` and
-``h0`` folded into the first step, ``A[0] += h0 w_hh^T``; the projection ``y w_hr^T`` is applied to the output
-sequence afterwards.
+once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. Without autocast the fused backend runs the layer as one op,
+``lstm_ext.ops.layer``, which computes A inside (one autograd node per layer, differentiable twice). With a
+projection the recurrence runs on the unprojected cell outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0``, and the
+projection ``y w_hr^T`` is applied to the output sequence afterwards. A given ``h0`` (already projected) is
+folded into the first step, ``A[0] += h0 w_hh^T``, which takes ``ops.recurrence`` (differentiable once) in place
+of ``ops.layer``; so does autocast.
 
 ``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
 the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`) and no forward-mode AD is
@@ -148,20 +149,30 @@ def lstm_layer(
             y, h_n, c_n = lstm_layer(f32(x), f32(w_ih), f32(w_hh), f32(b_ih), f32(b_hh), f32(h0), f32(c0), config,
                                      w_hr=f32(w_hr), lengths=lengths, reverse=reverse, backend=backend)  # fmt: skip
         return y.to(half), h_n.to(half), c_n.to(half)
+    if reverse:
+        x = reverse_padded(x, lengths)
+    # The usual case, one op for the whole layer (the projection inside; one autograd node, differentiable twice):
+    # no autocast (where the projection's dtype can differ from the recurrence's), a fused kernel for x, and no
+    # projection or none with an initial h0 to fold in (below). With a projection and a zero h0 (hx=None) the layer
+    # runs on the unprojected outputs y_c with U = w_hh w_hr (G, H) from r0 = 0, and h = y_c w_hr^T afterwards.
+    if (
+        (w_hr is None or h0 is None)
+        and backend != "reference"
+        and not torch._C._is_any_autocast_enabled()
+        and (backend == "fused" or _auto_backend(x) == "fused")
+    ):
+        if w_hr is None:
+            y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths)
+        else:
+            y_c, r_T, c_n = ops.layer(x, w_ih, w_hh @ w_hr, b_ih, b_hh, None, c0, config, lengths)
+            y, h_n = y_c @ w_hr.t(), r_T @ w_hr.t()  # a row of length 0 keeps r_T = r0 = 0: h_n = 0 = its h0
+        return (reverse_padded(y, lengths) if reverse else y), h_n, c_n
+
     T, B = x.shape[0], x.shape[1]
     if h0 is None:
         h0 = x.new_zeros(B, w_hh.shape[1])
     if c0 is None:
         c0 = x.new_zeros(B, config.cells_from_gate_rows(w_hh.shape[0]))
-
-    if reverse:
-        x = reverse_padded(x, lengths)
-    # The usual case, one op for the whole layer (the projection inside; one autograd node): no projection, no
-    # autocast (where the projection's dtype can differ from the recurrence's), a fused kernel for x.
-    if w_hr is None and backend != "reference" and not torch._C._is_any_autocast_enabled():
-        if backend == "fused" or _auto_backend(x) == "fused":
-            y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths)
-            return (reverse_padded(y, lengths) if reverse else y), h_n, c_n
 
     if b_ih is None:
         bias = b_hh

@@ -27,8 +27,9 @@ backward); a sequence length of 0 raises ``RuntimeError("Expected sequence lengt
 built: also float16/bfloat16), else reference; also reference under forward-mode AD (``torch.func.jvp``,
 ``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate. On the CPU, a
 float16/bfloat16 module and CPU autocast run the float32 kernels and return the half dtype (both fused choices).
-The backward works in eval mode too. Second derivatives (``create_graph=True``) work without ``proj_size`` and
-CUDA autocast: the fused layer's second-order node differentiates the reference (README, "Use").
+The backward works in eval mode too. Second derivatives (``create_graph=True``) work but with ``proj_size`` and a
+given ``hx`` together, and under CUDA autocast: the fused layer's second-order node differentiates the reference
+(README, "Use").
 """
 
 from __future__ import annotations
@@ -302,7 +303,6 @@ class _LSTMBase(nn.Module):
 
     def _forward(self, input, hx):
         num_directions = 2 if self.bidirectional else 1
-        real_hidden_size = self.proj_size if self.proj_size > 0 else self.hidden_size
         is_packed = isinstance(input, PackedSequence)
         lengths = None
         if is_packed:
@@ -353,15 +353,11 @@ class _LSTMBase(nn.Module):
                 self._check_hidden(x, h0, c0, x.size(1))
             sorted_indices = unsorted_indices = None
 
-        T, B = x.shape[0], x.shape[1]
-        if T == 0:
+        if x.shape[0] == 0:
             raise RuntimeError("Expected sequence length to be larger than 0 in RNN")
         n = self.num_layers * num_directions
-        if hx is None:
-            # One zero tensor serves as every layer's h0 and c0 (the recurrence only reads them).
-            zeros_c = x.new_zeros(B, self.hidden_size)
-            zeros_h = x.new_zeros(B, real_hidden_size) if self.proj_size > 0 else zeros_c
-            h0s, c0s = (zeros_h,) * n, (zeros_c,) * n
+        if hx is None:  # a zero initial state, which functional.lstm_layer (or the layer op) makes where needed
+            h0s = c0s = (None,) * n
         elif n == 1:
             h0s, c0s = (h0[0],), (c0[0],)
         else:

@@ -173,13 +173,16 @@ def test_hx_none_is_zeros(kind, proj_size):
     kw = dict(num_layers=2, bidirectional=True, batch_first=False, proj_size=proj_size)
     ref, ours = make_models(**kw)
     compare(ref, ours, kind, dtype=torch.float64, tol=F64, with_hx=False, **kw)
-    # and None gives exactly what explicit zeros give
+    # and None gives what explicit zeros give: exactly, where both run the layer op; with proj_size, None runs the
+    # layer op and a given h0 the recurrence op (h0 folded into the first step), another rounding of the same sums
     (x, h0, c0), build_x, _ = make_inputs(kind, dtype=torch.float64, **kw)
     zeros = (torch.zeros_like(h0), torch.zeros_like(c0))
     out_none, (h_none, c_none) = ours(build_x(), None)
     out_zero, (h_zero, c_zero) = ours(build_x(), zeros)
-    assert_same(out_none, out_zero, rtol=0, atol=0)
-    assert torch.equal(h_none, h_zero) and torch.equal(c_none, c_zero)
+    tol = F64 if proj_size else dict(rtol=0, atol=0)
+    assert_same(out_none, out_zero, **tol)
+    torch.testing.assert_close(h_none, h_zero, **tol)
+    torch.testing.assert_close(c_none, c_zero, **tol)
 
 
 def test_default_init_matches_nn_lstm():
@@ -651,7 +654,10 @@ def _per_row_nn_lstm(x, w, h0, c0, lengths, reverse):
 @pytest.mark.parametrize("use_lengths", [False, True])
 @pytest.mark.parametrize("reverse", [False, True])
 @pytest.mark.parametrize("proj_size", [0, 3])
-def test_functional_lstm2000_matches_nn_lstm(proj_size, reverse, use_lengths, backend):
+@pytest.mark.parametrize("initial_state", ["given", "none"])
+def test_functional_lstm2000_matches_nn_lstm(initial_state, proj_size, reverse, use_lengths, backend):
+    """Outputs and every gradient against nn.LSTM run row by row. With proj_size, a given h0 takes the recurrence
+    op (h0 folded into the first step), none the layer op (U = w_hh w_hr from r0 = 0)."""
     torch.manual_seed(0)
     T, B, D, H = 6, 5, 3, 4
     P = proj_size
@@ -661,13 +667,14 @@ def test_functional_lstm2000_matches_nn_lstm(proj_size, reverse, use_lengths, ba
     w = [torch.randn(4 * H, D, **dt), torch.randn(4 * H, H_out, **dt), torch.randn(4 * H, **dt),
          torch.randn(4 * H, **dt), torch.randn(P, H, **dt) if P else None]
     w = [t.mul_(0.5).requires_grad_() if t is not None else None for t in w]
-    h0 = torch.randn(B, H_out, **dt, requires_grad=True)
-    c0 = torch.randn(B, H, **dt, requires_grad=True)
+    given = initial_state == "given"
+    h0 = torch.randn(B, H_out, **dt, requires_grad=True) if given else torch.zeros(B, H_out, **dt)
+    c0 = torch.randn(B, H, **dt, requires_grad=True) if given else torch.zeros(B, H, **dt)
     lengths = torch.tensor([6, 0, 3, 1, 5]) if use_lengths else torch.full((B,), T)
-    got = functional.lstm2000(x, *w[:4], h0, c0, w_hr=w[4], lengths=lengths if use_lengths else None,
-                              reverse=reverse, backend=backend)
+    got = functional.lstm2000(x, *w[:4], h0 if given else None, c0 if given else None, w_hr=w[4],
+                              lengths=lengths if use_lengths else None, reverse=reverse, backend=backend)
     want = _per_row_nn_lstm(x, w, h0, c0, lengths, reverse)
-    wrt = [x, h0, c0] + [t for t in w if t is not None]
+    wrt = [x] + ([h0, c0] if given else []) + [t for t in w if t is not None]
     g = torch.Generator().manual_seed(5)
     coeffs = [torch.randn(t.shape, generator=g, dtype=t.dtype) for t in want]
     grads_got = torch.autograd.grad(sum((a * k).sum() for a, k in zip(got, coeffs)), wrt)
@@ -693,6 +700,11 @@ def test_functional_sequence_length_zero_returns_initial_state(proj_size, backen
                                   w_hr=w_hr, backend=backend)
     assert y.shape == (0, B, H_out)
     assert torch.equal(h, h0) and torch.equal(c, c0)
+    y, h, c = functional.lstm1997(x, torch.randn(3 * H, D, dtype=torch.float64),
+                                  torch.randn(3 * H, H_out, dtype=torch.float64), None, None, None, None,
+                                  w_hr=w_hr, backend=backend)
+    assert y.shape == (0, B, H_out)
+    assert torch.equal(h, torch.zeros_like(h0)) and torch.equal(c, torch.zeros_like(c0))
 
 
 def test_functional_defaults_and_single_bias():
