@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import re
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -811,6 +812,31 @@ def test_autocast_cpu(proj_size, dtype):
         out2 = deep(x)[0]
     assert out2.dtype == dtype
     torch.testing.assert_close(out2.float(), deep(x)[0], rtol=0.05, atol=0.03)
+
+
+def test_concurrent_calls_from_threads_match_serial_ones():
+    """Modules called from several Python threads at once (an inference server, a thread pool): the ops keep no
+    shared mutable state, so every call gives the bits that it gives alone, forward and every gradient. Sizes that
+    take the hand loops, the panel kernel and split batch rows."""
+    torch.manual_seed(0)
+    work = []
+    for B, H, D in [(1, 8, 2), (3, 16, 3), (32, 96, 16)]:
+        for cls in (LSTM2000, LSTM1997):
+            work.append((cls(D, H), torch.randn(30, B, D)))
+
+    def run(i):
+        m, x = work[i]
+        x = x.clone().requires_grad_()
+        y, (h_n, c_n) = m(x)
+        return [y.detach(), *torch.autograd.grad(y.pow(2).sum() + c_n.sum(), [x, *m.parameters()])]
+
+    serial = [run(i) for i in range(len(work))]
+    order = list(range(len(work))) * 8
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        concurrent = list(pool.map(run, order))
+    for i, got in zip(order, concurrent):
+        for a, b in zip(got, serial[i], strict=True):
+            assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
