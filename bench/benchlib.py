@@ -1,8 +1,9 @@
 """Cases, peers and the timing loop shared by the benchmark files (bench/test_bench_*.py).
 
-A *case* is (device, dtype, B, H, D, T, mode); mode is "fwd" (inference forward under ``torch.no_grad()``) or
+A *case* is (device, dtype, B, H, D, T, mode); mode is "fwd" (inference forward under ``torch.no_grad()``),
 "fwd+bwd" (``y, _ = m(x); y.sum().backward()``, parameter grads set to None before each round, outside the
-timed region). A *peer* is one implementation run on a case:
+timed region) or "step" (decoding: ``y, hx = m(x, hx)`` under ``torch.no_grad()`` with T = 1, the state carried
+from call to call). A *peer* is one implementation run on a case:
 
     nn.LSTM        torch.nn.LSTM (native CPU kernel / cuDNN)                       cell 2000
     LSTM2000       lstm_ext.LSTM2000(backend="fused")                              cell 2000
@@ -54,6 +55,10 @@ TARGETS = (
 )
 TARGET_SIZES = {t[3] for t in TARGETS}
 
+# (B, H, D) of the "step" cases: one step a call with the state carried (autoregressive decoding, RL policies), where
+# a call's fixed costs are all of its time.
+STEP_SIZES = ((1, 8, 2), (1, 128, 128), (16, 128, 128), (1, 512, 512), (16, 512, 512))
+
 
 @dataclass(frozen=True)
 class Case:
@@ -63,7 +68,7 @@ class Case:
     H: int
     D: int
     T: int
-    mode: str  # "fwd" | "fwd+bwd"
+    mode: str  # "fwd" | "fwd+bwd" | "step"
 
     @property
     def size(self):
@@ -76,8 +81,7 @@ class Case:
         )
 
     def id(self) -> str:
-        mode = "fwdbwd" if self.mode == "fwd+bwd" else "fwd"
-        return f"{self.device}-{self.dtype}-B{self.B}-H{self.H}-D{self.D}-T{self.T}-{mode}"
+        return f"{self.device}-{self.dtype}-B{self.B}-H{self.H}-D{self.D}-T{self.T}-{self.mode.replace('+', '')}"
 
     def group(self, cell: str) -> str:
         return f"{self.device} {cell} {self.dtype} B={self.B} H={self.H} D={self.D} T={self.T} {self.mode}"
@@ -115,6 +119,8 @@ def cpu_cases():
         cases.append(Case("cpu", "float64", B, H, D, T, "fwd+bwd"))
     for B, H, D, T in ((32, 128, 32, 100), (1, 8, 2, 100)):  # and in bfloat16 (the fused peers: float32 inside)
         cases.append(Case("cpu", "bfloat16", B, H, D, T, "fwd+bwd"))
+    for B, H, D in STEP_SIZES:  # decoding, a step a call
+        cases.append(Case("cpu", "float32", B, H, D, 1, "step"))
     return cases
 
 
@@ -309,6 +315,18 @@ def run(benchmark, case: Case, peer: str, opts: Options):
         def fn():
             with torch.no_grad():
                 m(x)
+            sync()
+
+    elif case.mode == "step":
+        m.eval()
+        state = [tuple(torch.zeros(1, case.B, case.H, device=case.device, dtype=dtype) for _ in range(2))]
+
+        def setup():
+            return None
+
+        def fn():
+            with torch.no_grad():
+                _, state[0] = m(x, state[0])
             sync()
 
     else:

@@ -50,7 +50,7 @@ TARGETS = (
     ("T3", "LSTM1997", "ref1997", (32, 128, 32, 100), 10.0, "LSTM1997 >= 10x faster than the reference loop"),
     ("T4", "LSTM1997", "ref1997", (1, 8, 2, 100), 30.0, "LSTM1997 >= 30x faster than the reference loop"),
 )
-MODES = ("fwd+bwd", "fwd")
+MODES = ("fwd+bwd", "fwd", "step")
 
 
 # ---- loading -----------------------------------------------------------------------------------------------
@@ -466,6 +466,8 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
         "  Times below are the **median** round. CUDA callables end with `torch.cuda.synchronize()`.",
         "- fwd+bwd: `y, _ = m(x); y.sum().backward()`, parameter grads set to None before each round (untimed);",
         "  fwd: `m(x)` under `torch.no_grad()`. x is `(T, B, D)`, time-major, no initial state, one layer.",
+        "- step (decoding): `y, hx = m(x, hx)` under `torch.no_grad()`, x one step `(1, B, D)`, the state carried",
+        "  from round to round.",
         "- speed-up = time(peer) / time(LSTM2000 or LSTM1997): > 1 means lstm_ext is faster.",
         "- peers: nn.LSTM (torch's native kernel; 2000 cell), LSTM2000 / LSTM1997 with `backend=\"fused\"`, the",
         "  reference per-step loop (`backend=\"reference\"`, `lstm_ext.reference.recurrence_ref`) and the same loop",

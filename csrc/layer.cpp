@@ -116,7 +116,10 @@ OptTensor summed_bias(const OptTensor& b_ih, const OptTensor& b_hh) {
 // weights, [w_ih | bias] (G, D+1), and x gets a column of ones: A = [x | 1] [w_ih | bias]^T is one product that
 // writes A, where addmm (w_ih and the bias apart) first copies the bias into every row of A and then adds the
 // product to it, one more pass over the (T,B,G) tensor (10 % of the forward at B=128 H=128 T=100). The copy of x
-// costs D/G of that (1/16 at D=32, H=128). Elsewhere addmm, whose BLAS adds the bias in the product.
+// costs D/G of that (1/16 at D=32, H=128). The copy of the weights costs (D+1)/(T*B) of that pass: calls of fewer
+// rows x steps than D+1 (a step at a time, as in decoding; B=1 T=1 H=256: a 1 MB copy, 78 of 238 us) take addmm too,
+// as does every device but the CPU, whose BLAS adds the bias in the product. Decided once for the whole x: the chunks
+// of a long sequence (project_steps) all project the same way.
 struct ProjectionWeights {
   Tensor w;        // (G, D) or, with bias_column, (G, D+1)
   OptTensor bias;  // (G,) for addmm, or none
@@ -126,7 +129,9 @@ struct ProjectionWeights {
 ProjectionWeights projection_weights(const Tensor& x, const Tensor& w_ih, const OptTensor& b_ih,
                                      const OptTensor& b_hh) {
   const OptTensor bias = summed_bias(b_ih, b_hh);
-  if (bias.has_value() && x.is_cpu()) return {at::cat({w_ih, bias->unsqueeze(1)}, 1), std::nullopt, true};
+  // (symbolic sizes, under torch.compile's and torch.export's dynamic shapes, only trace shapes: either way will do)
+  const bool many_rows = x.unsafeGetTensorImpl()->has_symbolic_sizes_strides() || x.size(0) * x.size(1) > x.size(2) + 1;
+  if (bias.has_value() && x.is_cpu() && many_rows) return {at::cat({w_ih, bias->unsqueeze(1)}, 1), std::nullopt, true};
   return {w_ih, bias, false};
 }
 

@@ -320,6 +320,40 @@ def test_layer_long_sequence_non_contiguous_input():
         assert torch.equal(a, b)
 
 
+# Short calls (csrc/cpu/recurrence_cpu.cpp, short_call: fewer than 32 rows x steps and fewer than 16 steps, as in
+# decoding) pack no panels: one chunk of rows, BLAS on the calling thread, or the hand loops where U is small; and with
+# T*B <= D + 1 (csrc/layer.cpp, projection_weights) the projection is addmm, not the product with a bias column.
+SHORT_CALLS = [  # (cfg, T, B, C, D)
+    (CellConfig(), 1, 1, 130, 130),  # U 520 x 130: BLAS, where longer calls pack it for the panel kernel
+    (CellConfig(False), 1, 1, 128, 64),  # the 1997 cell, U 384 x 128: BLAS, where longer calls run the hand loops
+    (CellConfig(), 4, 4, 90, 200),  # 16 row-steps, addmm
+    (CellConfig(), 1, 16, 64, 64),  # a batch of 16, one step
+    (CellConfig(), 2, 3, 8, 40),  # U 32 x 8: the hand loops
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg,T,B,C,D", SHORT_CALLS, ids=long_id)
+def test_layer_short_calls(cfg, T, B, C, D, dtype):
+    """Short calls against the reference, outputs and every gradient; and their recurrence the same bits on one
+    thread and two (the projection's ATen products need not be)."""
+    check_layer(cfg, T, B, C, D, dtype, "both", None)
+    A, U, r0, s0 = make_inputs(cfg, T, B, C, dtype)
+    n = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            leaves = [t.clone().requires_grad_() for t in (A, U, r0, s0)]
+            outs = ops.recurrence(*leaves, cfg)
+            grads = torch.autograd.grad(outs, leaves, [torch.ones_like(o) for o in outs])
+            results.append([o.detach() for o in outs] + list(grads))
+    finally:
+        torch.set_num_threads(n)
+    for name, a, b in zip(("y", "r_T", "s_T", "dA", "dU", "dr0", "ds0"), *results):
+        assert torch.equal(a, b), f"{name} differs between two threads and one"
+
+
 def test_layer_long_sequence_checks_lengths_before_the_chunks():
     """Chunks see their rows' lengths clamped to them: a length beyond T must fail first, with the op's message."""
     inputs = layer_inputs(CellConfig(), 600, 8, 128, 4, torch.float32)

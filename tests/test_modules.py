@@ -21,6 +21,8 @@ from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence
 import lstm_ext
 from lstm_ext import LSTM1997, LSTM2000, functional, lstm1997_state_dict_from_nn_lstm
 
+from cases import tolerances
+
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported with oneDNN")
 
 F64 = dict(rtol=1e-10, atol=1e-12)
@@ -812,6 +814,28 @@ def test_autocast_cpu(proj_size, dtype):
         out2 = deep(x)[0]
     assert out2.dtype == dtype
     torch.testing.assert_close(out2.float(), deep(x)[0], rtol=0.05, atol=0.03)
+
+
+@pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["f64", "f32"])
+def test_decoding_step_by_step_matches_the_whole_sequence(cls, dtype):
+    """A step a call, the state carried (autoregressive decoding), gives the whole sequence's outputs and final state:
+    the calls of one step are short calls (csrc/cpu/recurrence_cpu.cpp: BLAS, no panels; addmm for the projection),
+    the whole sequence packs the panels, so float32 agrees to rounding (T stages), float64 to 1e-10."""
+    torch.manual_seed(0)
+    T, B, H = 20, 2, 130  # a U of 520 (or 390) x 130: the panel kernel for the whole sequence in float32
+    m = cls(H, H, dtype=dtype)
+    x = torch.randn(T, B, H, dtype=dtype)
+    with torch.no_grad():
+        whole, (h_whole, c_whole) = m(x)
+        hx, steps = None, []
+        for t in range(T):
+            y, hx = m(x[t : t + 1], hx)
+            steps.append(y)
+    tol = tolerances(dtype, T) if dtype == torch.float32 else F64
+    torch.testing.assert_close(torch.cat(steps), whole, **tol)
+    torch.testing.assert_close(hx[0], h_whole, **tol)
+    torch.testing.assert_close(hx[1], c_whole, **tol)
 
 
 def test_concurrent_calls_from_threads_match_serial_ones():

@@ -14,6 +14,7 @@
 #include <utility>
 #include <cstring>
 #include <functional>
+#include <memory>
 #include <vector>
 
 // BLAS as torch's own libraries export it (MKL on x86 builds). Weak: where absent, hand loops run.
@@ -75,43 +76,68 @@ void blas_gemm(bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, T al
 
 bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 
+// The panel kernel (and the forward's cell split) pack U once per call, and the hand loops copy it; that costs as
+// much as some rows x steps of the products. A short call (fewer than kShortCallRowSteps batch rows x steps, and
+// fewer than kShortCallSteps steps: a step at a time, as in decoding) packs nothing: its rows run as one chunk, with
+// BLAS on the calling thread (so that its bits do not depend on the number of threads either), or the hand loops
+// where U is small enough (kShortCallLoopMaxU elements) for its copy to cost less than a call of BLAS. Forward, 2
+// cores, us, panels -> short: B=1 T=1 H=128 18 -> 10, H=256 70 -> 21; B=4 T=4 H=256 205 -> 102; B=16 T=1 H=256
+// 161 -> 100; the panels are the faster from B=1 T=16 (H=128 64 against 80) and B=16 T=4 (H=256 287 against 369).
+// A layer run in chunks of steps (csrc/layer.cpp) has chunks of at least 1024 row-steps, so that this choice, the
+// only one that depends on the number of steps, is the same for each chunk as for the whole.
+constexpr int64_t kShortCallRowSteps = 32;
+constexpr int64_t kShortCallSteps = 16;
+constexpr int64_t kShortCallLoopMaxU = 4096;
+
+bool short_call(int64_t batch, int64_t steps) {
+  return batch * steps < kShortCallRowSteps && steps < kShortCallSteps;
+}
+
+// Panels of the panel kernel, packed by panel::pack (which writes every element: not value-initialised, which
+// zeroed them first); null: none.
+using Panels = std::unique_ptr<float[]>;
+
+#if defined(LSTM_EXT_PANEL_GEMM)
+Panels packed_panels(const float* U, bool trans, int64_t K, int64_t N) {
+  Panels P = std::make_unique_for_overwrite<float[]>(size_t(panel::packed_size(K, N)));
+  panel::pack(U, trans, K, N, P.get());
+  return P;
+}
+#endif
+
 // op(U) packed for the panel kernel (panel_gemm.h), once per call and shared by all row chunks (one copy of a
 // wide layer's U stays in the shared cache, where a copy per thread would not): float on an AVX2+FMA build,
 // products of at least kBlasMinWork multiply-adds for a chunk of `rows` rows, and `single_thread` (the batch is
 // split into per-thread row chunks, or the product is too small for BLAS threads; the panel kernel runs on the
 // calling thread, so a single chunk with a large product keeps BLAS, which splits each step's product over the
-// threads). Empty where the products do not use it. op(U) as in StepProduct.
+// threads). Null where the products do not use it. op(U) as in StepProduct.
 template <typename T>
-std::vector<float> panels_for(const T* U, int64_t rows, int64_t N, int64_t K, bool trans_u, bool single_thread) {
-  std::vector<float> panels;
+Panels panels_for(const T* U, int64_t rows, int64_t N, int64_t K, bool trans_u, bool single_thread) {
 #if defined(LSTM_EXT_PANEL_GEMM)
-  if constexpr (std::is_same_v<T, float>) {
-    if (single_thread && use_blas(rows * N * K)) {
-      panels.resize(size_t(panel::packed_size(K, N)));
-      panel::pack(U, trans_u, K, N, panels.data());
-    }
-  }
+  if constexpr (std::is_same_v<T, float>)
+    if (single_thread && use_blas(rows * N * K)) return packed_panels(U, trans_u, K, N);
 #endif
-  return panels;
+  return nullptr;
 }
 
 // The per-step product with the recurrent weights, the same U for all steps:
 //   out (B x N) = beta * out + in (B x K) * op(U)      (beta 0 or 1)
 // with op(U) = U^T for U (N x K) (forward: N = G, K = R) or op(U) = U for U (K x N) (backward: K = G,
 // N = R). With `panels` (from panels_for) the panel kernel; otherwise tiny products run a hand loop over op(U)
-// laid out (K x N), larger ones BLAS. No choice depends on the number of steps: a layer run in chunks of steps
-// (csrc/layer.cpp, without autograd) computes what one run computes, to the bit.
+// laid out (K x N), larger ones BLAS. No choice depends on the number of steps but panels_for's, which chunks never
+// cross: a layer run in chunks of steps (csrc/layer.cpp, without autograd) computes what one run computes, to the bit.
 template <typename T>
 class StepProduct {
  public:
-  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, const std::vector<float>& panels)
+  // short_run: a short call (short_call), which takes the hand loops only for a small U.
+  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, const float* panels, bool short_run)
       : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
-    if (!panels.empty()) {
+    if (panels != nullptr) {
       mode_ = Mode::Panels;
-      panels_ = panels.data();
+      panels_ = panels;
       return;
     }
-    if (!(blas_available<T>() && use_blas(B * N * K))) {
+    if (!(blas_available<T>() && (use_blas(B * N * K) || (short_run && N * K > kShortCallLoopMaxU)))) {
       mode_ = Mode::Loop;
       Np_ = (N + kLanes - 1) / kLanes * kLanes;  // columns padded with zeros to whole blocks of lanes
       w_.assign(size_t(K * Np_), T(0));
@@ -381,11 +407,11 @@ void for_each_chunk(int64_t B, int64_t rows, const Parallel& par, const std::fun
 
 // Rows [b0, b1) of the forward, all T steps.
 template <typename T>
-void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const std::vector<float>& panels) {
+void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const float* panels) {
   const CellDims& d = p.d;
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels);  // act = A + r U^T
+  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels, short_call(B, p.steps));  // A + r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).forward;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
@@ -416,12 +442,11 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
 
 // Rows [b0, b1) of the backward recurrence, all T steps: dA, dr0 and ds0 of these rows.
 template <typename T>
-void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single,
-                   const std::vector<float>& panels) {
+void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const float* panels) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels);  // dr = da U
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels, short_call(B, Tn));  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).backward;
   // Running gradients on r and s (no gradient on r_T or s_T: zeros); dr_next receives da*U for the step before.
   std::vector<T> dr(size_t(M * R), T(0)), ds(size_t(M * C), T(0));
@@ -499,7 +524,7 @@ bool use_cell_split(const ForwardArgs<T>& p, const Parallel& par) {
 #if defined(LSTM_EXT_PANEL_GEMM)
   const CellDims& d = p.d;
   return std::is_same_v<T, float> && par.team && par.threads >= 2 && d.block_size == 1 && !d.feedback_all &&
-         p.lengths == nullptr && int64_t(d.gate_rows) * d.rec_size >= kCellSplitMinU && p.batch > 0;
+         p.lengths == nullptr && int64_t(d.gate_rows) * d.rec_size >= kCellSplitMinU && !short_call(p.batch, p.steps);
 #else
   return false;
 #endif
@@ -526,12 +551,10 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
     const auto [c0, c1] = cells_of_thread(C, tid, n_threads);
     const int64_t n = c1 - c0;
     // op(U) of this thread's cells, per row group: U's rows group + c0 .. group + c1, packed.
-    std::vector<float> panels[4];
-    for (int g = 0; g < 4; ++g) {
-      if (g == 1 && !d.forget_gate) continue;
-      panels[g].resize(size_t(panel::packed_size(C, n)));
-      if (n > 0) panel::pack(p.U + (group_row[g] + c0) * C, /*trans=*/true, C, n, panels[g].data());
-    }
+    Panels panels[4];
+    for (int g = 0; g < 4; ++g)
+      if (n > 0 && (g != 1 || d.forget_gate))
+        panels[g] = packed_panels(p.U + (group_row[g] + c0) * C, /*trans=*/true, C, n);
     for (int64_t t = 0; t < Tn; ++t) {
       const float* r = t == 0 ? p.r0 : p.y + (t - 1) * B * C;
       const float* A = p.A + t * B * G;
@@ -540,8 +563,8 @@ void forward_cell_split(const ForwardArgs<float>& p, const Parallel& par) {
       float* y = p.y + t * B * C;
       if (n > 0) {
         for (int g = 0; g < 4; ++g)  // act = A_t + r U^T, this thread's columns
-          if (!panels[g].empty())
-            panel::gemm(B, n, C, r, C, panels[g].data(), A + group_row[g] + c0, act + group_row[g] + c0, G);
+          if (panels[g] != nullptr)
+            panel::gemm(B, n, C, r, C, panels[g].get(), A + group_row[g] + c0, act + group_row[g] + c0, G);
         for (int64_t i = 0; i < B; ++i) {
           float* a = act + i * G;
           float* s_state = p.s_T + i * C + c0;
@@ -627,10 +650,11 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
     if (use_cell_split(p, par)) return forward_cell_split(p, par);
   }
 #endif
-  const int64_t rows = chunk_rows(B, G * R, par);
-  const bool blas_single = rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
-  const std::vector<float> panels = panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
-  for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single, panels); });
+  const bool short_run = short_call(B, p.steps);  // one chunk, BLAS on this thread, no panels
+  const int64_t rows = short_run ? B : chunk_rows(B, G * R, par);
+  const bool blas_single = short_run || rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
+  const Panels panels = short_run ? nullptr : panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
+  for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single, panels.get()); });
 }
 
 template <typename T>
@@ -640,12 +664,13 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   // Row chunks on torch's threads, as in the forward, each with single-threaded BLAS: on torch's OpenMP
   // pool that measured faster than one chunk with BLAS threading each step's product dr = da U
   // (2 cores; B=32 H=128: 8.6 against 9.4 ms, B=128 H=256: 119 against 162 ms).
-  const int64_t chunk = chunk_rows(B, G * R, par);
-  const bool blas_single = chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
+  const bool short_run = short_call(B, Tn);  // one chunk, BLAS on this thread, no panels
+  const int64_t chunk = short_run ? B : chunk_rows(B, G * R, par);
+  const bool blas_single = short_run || chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   // Truncated: no product dr = da U at all.
-  const std::vector<float> panels =
-      d.truncate ? std::vector<float>() : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
-  for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels); });
+  const Panels panels =
+      d.truncate || short_run ? nullptr : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
+  for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels.get()); });
 
   // dU = sum_t da_t^T r_{t-1}. With feedback "cells" r_{t-1} is y_{t-1} (r0 at t = 0; a row past its length has
   // dA = 0), so the rows of r_{t-1} over all steps are r0's then y's first T-1 steps: two products, no copy. With
