@@ -117,8 +117,8 @@ OptTensor summed_bias(const OptTensor& b_ih, const OptTensor& b_hh) {
 // writes A, where addmm (w_ih and the bias apart) first copies the bias into every row of A and then adds the
 // product to it, one more pass over the (T,B,G) tensor (10 % of the forward at B=128 H=128 T=100). The copy of x
 // costs D/G of that (1/16 at D=32, H=128). The copy of the weights costs (D+1)/(T*B) of that pass: calls of fewer
-// rows x steps than D+1 (a step at a time, as in decoding; B=1 T=1 H=256: a 1 MB copy, 78 of 238 us) take addmm too,
-// as does every device but the CPU, whose BLAS adds the bias in the product. Decided once for the whole x: the chunks
+// rows x steps than D+1 (a step at a time, as in decoding; B=1 T=1 H=256: a 1 MB copy, 78 of 238 us) take addmm,
+// as every device but the CPU does (its BLAS adds the bias in the product). Decided once for the whole x: the chunks
 // of a long sequence (project_steps) all project the same way.
 struct ProjectionWeights {
   Tensor w;        // (G, D) or, with bias_column, (G, D+1)

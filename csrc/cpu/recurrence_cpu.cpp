@@ -83,14 +83,17 @@ bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 // where U is small enough (kShortCallLoopMaxU elements) for its copy to cost less than a call of BLAS. Forward, 2
 // cores, us, panels -> short: B=1 T=1 H=128 18 -> 10, H=256 70 -> 21; B=4 T=4 H=256 205 -> 102; B=16 T=1 H=256
 // 161 -> 100; the panels are the faster from B=1 T=16 (H=128 64 against 80) and B=16 T=4 (H=256 287 against 369).
+// Products worth two threads (kBlasParallelMinWork multiply-adds a step) are not short: the threads share them,
+// on packed panels (B=16 T=1 H=512: 955 us on one thread, 787 on two).
 // A layer run in chunks of steps (csrc/layer.cpp) has chunks of at least 1024 row-steps, so that this choice, the
 // only one that depends on the number of steps, is the same for each chunk as for the whole.
 constexpr int64_t kShortCallRowSteps = 32;
 constexpr int64_t kShortCallSteps = 16;
 constexpr int64_t kShortCallLoopMaxU = 4096;
 
-bool short_call(int64_t batch, int64_t steps) {
-  return batch * steps < kShortCallRowSteps && steps < kShortCallSteps;
+// batch x steps of products with U (G x R for the forward, its transpose for the backward).
+bool short_call(int64_t batch, int64_t steps, int64_t G, int64_t R) {
+  return batch * steps < kShortCallRowSteps && steps < kShortCallSteps && batch * G * R < kBlasParallelMinWork;
 }
 
 // Panels of the panel kernel, packed by panel::pack (which writes every element: not value-initialised, which
@@ -124,7 +127,7 @@ Panels panels_for(const T* U, int64_t rows, int64_t N, int64_t K, bool trans_u, 
 //   out (B x N) = beta * out + in (B x K) * op(U)      (beta 0 or 1)
 // with op(U) = U^T for U (N x K) (forward: N = G, K = R) or op(U) = U for U (K x N) (backward: K = G,
 // N = R). With `panels` (from panels_for) the panel kernel; otherwise tiny products run a hand loop over op(U)
-// laid out (K x N), larger ones BLAS. No choice depends on the number of steps but panels_for's, which chunks never
+// laid out (K x N), larger ones BLAS. No choice depends on the number of steps but short_call's, which chunks never
 // cross: a layer run in chunks of steps (csrc/layer.cpp, without autograd) computes what one run computes, to the bit.
 template <typename T>
 class StepProduct {
@@ -411,7 +414,8 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
   const CellDims& d = p.d;
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels, short_call(B, p.steps));  // A + r U^T
+  const bool short_run = short_call(B, p.steps, G, R);
+  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels, short_run);  // act = A + r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).forward;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
@@ -446,7 +450,8 @@ void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_s
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
-  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels, short_call(B, Tn));  // dr = da U
+  const bool short_run = short_call(B, Tn, G, R);
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels, short_run);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).backward;
   // Running gradients on r and s (no gradient on r_T or s_T: zeros); dr_next receives da*U for the step before.
   std::vector<T> dr(size_t(M * R), T(0)), ds(size_t(M * C), T(0));
@@ -524,7 +529,8 @@ bool use_cell_split(const ForwardArgs<T>& p, const Parallel& par) {
 #if defined(LSTM_EXT_PANEL_GEMM)
   const CellDims& d = p.d;
   return std::is_same_v<T, float> && par.team && par.threads >= 2 && d.block_size == 1 && !d.feedback_all &&
-         p.lengths == nullptr && int64_t(d.gate_rows) * d.rec_size >= kCellSplitMinU && !short_call(p.batch, p.steps);
+         p.lengths == nullptr && int64_t(d.gate_rows) * d.rec_size >= kCellSplitMinU &&
+         !short_call(p.batch, p.steps, d.gate_rows, d.rec_size);
 #else
   return false;
 #endif
@@ -650,7 +656,7 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
     if (use_cell_split(p, par)) return forward_cell_split(p, par);
   }
 #endif
-  const bool short_run = short_call(B, p.steps);  // one chunk, BLAS on this thread, no panels
+  const bool short_run = short_call(B, p.steps, G, R);  // one chunk, BLAS on this thread, no panels
   const int64_t rows = short_run ? B : chunk_rows(B, G * R, par);
   const bool blas_single = short_run || rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   const Panels panels = short_run ? nullptr : panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
@@ -664,7 +670,7 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   // Row chunks on torch's threads, as in the forward, each with single-threaded BLAS: on torch's OpenMP
   // pool that measured faster than one chunk with BLAS threading each step's product dr = da U
   // (2 cores; B=32 H=128: 8.6 against 9.4 ms, B=128 H=256: 119 against 162 ms).
-  const bool short_run = short_call(B, Tn);  // one chunk, BLAS on this thread, no panels
+  const bool short_run = short_call(B, Tn, G, R);  // one chunk, BLAS on this thread, no panels
   const int64_t chunk = short_run ? B : chunk_rows(B, G * R, par);
   const bool blas_single = short_run || chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   // Truncated: no product dr = da U at all.
