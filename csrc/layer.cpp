@@ -6,9 +6,12 @@
 // cpu/projection_cpu.h), the recurrence the ops recurrence_forward/backward.
 //
 //   x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R) or None, c0 (B,C) or None,
-//   lengths (B,) int64 or None
+//   lengths (B,) int64 or None, a0 (B,G) or None
 //   -> y (T,B,C), h_n (B,R), c_n (B,C)        with A = x w_ih^T + b_ih + b_hh, U = w_hh, r0 = h0, s0 = c0
 // An absent h0 or c0 is zeros (nn.LSTM's hx=None), made here: the modules' usual call passes None for both.
+// a0 is added to step 0's net input, A[0] += a0: a projected layer (nn.LSTM's proj_size) runs on its unprojected
+// cell outputs with U = w_hh w_hr, and its given initial state h0 (B,P) reaches step 0 as a0 = h0 w_hh^T
+// (lstm_ext/functional.py, _projected_layer).
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/functions/basic_ops.h>
@@ -29,8 +32,9 @@ using OptTensor = std::optional<Tensor>;
 // Checks of what the recurrence op does not see (x, w_ih, the biases); w_hh, h0 and c0 are checked by name.
 // Returns the cell dims they describe.
 CellDims check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                          const OptTensor& b_hh, const OptTensor& h0, const OptTensor& c0, bool forget_gate,
-                          int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate) {
+                          const OptTensor& b_hh, const OptTensor& h0, const OptTensor& c0, const OptTensor& a0,
+                          bool forget_gate, int64_t block_size, c10::string_view feedback, c10::string_view squash,
+                          bool truncate) {
   TORCH_CHECK(x.dim() == 3, "lstm_ext.layer: x must be 3-D (T, B, D), got ", x.dim(), "-D");
   TORCH_CHECK(at::isFloatingType(x.scalar_type()), "lstm_ext.layer: x must be a floating-point tensor, got ",
               x.scalar_type());
@@ -49,6 +53,7 @@ CellDims check_layer_args(const Tensor& x, const Tensor& w_ih, const Tensor& w_h
   if (b_hh.has_value()) check_like(*b_hh, "b_hh", {G}, x, "x");
   if (h0.has_value()) check_like(*h0, "h0", {B, d.rec_size}, x, "x");
   if (c0.has_value()) check_like(*c0, "c0", {B, d.n_cells}, x, "x");
+  if (a0.has_value()) check_like(*a0, "a0", {B, G}, x, "x");
   return d;
 }
 
@@ -201,18 +206,28 @@ Tensor input_projection(const Tensor& x, const Tensor& w_ih, const OptTensor& b_
   return A;
 }
 
-// dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0: the layer's gradients (undefined: not asked for, or an absent bias).
-using LayerGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
+// A[0] += a0, where there is a step 0: A (T,B,G) is the op's own projection (or a chunk of it that starts at 0).
+void add_to_step0(const Tensor& A, const OptTensor& a0) {
+  if (a0.has_value() && A.sym_size(0) != 0) A.select(0, 0).add_(*a0);
+}
+
+// dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, da0: the layer's gradients (undefined: not asked for, or an absent bias
+// or a0).
+using LayerGrads = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor>;
 
 // The layer's gradients by the kernels, from what its forward saved: x (T,B,D), w_ih (G,D), w_hh (G,R), the initial
 // state h0 (B,R), c0 (B,C) it ran from, y, act, s_all, len (undefined: no lengths), and the output gradients dy,
-// dh_n, dc_n (undefined: zeros). `want`: which of the projection's gradients dx, dw_ih, db_ih, db_hh to compute.
+// dh_n, dc_n (undefined: zeros). `want`: which of the gradients dx, dw_ih, db_ih, db_hh, da0 (that of step 0's net
+// input, dA[0]) to compute.
 LayerGrads layer_gradients(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const Tensor& h0, const Tensor& c0,
                            const Tensor& y, const Tensor& act, const Tensor& s_all, const Tensor& len, int64_t config,
-                           const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n, std::array<bool, 4> want) {
+                           const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n, std::array<bool, 5> want) {
   auto [dA, dw_hh, dh0, dc0] = backward_with_config(config, dy, dh_n, dc_n, w_hh, h0, c0, y, act, s_all, len);
-  const auto [want_x, want_w_ih, want_b_ih, want_b_hh] = want;
-  Tensor dx, dw_ih, db_ih, db_hh;
+  const auto [want_x, want_w_ih, want_b_ih, want_b_hh, want_a0] = want;
+  Tensor dx, dw_ih, db_ih, db_hh, da0;
+  if (want_a0)  // (B,G), a tensor of its own; zeros without a step 0
+    da0 = dA.sym_size(0) != 0 ? dA.select(0, 0).clone()
+                              : at::zeros_symint({x.sym_size(1), w_ih.sym_size(0)}, x.options());
   if (small_cpu_projection(x, w_ih, {dA})) {
     const int64_t T = x.size(0), B = x.size(1), D = x.size(2), G = w_ih.size(0);
     const Tensor xc = x.contiguous(), w = w_ih.contiguous(), dAc = dA.contiguous();
@@ -238,33 +253,34 @@ LayerGrads layer_gradients(const Tensor& x, const Tensor& w_ih, const Tensor& w_
     if (want_b_ih) db_ih = db;
     if (want_b_hh) db_hh = want_b_ih ? db.clone() : db;
   }
-  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0};
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, da0};
 }
 
-// lstm_ext::layer's node: x (T,B,D), w_ih, w_hh, b_ih, b_hh, h0, c0 -> y, h_n, c_n; one gradient per input, in
-// that order (none for an absent bias or state). It keeps the initial state the forward ran from (zeros it made
+// lstm_ext::layer's node: x (T,B,D), w_ih, w_hh, b_ih, b_hh, h0, c0, a0 -> y, h_n, c_n; one gradient per input, in
+// that order (none for an absent bias, state or a0). It keeps the initial state the forward ran from (zeros it made
 // for an absent one), and the biases for a second derivative. A plain backward computes here; one that records a
 // graph (create_graph; torch.func.grad always does) calls lstm_ext::layer_backward, whose autograd records the
 // second derivative at every level of a transform.
-struct LayerBackward : OpBackward<11> {
-  enum Saved { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kY, kAct, kSAll, kLengths };
-  bool has_b_ih = false, has_b_hh = false;
+struct LayerBackward : OpBackward<12> {
+  enum Saved { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kA0, kY, kAct, kSAll, kLengths };
+  bool has_b_ih = false, has_b_hh = false, has_a0 = false;
 
   std::string name() const override { return "LayerBackward"; }
   void compiled_args(torch::dynamo::autograd::CompiledNodeArgs& args) const override {
-    OpBackward<11>::compiled_args(args);
+    OpBackward<12>::compiled_args(args);
     args.collect(has_b_ih);
     args.collect(has_b_hh);
+    args.collect(has_a0);
   }
   variable_list apply(variable_list&& grads) override;
 };
 
 // The node of lstm_ext::layer_backward's gradients: its inputs are the layer's inputs and the output gradients, in
-// the order x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy, dh_n, dc_n. Its apply is lstm_ext::layer_double_backward
+// the order x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, dy, dh_n, dc_n. Its apply is lstm_ext::layer_double_backward
 // (lstm_ext/ops.py): the reference layer differentiated twice (a per-step loop, run only where a second derivative
 // is taken). The first-order gradients themselves stay the kernels'.
-struct LayerDoubleBackward : OpBackward<11> {
-  enum Saved { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kLengths, kDy, kDhn, kDcn };
+struct LayerDoubleBackward : OpBackward<12> {
+  enum Saved { kX, kWih, kWhh, kBih, kBhh, kH0, kC0, kA0, kLengths, kDy, kDhn, kDcn };
   std::string name() const override { return "LayerDoubleBackward"; }
   variable_list apply(variable_list&& grads) override;
 };
@@ -274,9 +290,9 @@ auto& layer_backward_op() {
       c10::Dispatcher::singleton()
           .findSchemaOrThrow("lstm_ext::layer_backward", "")
           .typed<LayerGrads(const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                            const Tensor&, const Tensor&, const Tensor&, const Tensor&, const Tensor&,
-                            const OptTensor&, bool, int64_t, c10::string_view, c10::string_view, bool, const Tensor&,
-                            const Tensor&, const Tensor&, std::array<bool, 4>)>();
+                            const Tensor&, const Tensor&, const OptTensor&, const Tensor&, const Tensor&,
+                            const Tensor&, const OptTensor&, bool, int64_t, c10::string_view, c10::string_view, bool,
+                            const Tensor&, const Tensor&, const Tensor&, std::array<bool, 5>)>();
   return op;
 }
 
@@ -285,8 +301,9 @@ OptTensor optional(const Tensor& t) { return t.defined() ? OptTensor(t) : std::n
 variable_list LayerBackward::apply(variable_list&& grads) {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto saved = unpack_saved();
-  const std::array<bool, 4> want = {should_compute_output(0), should_compute_output(1),
-                                    has_b_ih && should_compute_output(3), has_b_hh && should_compute_output(4)};
+  const std::array<bool, 5> want = {should_compute_output(0), should_compute_output(1),
+                                    has_b_ih && should_compute_output(3), has_b_hh && should_compute_output(4),
+                                    has_a0 && should_compute_output(7)};
   LayerGrads out;
   if (!at::GradMode::is_enabled()) {
     out = layer_gradients(saved[kX], saved[kWih], saved[kWhh], saved[kH0], saved[kC0], saved[kY], saved[kAct],
@@ -295,23 +312,26 @@ variable_list LayerBackward::apply(variable_list&& grads) {
     auto or_zeros = [](const Tensor& g, const Tensor& like) { return g.defined() ? g : at::zeros_like(like); };
     const auto [forget_gate, block_size, feedback, squash, truncate] = config_args(config);
     out = layer_backward_op().call(saved[kX], saved[kWih], saved[kWhh], optional(saved[kBih]),
-                                   optional(saved[kBhh]), saved[kH0], saved[kC0], saved[kY], saved[kAct],
+                                   optional(saved[kBhh]), saved[kH0], saved[kC0], optional(saved[kA0]), saved[kY],
+                                   saved[kAct],
                                    saved[kSAll], optional(saved[kLengths]), forget_gate, block_size, feedback, squash,
                                    truncate, or_zeros(grads[0], saved[kY]), or_zeros(grads[1], saved[kH0]),
                                    or_zeros(grads[2], saved[kC0]), want);
   }
-  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0] = std::move(out);
-  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0};
+  auto [dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, da0] = std::move(out);
+  return {dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, da0};
 }
 
 // lstm_ext::layer_backward below autograd.
 LayerGrads layer_backward_kernel(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                                 const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, const Tensor& y,
-                                 const Tensor& act, const Tensor& s_all, const OptTensor& lengths, bool forget_gate,
-                                 int64_t block_size, c10::string_view feedback, c10::string_view squash, bool truncate,
-                                 const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n, std::array<bool, 4> want) {
+                                 const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, const OptTensor& a0,
+                                 const Tensor& y, const Tensor& act, const Tensor& s_all, const OptTensor& lengths,
+                                 bool forget_gate, int64_t block_size, c10::string_view feedback,
+                                 c10::string_view squash, bool truncate, const Tensor& dy, const Tensor& dh_n,
+                                 const Tensor& dc_n, std::array<bool, 5> want) {
   want[2] = want[2] && b_ih.has_value();
   want[3] = want[3] && b_hh.has_value();
+  want[4] = want[4] && a0.has_value();
   return layer_gradients(x, w_ih, w_hh, h0, c0, y, act, s_all, lengths.value_or(Tensor()),
                          config_code(forget_gate, block_size, feedback, squash, truncate), dy, dh_n, dc_n, want);
 }
@@ -319,22 +339,22 @@ LayerGrads layer_backward_kernel(const Tensor& x, const Tensor& w_ih, const Tens
 // lstm_ext::layer_backward's autograd: the gradients below it, and, where the layer's inputs or the output gradients
 // require a gradient, LayerDoubleBackward on them (torch's Error node for the truncated gradient).
 LayerGrads layer_backward_autograd(const Tensor& x, const Tensor& w_ih, const Tensor& w_hh, const OptTensor& b_ih,
-                                   const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, const Tensor& y,
-                                   const Tensor& act, const Tensor& s_all, const OptTensor& lengths, bool forget_gate,
-                                   int64_t block_size, c10::string_view feedback, c10::string_view squash,
-                                   bool truncate, const Tensor& dy, const Tensor& dh_n, const Tensor& dc_n,
-                                   std::array<bool, 4> want) {
-  const Tensor bi = b_ih.value_or(Tensor()), bh = b_hh.value_or(Tensor());
-  check_no_forward_grad("lstm_ext.layer_backward", {&x, &w_ih, &w_hh, &bi, &bh, &h0, &c0, &dy, &dh_n, &dc_n});
+                                   const OptTensor& b_hh, const Tensor& h0, const Tensor& c0, const OptTensor& a0,
+                                   const Tensor& y, const Tensor& act, const Tensor& s_all, const OptTensor& lengths,
+                                   bool forget_gate, int64_t block_size, c10::string_view feedback,
+                                   c10::string_view squash, bool truncate, const Tensor& dy, const Tensor& dh_n,
+                                   const Tensor& dc_n, std::array<bool, 5> want) {
+  const Tensor bi = b_ih.value_or(Tensor()), bh = b_hh.value_or(Tensor()), a = a0.value_or(Tensor());
+  check_no_forward_grad("lstm_ext.layer_backward", {&x, &w_ih, &w_hh, &bi, &bh, &h0, &c0, &a, &dy, &dh_n, &dc_n});
   LayerGrads out;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
-    out = layer_backward_op().call(x, w_ih, w_hh, b_ih, b_hh, h0, c0, y, act, s_all, lengths, forget_gate,
+    out = layer_backward_op().call(x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, y, act, s_all, lengths, forget_gate,
                                    block_size, feedback, squash, truncate, dy, dh_n, dc_n, want);
   }
-  if (!torch::autograd::compute_requires_grad(x, w_ih, w_hh, bi, bh, h0, c0, dy, dh_n, dc_n)) return out;
-  auto edges = torch::autograd::collect_next_edges(x, w_ih, w_hh, bi, bh, h0, c0, dy, dh_n, dc_n);
-  auto attach = [&](const auto& node) {  // the node of the seven gradients
+  if (!torch::autograd::compute_requires_grad(x, w_ih, w_hh, bi, bh, h0, c0, a, dy, dh_n, dc_n)) return out;
+  auto edges = torch::autograd::collect_next_edges(x, w_ih, w_hh, bi, bh, h0, c0, a, dy, dh_n, dc_n);
+  auto attach = [&](const auto& node) {  // the node of the eight gradients
     std::apply([&](const auto&... g) { (torch::autograd::set_history(g, node), ...); }, out);
   };
   if (truncate) {
@@ -349,7 +369,7 @@ LayerGrads layer_backward_autograd(const Tensor& x, const Tensor& w_ih, const Te
   auto node = make_node<LayerDoubleBackward>();
   node->set_next_edges(std::move(edges));
   attach(node);
-  node->save_all({x, w_ih, w_hh, bi, bh, h0, c0, lengths.value_or(Tensor()), dy, dh_n, dc_n});  // Saved's order
+  node->save_all({x, w_ih, w_hh, bi, bh, h0, c0, a, lengths.value_or(Tensor()), dy, dh_n, dc_n});  // Saved's order
   node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
   return out;
 }
@@ -361,16 +381,16 @@ variable_list LayerDoubleBackward::apply(variable_list&& grads) {
                        .findSchemaOrThrow("lstm_ext::layer_double_backward", "")
                        .typed<std::vector<Tensor>(
                            const Tensor&, const Tensor&, const Tensor&, const OptTensor&, const OptTensor&,
-                           const Tensor&, const Tensor&, const OptTensor&, bool, int64_t, c10::string_view,
-                           c10::string_view, bool, const Tensor&, const Tensor&, const Tensor&, const OptTensor&,
+                           const Tensor&, const Tensor&, const OptTensor&, const OptTensor&, bool, int64_t,
+                           c10::string_view, c10::string_view, bool, const Tensor&, const Tensor&, const Tensor&,
                            const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&, const OptTensor&,
-                           const OptTensor&)>();
+                           const OptTensor&, const OptTensor&, const OptTensor&)>();
   const auto [forget_gate, block_size, feedback, squash, truncate] = config_args(config);
   std::vector<Tensor> out = op.call(
       saved[kX], saved[kWih], saved[kWhh], optional(saved[kBih]), optional(saved[kBhh]), saved[kH0], saved[kC0],
-      optional(saved[kLengths]), forget_gate, block_size, feedback, squash, truncate, saved[kDy], saved[kDhn],
-      saved[kDcn], optional(grads[0]), optional(grads[1]), optional(grads[2]), optional(grads[3]), optional(grads[4]),
-      optional(grads[5]), optional(grads[6]));
+      optional(saved[kA0]), optional(saved[kLengths]), forget_gate, block_size, feedback, squash, truncate,
+      saved[kDy], saved[kDhn], saved[kDcn], optional(grads[0]), optional(grads[1]), optional(grads[2]),
+      optional(grads[3]), optional(grads[4]), optional(grads[5]), optional(grads[6]), optional(grads[7]));
   return variable_list(out.begin(), out.end());
 }
 
@@ -382,9 +402,9 @@ std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& 
                                                  const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& h0_in,
                                                  const OptTensor& c0_in, const OptTensor& lengths, bool forget_gate,
                                                  int64_t block_size, c10::string_view feedback,
-                                                 c10::string_view squash, bool truncate) {
-  const CellDims d =
-      check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, forget_gate, block_size, feedback, squash, truncate);
+                                                 c10::string_view squash, bool truncate, const OptTensor& a0) {
+  const CellDims d = check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, a0, forget_gate, block_size, feedback,
+                                      squash, truncate);
   const auto [h0, c0] = initial_state(x, h0_in, c0_in, d);
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("lstm_ext::recurrence", "")
@@ -394,9 +414,11 @@ std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& 
   const int64_t T = x.size(0), B = x.size(1), G = w_ih.size(0);
   const int64_t step =
       small_cpu_projection(x, w_ih, {b_ih, b_hh}) ? T : chunk_steps(x, w_ih, {b_ih, b_hh, w_hh, h0, c0});
-  if (step >= T)
-    return op.call(input_projection(x, w_ih, b_ih, b_hh), w_hh, h0, c0, lengths, forget_gate, block_size, feedback,
-                   squash, truncate);
+  if (step >= T) {
+    const Tensor A = input_projection(x, w_ih, b_ih, b_hh);
+    add_to_step0(A, a0);
+    return op.call(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
+  }
   if (lengths.has_value()) check_lengths(*lengths, T, B, x);  // before the chunks see their clamped parts
   const ProjectionWeights pw = projection_weights(x, w_ih, b_ih, b_hh);
   Tensor y = at::empty({T, B, c0.size(1)}, x.options());
@@ -405,6 +427,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_no_grad(const Tensor& x, const Tensor& 
   for_each_time_chunk(T, step, [&](int64_t t0, int64_t n) {
     Tensor a = A.narrow(0, 0, n);
     project_steps(x, pw, t0, n, a);
+    if (t0 == 0) add_to_step0(a, a0);
     const OptTensor len = lengths.has_value() ? OptTensor((*lengths - t0).clamp(0, n)) : std::nullopt;
     // plain CPU tensors (chunk_steps): the CPU kernel writes the chunk's steps of y in place
     Tensor y_c = y.narrow(0, t0, n);
@@ -418,21 +441,21 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
                                                   const OptTensor& b_ih, const OptTensor& b_hh, const OptTensor& h0_in,
                                                   const OptTensor& c0_in, const OptTensor& lengths, bool forget_gate,
                                                   int64_t block_size, c10::string_view feedback,
-                                                  c10::string_view squash, bool truncate) {
+                                                  c10::string_view squash, bool truncate, const OptTensor& a0) {
   check_no_forward_grad("lstm_ext.layer", {&x, &w_ih, &w_hh});
-  for (const OptTensor* t : {&b_ih, &b_hh, &h0_in, &c0_in})
+  for (const OptTensor* t : {&b_ih, &b_hh, &h0_in, &c0_in, &a0})
     if (t->has_value()) check_no_forward_grad("lstm_ext.layer", {&**t});
   auto requires_grad = [](const OptTensor& t) { return t.has_value() && t->requires_grad(); };
   const bool needs_grad = at::GradMode::is_enabled() &&
                           (x.requires_grad() || w_ih.requires_grad() || w_hh.requires_grad() || requires_grad(h0_in) ||
-                           requires_grad(c0_in) || requires_grad(b_ih) || requires_grad(b_hh));
+                           requires_grad(c0_in) || requires_grad(b_ih) || requires_grad(b_hh) || requires_grad(a0));
   if (!needs_grad) {
     at::AutoDispatchBelowADInplaceOrView guard;
     return layer_no_grad(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, lengths, forget_gate, block_size, feedback, squash,
-                         truncate);
+                         truncate, a0);
   }
-  const CellDims d =
-      check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, forget_gate, block_size, feedback, squash, truncate);
+  const CellDims d = check_layer_args(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, a0, forget_gate, block_size, feedback,
+                                      squash, truncate);
   Tensor h0, c0;
   {
     at::AutoDispatchBelowADInplaceOrView guard;
@@ -442,6 +465,7 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
   {
     at::AutoDispatchBelowADInplaceOrView guard;
     Tensor A = input_projection(x, w_ih, b_ih, b_hh);
+    add_to_step0(A, a0);
     // A is this op's own temporary: on the CPU the kernel writes the activations over it (one (T,B,G) tensor
     // fewer to allocate and fault in; B=128 H=256 T=100: 52 MB).
     std::tie(y, h_n, c_n, act, s_all) =
@@ -451,14 +475,15 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
             : call_forward(A, w_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate);
   }
   auto node = make_node<LayerBackward>();
-  node->set_next_edges(torch::autograd::collect_next_edges(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in));
+  node->set_next_edges(torch::autograd::collect_next_edges(x, w_ih, w_hh, b_ih, b_hh, h0_in, c0_in, a0));
   for (const Tensor& out : {y, h_n, c_n}) torch::autograd::set_history(out, node);
-  node->save_all({x, w_ih, w_hh, b_ih.value_or(Tensor()), b_hh.value_or(Tensor()), h0, c0, y, act, s_all,
-                  lengths.value_or(Tensor())},
+  node->save_all({x, w_ih, w_hh, b_ih.value_or(Tensor()), b_hh.value_or(Tensor()), h0, c0, a0.value_or(Tensor()), y,
+                  act, s_all, lengths.value_or(Tensor())},
                  LayerBackward::kY);  // Saved's order
   node->config = config_code(forget_gate, block_size, feedback, squash, truncate);
   node->has_b_ih = b_ih.has_value();
   node->has_b_hh = b_hh.has_value();
+  node->has_a0 = a0.has_value();
   return {y, h_n, c_n};
 }
 
@@ -467,28 +492,28 @@ std::tuple<Tensor, Tensor, Tensor> layer_autograd(const Tensor& x, const Tensor&
 TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
   m.def(
       "layer(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor? h0, Tensor? c0, "
-      "Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate) "
-      "-> (Tensor y, Tensor h_n, Tensor c_n)");
+      "Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate, "
+      "Tensor? a0=None) -> (Tensor y, Tensor h_n, Tensor c_n)");
 }
 
 TORCH_LIBRARY_FRAGMENT(lstm_ext, m) {
-  // The gradients of lstm_ext::layer (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0; undefined where `want` (dx, dw_ih,
-  // db_ih, db_hh) says no or a bias is absent) from what its forward saved and the output gradients: what a backward
-  // that records a graph calls, differentiable once more (LayerDoubleBackward).
+  // The gradients of lstm_ext::layer (dx, dw_ih, dw_hh, db_ih, db_hh, dh0, dc0, da0; undefined where `want` (dx,
+  // dw_ih, db_ih, db_hh, da0) says no or a bias or a0 is absent) from what its forward saved and the output
+  // gradients: what a backward that records a graph calls, differentiable once more (LayerDoubleBackward).
   m.def(
       "layer_backward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, Tensor c0, "
-      "Tensor y, Tensor act, Tensor s_all, Tensor? lengths, bool forget_gate, int block_size, str feedback, "
-      "str squash, bool truncate, Tensor dy, Tensor dh_n, Tensor dc_n, bool[4] want) -> (Tensor dx, Tensor dw_ih, "
-      "Tensor dw_hh, Tensor db_ih, Tensor db_hh, Tensor dh0, Tensor dc0)");
+      "Tensor? a0, Tensor y, Tensor act, Tensor s_all, Tensor? lengths, bool forget_gate, int block_size, "
+      "str feedback, str squash, bool truncate, Tensor dy, Tensor dh_n, Tensor dc_n, bool[5] want) -> (Tensor dx, "
+      "Tensor dw_ih, Tensor dw_hh, Tensor db_ih, Tensor db_hh, Tensor dh0, Tensor dc0, Tensor da0)");
   // The second derivative of lstm_ext::layer (LayerDoubleBackward): the gradients of <dx, gg_x> + <dw_ih, gg_w_ih> +
-  // ... + <dc0, gg_c0> with respect to x, w_ih, w_hh, b_ih, b_hh, h0, c0, dy, dh_n, dc_n (in that order; an empty
-  // tensor for an absent bias), where dx .. dc0 are the layer's gradients under the output gradients dy, dh_n, dc_n.
-  // Implemented in Python (lstm_ext/ops.py) on the reference.
+  // ... + <da0, gg_a0> with respect to x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, dy, dh_n, dc_n (in that order; an
+  // empty tensor for an absent bias or a0), where dx .. da0 are the layer's gradients under the output gradients dy,
+  // dh_n, dc_n. Implemented in Python (lstm_ext/ops.py) on the reference.
   m.def(
       "layer_double_backward(Tensor x, Tensor w_ih, Tensor w_hh, Tensor? b_ih, Tensor? b_hh, Tensor h0, Tensor c0, "
-      "Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate, Tensor dy, "
-      "Tensor dh_n, Tensor dc_n, Tensor? gg_x, Tensor? gg_w_ih, Tensor? gg_w_hh, Tensor? gg_b_ih, Tensor? gg_b_hh, "
-      "Tensor? gg_h0, Tensor? gg_c0) -> Tensor[]");
+      "Tensor? a0, Tensor? lengths, bool forget_gate, int block_size, str feedback, str squash, bool truncate, "
+      "Tensor dy, Tensor dh_n, Tensor dc_n, Tensor? gg_x, Tensor? gg_w_ih, Tensor? gg_w_hh, Tensor? gg_b_ih, "
+      "Tensor? gg_b_hh, Tensor? gg_h0, Tensor? gg_c0, Tensor? gg_a0) -> Tensor[]");
 }
 
 TORCH_LIBRARY_IMPL(lstm_ext, Autograd, m) {

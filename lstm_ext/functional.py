@@ -21,9 +21,10 @@ How it maps onto ``lstm_ext.ops.recurrence`` (A, U, r0, s0): ``A = x w_ih^T + (b
 once, ``U = w_hh``, ``r0 = h0``, ``s0 = c0``. Without autocast the fused backend runs the layer as one op,
 ``lstm_ext.ops.layer``, which computes A inside (one autograd node per layer, differentiable twice). With a
 projection the recurrence runs on the unprojected cell outputs: ``U = w_hh @ w_hr`` (G, H), ``r0 = 0``, and the
-projection ``y w_hr^T`` is applied to the output sequence afterwards. A given ``h0`` (already projected) is
-folded into the first step, ``A[0] += h0 w_hh^T``, which takes ``ops.recurrence`` (differentiable once) in place
-of ``ops.layer``; so does autocast.
+projection ``y w_hr^T`` is applied to the output sequence afterwards; a given ``h0`` (already projected) enters
+step 0's net input as ``a0 = h0 w_hh^T`` (``_projected_layer``). Under autocast the input projection and the
+recurrence are separate calls, the recurrence ``ops.recurrence`` (differentiable once), and a given h0 is folded
+into the first step, ``A[0] += h0 w_hh^T``; ``backend="reference"`` runs the same with its loop.
 
 ``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
 the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`) and no forward-mode AD is
@@ -113,6 +114,24 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tenso
     return x.gather(0, idx)
 
 
+def _projected_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, config: CellConfig, lengths):
+    """A layer with nn.LSTM's projection (``proj_size``) as one layer op: y (T, B, P), h_n (B, P), c_n (B, H).
+
+    The op runs on the unprojected cell outputs y_c with ``U = w_hh w_hr`` (G, H), from r0 = 0, and
+    ``h = y_c w_hr^T`` afterwards. A given h0 (already projected, (B, P)) reaches only step 0's net input, as
+    ``a0 = h0 w_hh^T``. Differentiable twice, as nn.LSTM (gradient penalties)."""
+    a0 = None if h0 is None else h0 @ w_hh.t()
+    y_c, r_T, c_n = ops.layer(x, w_ih, w_hh @ w_hr, b_ih, b_hh, None, c0, config, lengths, a0)
+    h_n = r_T @ w_hr.t()
+    # A row that ran no step keeps its h0 (r_T is the op's zero initial state).
+    if h0 is not None:
+        if lengths is not None:
+            h_n = torch.where(lengths.to(h_n.device).unsqueeze(1) > 0, h_n, h0)
+        elif x.shape[0] == 0:
+            h_n = h0
+    return y_c @ w_hr.t(), h_n, c_n
+
+
 def lstm_layer(
     x: torch.Tensor,
     w_ih: torch.Tensor,
@@ -151,21 +170,17 @@ def lstm_layer(
         return y.to(half), h_n.to(half), c_n.to(half)
     if reverse:
         x = reverse_padded(x, lengths)
-    # The usual case, one op for the whole layer (the projection inside; one autograd node, differentiable twice):
-    # no autocast (where the projection's dtype can differ from the recurrence's), a fused kernel for x, and no
-    # projection or none with an initial h0 to fold in (below). With a projection and a zero h0 (hx=None) the layer
-    # runs on the unprojected outputs y_c with U = w_hh w_hr (G, H) from r0 = 0, and h = y_c w_hr^T afterwards.
+    # The usual case, the layer op (the projection inside; one autograd node, differentiable twice): no autocast
+    # (where the projection's dtype can differ from the recurrence's) and a fused kernel for x.
     if (
-        (w_hr is None or h0 is None)
-        and backend != "reference"
+        backend != "reference"
         and not torch._C._is_any_autocast_enabled()
         and (backend == "fused" or _auto_backend(x) == "fused")
     ):
         if w_hr is None:
             y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths)
         else:
-            y_c, r_T, c_n = ops.layer(x, w_ih, w_hh @ w_hr, b_ih, b_hh, None, c0, config, lengths)
-            y, h_n = y_c @ w_hr.t(), r_T @ w_hr.t()  # a row of length 0 keeps r_T = r0 = 0: h_n = 0 = its h0
+            y, h_n, c_n = _projected_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, config, lengths)
         return (reverse_padded(y, lengths) if reverse else y), h_n, c_n
 
     T, B = x.shape[0], x.shape[1]

@@ -6,7 +6,7 @@
 runs all T steps of one layer and direction in one call of ``torch.ops.lstm_ext.recurrence_forward``;
 its gradient is ``torch.ops.lstm_ext.recurrence_backward``.
 
-    layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths=None) -> y (T, B, C), h_n (B, R), c_n (B, C)
+    layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths=None, a0=None) -> y (T, B, C), h_n (B, R), c_n (B, C)
 
 is the same with the input projection inside the op (one autograd node per layer; what the modules call).
 Shapes and the config are described in ``lstm_ext.config``; the math is ``lstm_ext.reference.recurrence_ref``.
@@ -50,32 +50,36 @@ def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
 
 
 @torch.library.register_fake("lstm_ext::layer")
-def _layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate):
+def _layer_fake(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash, truncate,
+                a0=None):
     T, B, _ = x.shape
     C = w_ih.shape[0] // (block_size + (3 if forget_gate else 2)) * block_size
     return x.new_empty(T, B, C), x.new_empty(B, w_hh.shape[1]), x.new_empty(B, C)
 
 
-def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None):
+def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None, a0=None):
     """One layer and direction in one op: the input projection ``A = x w_ih^T + b_ih + b_hh`` and the recurrence.
 
-    x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R) or None, c0 (B,C) or None (None: zeros)
-    -> y (T,B,C), h_n, c_n. Differentiable in x, the weights, the biases, h0 and c0 (csrc/layer.cpp): the layer is
-    one autograd node.
+    x (T,B,D), w_ih (G,D), w_hh (G,R), b_ih/b_hh (G,) or None, h0 (B,R) or None, c0 (B,C) or None (None: zeros),
+    a0 (B,G) or None: added to step 0's net input, ``A[0] += a0`` (a projected layer's initial state,
+    ``functional._projected_layer``) -> y (T,B,C), h_n, c_n. Differentiable in x, the weights, the biases, h0, c0
+    and a0 (csrc/layer.cpp): the layer is one autograd node.
     """
-    return _ops.layer.default(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args())
+    return _ops.layer.default(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args(), a0)
 
 
-def _layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths):
-    """lstm_ext::layer on the reference: the projection, then ``recurrence_ref``."""
+def _layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, config: CellConfig, lengths):
+    """lstm_ext::layer on the reference: the projection (a0 added to step 0), then ``recurrence_ref``."""
     A = x @ w_ih.t()
     for b in (b_ih, b_hh):
         if b is not None:
             A = A + b
+    if a0 is not None and A.shape[0] > 0:
+        A = torch.cat([A[:1] + a0, A[1:]])
     return recurrence_ref(A, w_hh, h0, c0, config, lengths)
 
 
-def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_gate, block_size, feedback, squash,
+def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, lengths, forget_gate, block_size, feedback, squash,
                            truncate, dy, dh_n, dc_n, *gg):
     """lstm_ext::layer_double_backward (schema and meaning: csrc/layer.cpp): the layer's gradients as a function of
     its inputs and output gradients, differentiated once more, on the reference (its autograd, twice). A
@@ -94,7 +98,7 @@ def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_ga
         def alias(t):  # differentiable w.r.t. t, and, for a third derivative, connected to t's own graph
             return t.view_as(t) if third_order and t.requires_grad else t.detach().requires_grad_()
 
-        inputs = [None if t is None else alias(t) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
+        inputs = [None if t is None else alias(t) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0)]
         outs_grads = [alias(g) for g in (dy, dh_n, dc_n)]
         present = [i for i, t in enumerate(inputs) if t is not None]
         wrt = [inputs[i] for i in present] + outs_grads
@@ -107,7 +111,7 @@ def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, forget_ga
         if pairs:
             second = torch.autograd.grad([f for f, _ in pairs], wrt, [g for _, g in pairs], allow_unused=True,
                                          create_graph=third_order, materialize_grads=True)  # fmt: skip
-    result = [x.new_empty(0)] * 7 + list(second[len(present) :])
+    result = [x.new_empty(0)] * 8 + list(second[len(present) :])
     for i, t in zip(present, second):
         result[i] = t
     return result

@@ -31,10 +31,10 @@ def recurrence_inputs():
 
 
 def layer_inputs():
-    """x, w_ih, w_hh, b_ih, b_hh, h0, c0 (float64, requiring grad)."""
+    """x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0 (float64, requiring grad)."""
     g = torch.Generator().manual_seed(0)
     G = CFG.gate_rows(C)
-    shapes = [(T, B, D), (G, D), (G, C), (G,), (G,), (B, C), (B, C)]
+    shapes = [(T, B, D), (G, D), (G, C), (G,), (G,), (B, C), (B, C), (B, G)]
     return [torch.randn(*s, generator=g, dtype=torch.float64).mul_(0.5).requires_grad_() for s in shapes]
 
 
@@ -43,7 +43,7 @@ def run_recurrence(inputs):
 
 
 def run_layer(inputs):
-    return ops.layer(*inputs, CFG)
+    return ops.layer(*inputs[:7], CFG, None, *inputs[7:])
 
 
 OPS = {"recurrence": (recurrence_inputs, run_recurrence, "RecurrenceBackward"),

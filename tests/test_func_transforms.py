@@ -222,22 +222,33 @@ SECOND_ORDER = ["2000", "1997", "2000-2layers-bidirectional", "2000-proj", "1997
 
 
 @pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("initial_state", ["none", "given"])
 @pytest.mark.parametrize("name", SECOND_ORDER)
-def test_gradient_penalty_like_nn_lstm(name, device):
+def test_gradient_penalty_like_nn_lstm(name, initial_state, device):
     """A gradient of a gradient (create_graph; WGAN-GP's penalty, MAML): the layer op's second derivative (on the
-    reference, csrc/layer.cpp LayerDoubleBackward) gives nn.LSTM's."""
+    reference, csrc/layer.cpp LayerDoubleBackward) gives nn.LSTM's, from a zero state (hx=None) and from a given
+    one that requires a gradient (with proj_size: step 0 as an op of its own, functional._projected_layer)."""
     fused, _ = fused_and_reference(name, device)
     peer = peer_of(name, fused)
     x = input_for(fused)
+    hx = ()
+    if initial_state == "given":
+        n = fused.num_layers * (2 if fused.bidirectional else 1)
+        gen = torch.Generator().manual_seed(2)
+        hx = tuple(torch.randn(n, B, size, dtype=x.dtype, generator=gen).to(x.device)
+                   for size in (fused.proj_size or H, H))  # fmt: skip
     results = []
     for m in (fused, peer):
         xx = x.clone().requires_grad_()
-        params = [xx, *m.parameters()]
-        first = torch.autograd.grad(m(xx)[0].pow(2).sum(), params, create_graph=True)
+        state = tuple(t.clone().requires_grad_() for t in hx)
+        params = [xx, *state, *m.parameters()]
+        y, (h_n, c_n) = m(xx, state or None)
+        first = torch.autograd.grad(y.pow(2).sum() + h_n.sum() + c_n.pow(2).sum(), params, create_graph=True)
         penalty = sum(g.pow(2).sum() for g in first)
         results.append(torch.autograd.grad(penalty, params))
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, **TOL)
+    assert all(g.abs().sum() > 0 for g in results[0])
 
 
 @pytest.mark.parametrize("name", ["2000", "1997"])
@@ -266,17 +277,6 @@ def test_grad_of_grad_inside_torch_func_raises():
     x = input_for(fused)
     with pytest.raises(RuntimeError, match="second derivative of the fused layer inside a torch.func transform"):
         grad(lambda xx: grad(lambda z: fused(z)[0].pow(2).sum())(xx).pow(2).sum())(x)
-
-
-def test_second_derivative_through_the_recurrence_op_raises():
-    """With proj_size and a given initial state the modules run lstm_ext::recurrence (h0 folded into the first
-    step), which keeps no input projection to differentiate twice: a second derivative raises, naming why."""
-    fused, _ = fused_and_reference("2000-proj")
-    x = input_for(fused).requires_grad_()
-    hx = (torch.zeros(1, B, 2, dtype=x.dtype), torch.zeros(1, B, H, dtype=x.dtype))
-    (g,) = torch.autograd.grad(fused(x, hx)[0].pow(2).sum(), x, create_graph=True)
-    with pytest.raises(RuntimeError, match="differentiable once"):
-        g.sum().backward()
 
 
 def test_forward_ad_on_the_forward_and_backward_ops_raises():

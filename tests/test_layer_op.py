@@ -1,8 +1,8 @@
 """``lstm_ext::layer`` (ops.layer): the input projection and the recurrence as one op, against the oracle.
 
-Its oracle is the composition it replaces, in float64: ``A = x w_ih^T + b_ih + b_hh`` then
-``lstm_ext.reference.recurrence_ref``. Held here: outputs and EVERY gradient (x, w_ih, w_hh, b_ih, b_hh, h0,
-c0) over every configuration, with and without biases and per-row lengths, in float64 and float32; gradients
+Its oracle is the composition it replaces, in float64: ``A = x w_ih^T + b_ih + b_hh`` (``A[0] += a0`` where a0
+is given) then ``lstm_ext.reference.recurrence_ref``. Held here: outputs and EVERY gradient (x, w_ih, w_hh, b_ih,
+b_hh, h0, c0, a0) over every configuration, with and without biases and per-row lengths, in float64 and float32; gradients
 on a subset of the inputs; gradcheck on the real kernel; opcheck; bits without autograd; the two bias
 gradients are separate tensors; error messages that name the argument.
 """
@@ -23,7 +23,7 @@ from lstm_ext.reference import recurrence_ref
 from cases import all_configs, cfg_id, make_inputs, tolerances
 
 OPS = torch.ops.lstm_ext
-NAMES = ("y", "h_n", "c_n", "dx", "dw_ih", "dw_hh", "db_ih", "db_hh", "dh0", "dc0")
+NAMES = ("y", "h_n", "c_n", "dx", "dw_ih", "dw_hh", "db_ih", "db_hh", "dh0", "dc0", "da0")
 BIASES = ["both", "ih", "hh", "none"]
 
 
@@ -48,9 +48,12 @@ def layer_inputs(cfg, T, B, C, D, dtype=torch.float64, biases="both", seed=0, de
     return [None if t is None else t.to(device=device, dtype=dtype) for t in (x, w_ih, w_hh, b_ih, b_hh, h0, c0)]
 
 
-def layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, cfg, lengths=None):
+def layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, cfg, lengths=None, a0=None):
     bias = b_ih if b_hh is None else (b_hh if b_ih is None else b_ih + b_hh)
-    return recurrence_ref(F.linear(x, w_ih, bias), w_hh, h0, c0, cfg, lengths)
+    A = F.linear(x, w_ih, bias)
+    if a0 is not None and A.shape[0] > 0:
+        A = torch.cat([A[:1] + a0, A[1:]])
+    return recurrence_ref(A, w_hh, h0, c0, cfg, lengths)
 
 
 def outputs_and_grads(fn, inputs, cfg, lengths, seed=1, requires_grad=None):
@@ -513,9 +516,13 @@ def test_opcheck_layer_backward(requires_grad):
     dy, dh_n, dc_n = torch.randn_like(y), torch.randn_like(h0), torch.randn_like(c0)
     inputs = [x, w_ih, w_hh, b_ih, b_hh, h0, c0]
     grads = [dy, dh_n, dc_n]
+    a0 = 0.1 * torch.randn(h0.shape[0], w_ih.shape[0], dtype=x.dtype)
     if requires_grad:
-        inputs, grads = ([t.clone().requires_grad_() for t in ts] for ts in (inputs, grads))
-    torch.library.opcheck(OPS.layer_backward, (*inputs, y, act, s_all, None, *cfg.op_args(), *grads, [True] * 4))
+        inputs, grads, a0 = ([t.clone().requires_grad_() for t in ts] for ts in (inputs, grads, [a0]))
+        (a0,) = a0
+    for a in (None, a0):  # without a0 (the usual layer) and with it (a projected layer from a given h0)
+        torch.library.opcheck(OPS.layer_backward, (*inputs, a, y, act, s_all, None, *cfg.op_args(), *grads,
+                                                   [True] * 5))  # fmt: skip
 
 
 def test_layer_double_backward_of_the_truncated_gradient_raises():
@@ -536,3 +543,104 @@ def test_layer_empty(T, B, D):
     nothing flows), on the loop path (small) like any other size."""
     check_layer(CellConfig(), T, B, 3, D, torch.float64, "both", None)
     check_layer(CellConfig(False, 2, "all", "paper"), T, B, 4, D, torch.float32, "ih", None)
+
+
+# ---- a0: an addend to step 0's net input --------------------------------------------------------------------------
+# A projected layer (nn.LSTM's proj_size) runs on its unprojected cell outputs, and its given initial state h0 reaches
+# step 0 as a0 = h0 w_hh^T (lstm_ext/functional.py, _projected_layer).
+
+
+def layer_a0(x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, cfg, lengths=None):
+    return ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, cfg, lengths, a0)
+
+
+def layer_ref_a0(x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, cfg, lengths=None):
+    return layer_ref(x, w_ih, w_hh, b_ih, b_hh, h0, c0, cfg, lengths, a0=a0)
+
+
+def inputs_with_a0(cfg, T, B, C, D, dtype=torch.float64, biases="both", seed=0):
+    inputs = layer_inputs(cfg, T, B, C, D, dtype, biases, seed)
+    a0 = torch.randn(B, cfg.gate_rows(C), generator=torch.Generator().manual_seed(seed + 7), dtype=torch.float64)
+    return inputs + [a0.to(dtype)]
+
+
+A0_CASES = [  # (cfg, T, B, C, D, biases, lengths)
+    (CellConfig(), 6, 5, 4, 3, "both", [6, 0, 3, 1, 5]),
+    (CellConfig(False, 2, "all", "paper"), 5, 3, 4, 2, "none", None),
+    (CellConfig(False, 1, "all", "paper", True), 5, 3, 2, 2, "ih", [5, 1, 0]),  # the 1997 rule (truncated)
+    (CellConfig(), 4, 64, 8, 3, "both", None),  # ATen's projection, not the loops
+    (CellConfig(), 1, 2, 3, 2, "hh", None),  # one step (decoding)
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", range(len(A0_CASES)))
+def test_layer_a0_matches_reference(case, dtype):
+    """a0 added to step 0's net input: outputs and every gradient, da0 included, against the reference."""
+    cfg, T, B, C, D, biases, lengths = A0_CASES[case]
+    lengths = None if lengths is None else torch.tensor(lengths)
+    inputs = inputs_with_a0(cfg, T, B, C, D, dtype, biases)
+    got = outputs_and_grads(layer_a0, inputs, cfg, lengths)
+    want = outputs_and_grads(layer_ref_a0, [None if t is None else t.double() for t in inputs], cfg, lengths)
+    assert_parity(got, want, dtype, T, B, what=f"a0 {cfg_id(cfg)}")
+    assert got[-1] is not None and got[-1].abs().sum() > 0  # da0
+    # a0 changes the result (a test that a0 reaches step 0)
+    assert not torch.equal(got[0], outputs_and_grads(ops.layer, inputs[:7], cfg, lengths)[0])
+
+
+def test_layer_a0_gradcheck_and_gradgradcheck():
+    """The real kernel's gradient in a0 by finite differences; and the second derivative (LayerDoubleBackward)."""
+    cfg = CellConfig()
+    lengths = torch.tensor([3, 0, 2])
+    leaves = [t.requires_grad_() for t in inputs_with_a0(cfg, 3, 3, 2, 2)]
+    assert torch.autograd.gradcheck(lambda *a: layer_a0(*a, cfg, lengths), leaves)
+    assert torch.autograd.gradgradcheck(lambda *a: layer_a0(*a, cfg, lengths), leaves)
+
+
+@pytest.mark.parametrize("T", [0, 4])
+def test_layer_a0_empty_sequence(T):
+    """Without a step 0, a0 takes no part: the result of no a0, and a zero gradient."""
+    cfg = CellConfig()
+    inputs = inputs_with_a0(cfg, T, 3, 2, 2)
+    got = outputs_and_grads(layer_a0, inputs, cfg, None)
+    want = outputs_and_grads(layer_ref_a0, inputs, cfg, None)
+    assert_parity(got, want, torch.float64, T, 3, what=f"a0 T={T}")
+    if T == 0:
+        assert torch.equal(got[-1], torch.zeros_like(inputs[-1]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_layer_a0_long_sequence_without_autograd_same_bits(dtype):
+    """Without autograd a long sequence runs chunk by chunk and a0 goes into the first chunk: the bits of the one
+    recurrence with autograd, which matches the reference."""
+    cfg, T, B, C = LONG_2000
+    lengths = long_lengths(T, B)
+    inputs = inputs_with_a0(cfg, T, B, C, 4, dtype)
+    want = layer_a0(*[t.clone().requires_grad_() for t in inputs], cfg, lengths)
+    with torch.no_grad():
+        got = layer_a0(*inputs, cfg, lengths)
+    for a, b in zip(got, want):
+        assert torch.equal(a, b.detach())
+    ref = layer_ref_a0(*[t.double() for t in inputs], cfg, lengths)
+    for a, b in zip(got, ref):
+        torch.testing.assert_close(a.double(), b, **tolerances(dtype, T))
+
+
+@pytest.mark.parametrize("requires_grad", [True, False], ids=["grad", "no_grad"])
+def test_layer_a0_opcheck(requires_grad):
+    cfg = CellConfig(False, 2, "all", "paper")
+    inputs = [t.requires_grad_(requires_grad) for t in inputs_with_a0(cfg, 4, 3, 4, 2)]
+    torch.library.opcheck(OPS.layer, (*inputs[:7], torch.tensor([4, 0, 2]), *cfg.op_args(), inputs[7]))
+
+
+@pytest.mark.parametrize("requires_grad", [False, True], ids=["no_grad", "grad"])
+@pytest.mark.parametrize("bad,message", [
+    (lambda a0: a0[:1], r"a0 must have shape \(2, 12\), got \(1, 12\)"),
+    (lambda a0: a0.double(), r"a0 must have x's dtype Float, got Double"),
+], ids=["shape", "dtype"])  # fmt: skip
+def test_layer_a0_bad_input_raises(bad, message, requires_grad):
+    cfg = CellConfig()  # C = 3 cells, G = 12, B = 2
+    *inputs, a0 = inputs_with_a0(cfg, 4, 2, 3, 2, torch.float32)
+    inputs[1].requires_grad_(requires_grad)
+    with pytest.raises(RuntimeError, match=message):
+        OPS.layer(*inputs, None, *cfg.op_args(), bad(a0))

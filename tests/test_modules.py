@@ -176,8 +176,8 @@ def test_hx_none_is_zeros(kind, proj_size):
     kw = dict(num_layers=2, bidirectional=True, batch_first=False, proj_size=proj_size)
     ref, ours = make_models(**kw)
     compare(ref, ours, kind, dtype=torch.float64, tol=F64, with_hx=False, **kw)
-    # and None gives what explicit zeros give: exactly, where both run the layer op; with proj_size, None runs the
-    # layer op and a given h0 the recurrence op (h0 folded into the first step), another rounding of the same sums
+    # and None gives what explicit zeros give: exactly, where both run the layer op as one call; with proj_size, a
+    # given h0 runs step 0 as a call of its own (functional._projected_layer), another rounding of the same sums
     (x, h0, c0), build_x, _ = make_inputs(kind, dtype=torch.float64, **kw)
     zeros = (torch.zeros_like(h0), torch.zeros_like(c0))
     out_none, (h_none, c_none) = ours(build_x(), None)
@@ -659,8 +659,9 @@ def _per_row_nn_lstm(x, w, h0, c0, lengths, reverse):
 @pytest.mark.parametrize("proj_size", [0, 3])
 @pytest.mark.parametrize("initial_state", ["given", "none"])
 def test_functional_lstm2000_matches_nn_lstm(initial_state, proj_size, reverse, use_lengths, backend):
-    """Outputs and every gradient against nn.LSTM run row by row. With proj_size, a given h0 takes the recurrence
-    op (h0 folded into the first step), none the layer op (U = w_hh w_hr from r0 = 0)."""
+    """Outputs and every gradient against nn.LSTM run row by row. With proj_size the fused backend runs the layer op
+    with U = w_hh w_hr from r0 = 0, a given h0 through step 0 as a call of its own (functional._projected_layer);
+    the reference folds h0 into the first step."""
     torch.manual_seed(0)
     T, B, D, H = 6, 5, 3, 4
     P = proj_size
