@@ -237,9 +237,10 @@ def test_wide_layer_forward_splits_the_cells(cfg, B, C):
     """float32 layers whose U has 2^20 elements or more (H >= 512), cells of their own fed back, no lengths: on two
     threads the forward splits the cells, not the batch, over the threads, with a barrier after each step
     (csrc/cpu/recurrence_cpu.cpp, forward_cell_split; the last thread's cells end in a part-filled panel at
-    H = 1030). The same bits as on one thread (each output the same multiply-adds in the same order), with and
-    without a gradient, and the reference's outputs and gradients."""
-    T = 6
+    H = 1030; T = 16, as calls of fewer row-steps split no cells, few_row_steps). The same bits as on one thread
+    (each output the same multiply-adds in the same order), with and without a gradient, and the reference's outputs
+    and gradients."""
+    T = 16
     inputs = make_inputs(cfg, T, B, C, torch.float32)
     upstream = make_upstream(cfg, T, B, C)
     n = torch.get_num_threads()
@@ -259,9 +260,51 @@ def test_wide_layer_forward_splits_the_cells(cfg, B, C):
         assert torch.equal(a, b) and torch.equal(a, c)
     # Outputs and gradients against the reference. At this width the step products sum over K = R (forward) and
     # K = G (backward) up to 4120 terms: the panel kernel's blocks of k (panel_gemm.h, kBlockK) keep them within
-    # tolerance (one chain over all K left dA and dU of the 1997 cell at H=1030 1.2-1.3x over it).
+    # tolerance (one chain over all K left dA and dU of the 1997 cell at H=1030 1.2-1.3x over it). dU sums T * B
+    # outer products on top (at H=1030, T=16 3 of its 3.2 million elements were 1.25x over tolerances(); within
+    # twice the float32 reference's own error).
     want = run_reference(inputs, cfg, None, upstream)
-    assert_parity(got_2, want, torch.float32, T, B)
+    same = outputs_and_grads(recurrence_ref, inputs, cfg, None, upstream)
+    assert_parity(got_2, want, torch.float32, T, B, same_dtype=same)
+
+
+FEW_ROW_STEPS_CASES = [  # (cfg, T, B, C): fewer than 32 rows x steps and 16 steps, products of 2^21 multiply-adds or more
+    (CellConfig(), 1, 16, 300),  # G=1200 (4 blocks of 256 columns and one of 176), R=300 (256 + 44)
+    (CellConfig(False), 2, 8, 520),  # the 1997 cell, two steps
+    (CellConfig(False, 1, "all", "paper", True), 1, 4, 400),  # gate activations fed back (R = G = 1200), truncated
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("cfg,T,B,C", FEW_ROW_STEPS_CASES, ids=lambda v: cfg_id(v) if isinstance(v, CellConfig) else str(v))
+def test_few_row_steps_with_large_products(cfg, T, B, C, dtype):
+    """A call of few rows x steps (decoding a batch a step at a time) whose products are worth two threads packs no
+    panels: one chunk of rows, each product in column blocks shared by the threads (csrc/cpu/recurrence_cpu.cpp,
+    few_row_steps, StepProduct's BlasColumns). The reference's outputs and gradients, with per-row lengths; and the
+    same bits on one thread and two (the blocks do not depend on the number of threads; BLAS's own threads would
+    split the few rows' products along K)."""
+    assert T * B < 32 and T < 16 and B * cfg.gate_rows(C) * (cfg.gate_rows(C) if cfg.feedback == "all" else C) >= 2**21
+    lengths = varied_lengths(B, T)
+    inputs = make_inputs(cfg, T, B, C, dtype)
+    upstream = make_upstream(cfg, T, B, C)
+    n = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                inference = ops.recurrence(*inputs, cfg, lengths)
+            results[threads] = (inference, outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream))
+    finally:
+        torch.set_num_threads(n)
+    (inference_1, got_1), (inference_2, got_2) = results[1], results[2]
+    for name, a, b in zip(NAMES, got_2, got_1):
+        assert torch.equal(a, b), f"{name} differs between two threads and one"
+    for a, b, c in zip(inference_2, inference_1, got_2):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    want = run_reference(inputs, cfg, lengths, upstream)
+    same = outputs_and_grads(recurrence_ref, inputs, cfg, lengths, upstream) if dtype != torch.float64 else None
+    assert_parity(got_2, want, dtype, T, B, same_dtype=same)
 
 
 PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles (AVX2: 1 to 6, AVX-512: 1 to 12)

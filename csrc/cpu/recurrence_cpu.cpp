@@ -83,17 +83,30 @@ bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 // where U is small enough (kShortCallLoopMaxU elements) for its copy to cost less than a call of BLAS. Forward, 2
 // cores, us, panels -> short: B=1 T=1 H=128 18 -> 10, H=256 70 -> 21; B=4 T=4 H=256 205 -> 102; B=16 T=1 H=256
 // 161 -> 100; the panels are the faster from B=1 T=16 (H=128 64 against 80) and B=16 T=4 (H=256 287 against 369).
-// Products worth two threads (kBlasParallelMinWork multiply-adds a step) are not short: the threads share them,
-// on packed panels (B=16 T=1 H=512: 955 us on one thread, 787 on two).
+// Calls of as few row-steps whose products are worth two threads (kBlasParallelMinWork multiply-adds a step) pack
+// nothing either: one chunk of rows, each step's product in column blocks (kColumnBlock) shared by the threads, each
+// block a BLAS call on its own thread (StepProduct's BlasColumns). Packing U for the threads' row chunks (or for the
+// forward's cell split) read and wrote all of U once more and each thread then read all of it, for a single step's
+// product. The blocks are the same whatever the number of threads, and so are the bits (BLAS's own threads split a
+// product of few rows along K, whose sums then depend on the number of threads).
 // A layer run in chunks of steps (csrc/layer.cpp) has chunks of at least 1024 row-steps, so that this choice, the
 // only one that depends on the number of steps, is the same for each chunk as for the whole.
 constexpr int64_t kShortCallRowSteps = 32;
 constexpr int64_t kShortCallSteps = 16;
 constexpr int64_t kShortCallLoopMaxU = 4096;
 
-// batch x steps of products with U (G x R for the forward, its transpose for the backward).
+// Columns of op(U) per BLAS call in a product split over the threads (few_row_steps, not short_call).
+constexpr int64_t kColumnBlock = 256;
+
+// batch x steps: too few row-steps for packed panels (one chunk of rows, no panels, no cell split).
+bool few_row_steps(int64_t batch, int64_t steps) {
+  return batch * steps < kShortCallRowSteps && steps < kShortCallSteps;
+}
+
+// batch x steps of products with U (G x R for the forward, its transpose for the backward), each too small for two
+// threads: BLAS (or the hand loops) on the calling thread.
 bool short_call(int64_t batch, int64_t steps, int64_t G, int64_t R) {
-  return batch * steps < kShortCallRowSteps && steps < kShortCallSteps && batch * G * R < kBlasParallelMinWork;
+  return few_row_steps(batch, steps) && batch * G * R < kBlasParallelMinWork;
 }
 
 // Panels of the panel kernel, packed by panel::pack (which writes every element: not value-initialised, which
@@ -132,12 +145,19 @@ Panels panels_for(const T* U, int64_t rows, int64_t N, int64_t K, bool trans_u, 
 template <typename T>
 class StepProduct {
  public:
-  // short_run: a short call (short_call), which takes the hand loops only for a small U.
-  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, const float* panels, bool short_run)
+  // short_run: a short call (short_call), which takes the hand loops only for a small U. columns: with BLAS, each
+  // product in blocks of kColumnBlock columns shared by these threads (a call of few row-steps, not short).
+  StepProduct(const T* U, int64_t B, int64_t N, int64_t K, bool trans_u, const float* panels, bool short_run,
+              const Parallel* columns = nullptr)
       : U_(U), B_(B), N_(N), K_(K), trans_u_(trans_u) {
     if (panels != nullptr) {
       mode_ = Mode::Panels;
       panels_ = panels;
+      return;
+    }
+    if (columns != nullptr && blas_available<T>()) {
+      mode_ = Mode::BlasColumns;
+      columns_ = columns;
       return;
     }
     if (!(blas_available<T>() && (use_blas(B * N * K) || (short_run && N * K > kShortCallLoopMaxU)))) {
@@ -172,6 +192,8 @@ class StepProduct {
 #endif
     if (mode_ == Mode::Blas) {
       blas_gemm<T>(false, trans_u_, B_, N_, K_, T(1), in, K_, U_, trans_u_ ? K_ : N_, beta, out, N_);
+    } else if (mode_ == Mode::BlasColumns) {
+      blas_columns(in, beta, out);
     } else {
       for (int64_t b = 0; b < B_; ++b) loop_row(in + b * K_, beta, out + b * N_);
     }
@@ -216,7 +238,27 @@ class StepProduct {
     }
   }
 
-  enum class Mode { Loop, Blas, Panels };
+  // BlasColumns: out's columns in blocks of kColumnBlock, a BLAS call each on one thread, the blocks shared by the
+  // threads of columns_.
+  void blas_columns(const T* in, T beta, T* out) const {
+    const int64_t blocks = (N_ + kColumnBlock - 1) / kColumnBlock;
+    auto run = [&](int64_t j0, int64_t j1) {
+      const BlasSingleThread single(true);
+      for (int64_t j = j0; j < j1; ++j) {
+        const int64_t n0 = j * kColumnBlock, width = std::min(kColumnBlock, N_ - n0);
+        const T* u = trans_u_ ? U_ + n0 * K_ : U_ + n0;  // op(U)'s columns n0 ..: U's rows (U^T) or columns
+        blas_gemm<T>(false, trans_u_, B_, width, K_, T(1), in, K_, u, trans_u_ ? K_ : N_, beta, out + n0, N_);
+      }
+    };
+    const int64_t threads = columns_->for_each ? std::max(columns_->threads, 1) : 1;
+    if (threads <= 1 || blocks <= 1) {
+      run(0, blocks);
+    } else {
+      columns_->for_each(blocks, (blocks + threads - 1) / threads, run);
+    }
+  }
+
+  enum class Mode { Loop, Blas, BlasColumns, Panels };
   const T* U_;
   int64_t B_, N_, K_;
   bool trans_u_;
@@ -224,6 +266,7 @@ class StepProduct {
   int64_t Np_ = 0;       // Loop: N rounded up to whole blocks of kLanes
   std::vector<T> w_;     // Loop: op(U) as (K x Np), zero-padded columns
   const float* panels_ = nullptr;  // Panels: op(U) packed by panels_for, shared by the row chunks
+  const Parallel* columns_ = nullptr;  // BlasColumns: the threads
   mutable std::vector<T> out_;  // Loop: the products of a part-filled last block (kLanes), scratch (one
                                 // StepProduct per thread)
 };
@@ -408,14 +451,16 @@ void for_each_chunk(int64_t B, int64_t rows, const Parallel& par, const std::fun
   }
 }
 
-// Rows [b0, b1) of the forward, all T steps.
+// Rows [b0, b1) of the forward, all T steps. columns: the threads of a product in column blocks (StepProduct), or
+// null.
 template <typename T>
-void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const float* panels) {
+void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const float* panels,
+                  const Parallel* columns) {
   const CellDims& d = p.d;
   const int64_t B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
   const bool short_run = short_call(B, p.steps, G, R);
-  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels, short_run);  // act = A + r U^T
+  const StepProduct<T> recurrent_input(p.U, M, G, R, /*trans_u=*/true, panels, short_run, columns);  // act = A + r U^T
   const RowForward<T> forward_row = row_kernels<T>(d).forward;
   T* r_state = p.r_T + b0 * R;  // r_T and s_T hold the running state
   // Inference (act == nullptr): one step's activations and states, reused by every step.
@@ -444,14 +489,15 @@ void forward_rows(const ForwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_sin
   }
 }
 
-// Rows [b0, b1) of the backward recurrence, all T steps: dA, dr0 and ds0 of these rows.
+// Rows [b0, b1) of the backward recurrence, all T steps: dA, dr0 and ds0 of these rows. columns: as forward_rows.
 template <typename T>
-void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const float* panels) {
+void backward_rows(const BackwardArgs<T>& p, int64_t b0, int64_t b1, bool blas_single, const float* panels,
+                   const Parallel* columns) {
   const CellDims& d = p.d;
   const int64_t Tn = p.steps, B = p.batch, M = b1 - b0, G = d.gate_rows, R = d.rec_size, C = d.n_cells;
   const BlasSingleThread blas_threads(blas_single);
   const bool short_run = short_call(B, Tn, G, R);
-  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels, short_run);  // dr = da U
+  const StepProduct<T> recurrent_grad(p.U, M, R, G, /*trans_u=*/false, panels, short_run, columns);  // dr = da U
   const RowBackward<T> backward_row = row_kernels<T>(d).backward;
   // Running gradients on r and s (no gradient on r_T or s_T: zeros); dr_next receives da*U for the step before.
   std::vector<T> dr(size_t(M * R), T(0)), ds(size_t(M * C), T(0));
@@ -530,7 +576,7 @@ bool use_cell_split(const ForwardArgs<T>& p, const Parallel& par) {
   const CellDims& d = p.d;
   return std::is_same_v<T, float> && par.team && par.threads >= 2 && d.block_size == 1 && !d.feedback_all &&
          p.lengths == nullptr && int64_t(d.gate_rows) * d.rec_size >= kCellSplitMinU &&
-         !short_call(p.batch, p.steps, d.gate_rows, d.rec_size);
+         !few_row_steps(p.batch, p.steps);
 #else
   return false;
 #endif
@@ -657,10 +703,13 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
   }
 #endif
   const bool short_run = short_call(B, p.steps, G, R);  // one chunk, BLAS on this thread, no panels
-  const int64_t rows = short_run ? B : chunk_rows(B, G * R, par);
-  const bool blas_single = short_run || rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
-  const Panels panels = short_run ? nullptr : panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
-  for_each_chunk(B, rows, par, [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single, panels.get()); });
+  const bool few = few_row_steps(B, p.steps);             // one chunk, no panels; unless short, column blocks
+  const int64_t rows = few ? B : chunk_rows(B, G * R, par);
+  const bool blas_single = few || rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
+  const Panels panels = few ? nullptr : panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
+  const Parallel* columns = few && !short_run ? &par : nullptr;
+  for_each_chunk(B, rows, par,
+                 [&](int64_t b0, int64_t b1) { forward_rows(p, b0, b1, blas_single, panels.get(), columns); });
 }
 
 template <typename T>
@@ -671,12 +720,14 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   // pool that measured faster than one chunk with BLAS threading each step's product dr = da U
   // (2 cores; B=32 H=128: 8.6 against 9.4 ms, B=128 H=256: 119 against 162 ms).
   const bool short_run = short_call(B, Tn, G, R);  // one chunk, BLAS on this thread, no panels
-  const int64_t chunk = short_run ? B : chunk_rows(B, G * R, par);
-  const bool blas_single = short_run || chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
+  const bool few = few_row_steps(B, Tn);            // one chunk, no panels; unless short, column blocks
+  const int64_t chunk = few ? B : chunk_rows(B, G * R, par);
+  const bool blas_single = few || chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
   // Truncated: no product dr = da U at all.
-  const Panels panels =
-      d.truncate || short_run ? nullptr : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
-  for_each_chunk(B, chunk, par, [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels.get()); });
+  const Panels panels = d.truncate || few ? nullptr : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
+  const Parallel* columns = few && !short_run ? &par : nullptr;
+  for_each_chunk(B, chunk, par,
+                 [&](int64_t b0, int64_t b1) { backward_rows(p, b0, b1, blas_single, panels.get(), columns); });
 
   // dU = sum_t da_t^T r_{t-1}. With feedback "cells" r_{t-1} is y_{t-1} (r0 at t = 0; a row past its length has
   // dA = 0), so the rows of r_{t-1} over all steps are r0's then y's first T-1 steps: two products, no copy. With
