@@ -324,13 +324,14 @@ def test_layer_long_sequence_non_contiguous_input():
 
 
 # Short calls (csrc/cpu/recurrence_cpu.cpp, short_call: fewer than 32 rows x steps and fewer than 16 steps, as in
-# decoding) pack no panels: one chunk of rows, BLAS on the calling thread, or the hand loops where U is small; and with
+# decoding, and products below 2^18 multiply-adds; larger ones: test_ops.py, test_few_row_steps_with_large_products)
+# pack no panels: one chunk of rows, BLAS on the calling thread, or the hand loops where U is small; and with
 # T*B <= D + 1 (csrc/layer.cpp, projection_weights) the projection is addmm, not the product with a bias column.
 SHORT_CALLS = [  # (cfg, T, B, C, D)
     (CellConfig(), 1, 1, 130, 130),  # U 520 x 130: BLAS, where longer calls pack it for the panel kernel
     (CellConfig(False), 1, 1, 128, 64),  # the 1997 cell, U 384 x 128: BLAS, where longer calls run the hand loops
     (CellConfig(), 4, 4, 90, 200),  # 16 row-steps, addmm
-    (CellConfig(), 1, 16, 64, 64),  # a batch of 16, one step
+    (CellConfig(), 1, 16, 60, 64),  # a batch of 16, one step (B*G*R below 2^18: still short)
     (CellConfig(), 2, 3, 8, 40),  # U 32 x 8: the hand loops
 ]
 

@@ -83,17 +83,20 @@ bool use_blas(int64_t work) { return work >= kBlasMinWork; }
 // where U is small enough (kShortCallLoopMaxU elements) for its copy to cost less than a call of BLAS. Forward, 2
 // cores, us, panels -> short: B=1 T=1 H=128 18 -> 10, H=256 70 -> 21; B=4 T=4 H=256 205 -> 102; B=16 T=1 H=256
 // 161 -> 100; the panels are the faster from B=1 T=16 (H=128 64 against 80) and B=16 T=4 (H=256 287 against 369).
-// Calls of as few row-steps whose products are worth two threads (kBlasParallelMinWork multiply-adds a step) pack
-// nothing either: one chunk of rows, each step's product in column blocks (kColumnBlock) shared by the threads, each
-// block a BLAS call on its own thread (StepProduct's BlasColumns). Packing U for the threads' row chunks (or for the
-// forward's cell split) read and wrote all of U once more and each thread then read all of it, for a single step's
-// product. The blocks are the same whatever the number of threads, and so are the bits (BLAS's own threads split a
-// product of few rows along K, whose sums then depend on the number of threads).
+// Calls of as few row-steps whose products are worth two threads (kShortCallMaxWork multiply-adds a step or more)
+// pack nothing either: one chunk of rows, each step's product in column blocks (kColumnBlock) shared by the threads,
+// each block a BLAS call on its own thread (StepProduct's BlasColumns). Packing U for the threads' row chunks (or for
+// the forward's cell split) read and wrote all of U once more and each thread then read all of it, for a single
+// step's product; on one thread, a product of a few rows streams all of U through one core. The blocks are the same
+// whatever the number of threads, and so are the bits (BLAS's own threads split a product of few rows along K, whose
+// sums then depend on the number of threads). The recurrence, 2 threads, T=1, us, before -> after: B=16 H=512
+// (the 2000 cell: cell split) 838 -> 244, B=1 H=512 (short) 141 -> 56, B=1 H=256 23 -> 17.
 // A layer run in chunks of steps (csrc/layer.cpp) has chunks of at least 1024 row-steps, so that this choice, the
 // only one that depends on the number of steps, is the same for each chunk as for the whole.
 constexpr int64_t kShortCallRowSteps = 32;
 constexpr int64_t kShortCallSteps = 16;
 constexpr int64_t kShortCallLoopMaxU = 4096;
+constexpr int64_t kShortCallMaxWork = int64_t(1) << 18;  // multiply-adds of a step's product (B * G * R)
 
 // Columns of op(U) per BLAS call in a product split over the threads (few_row_steps, not short_call).
 constexpr int64_t kColumnBlock = 256;
@@ -106,7 +109,7 @@ bool few_row_steps(int64_t batch, int64_t steps) {
 // batch x steps of products with U (G x R for the forward, its transpose for the backward), each too small for two
 // threads: BLAS (or the hand loops) on the calling thread.
 bool short_call(int64_t batch, int64_t steps, int64_t G, int64_t R) {
-  return few_row_steps(batch, steps) && batch * G * R < kBlasParallelMinWork;
+  return few_row_steps(batch, steps) && batch * G * R < kShortCallMaxWork;
 }
 
 // Panels of the panel kernel, packed by panel::pack (which writes every element: not value-initialised, which
@@ -705,7 +708,10 @@ void recurrence_forward(const ForwardArgs<T>& p, const Parallel& par) {
   const bool short_run = short_call(B, p.steps, G, R);  // one chunk, BLAS on this thread, no panels
   const bool few = few_row_steps(B, p.steps);             // one chunk, no panels; unless short, column blocks
   const int64_t rows = few ? B : chunk_rows(B, G * R, par);
-  const bool blas_single = few || rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
+  // (column blocks: each block's thread runs BLAS on itself; the calling thread's BLAS setting is left alone, as
+  // MKL's applies to the OpenMP team that the blocks' parallel region forks from this thread)
+  const bool blas_single =
+      short_run || (!few && (rows < B || B * G * R < kBlasParallelMinWork || par.threads <= 1));
   const Panels panels = few ? nullptr : panels_for(p.U, rows, G, R, /*trans_u=*/true, blas_single);
   const Parallel* columns = few && !short_run ? &par : nullptr;
   for_each_chunk(B, rows, par,
@@ -722,7 +728,8 @@ void recurrence_backward(const BackwardArgs<T>& p, const Parallel& par) {
   const bool short_run = short_call(B, Tn, G, R);  // one chunk, BLAS on this thread, no panels
   const bool few = few_row_steps(B, Tn);            // one chunk, no panels; unless short, column blocks
   const int64_t chunk = few ? B : chunk_rows(B, G * R, par);
-  const bool blas_single = few || chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1;
+  const bool blas_single =
+      short_run || (!few && (chunk < B || B * G * R < kBlasParallelMinWork || par.threads <= 1));
   // Truncated: no product dr = da U at all.
   const Panels panels = d.truncate || few ? nullptr : panels_for(p.U, chunk, R, G, /*trans_u=*/false, blas_single);
   const Parallel* columns = few && !short_run ? &par : nullptr;
