@@ -332,3 +332,28 @@ def test_try_row_variant_changes_the_row_and_keeps_its_seeds():
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert re.match(r"4-T100 lr=1\.0: [0-2]/2 within 300 sequences, mean .* per trial: ", proc.stdout), proc.stdout
+
+
+def test_reber_numpy_rtrl_script():
+    """scripts/reber_numpy_rtrl.py (Table 1's second implementation of the 1997 rule, in the session notes): HS97's
+    criterion on made-up outputs, and a short run prints a line per trial and the count."""
+    import importlib.util
+    from pathlib import Path
+
+    from lstm_ext.tasks.reber import reber_train_test
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "reber_numpy_rtrl.py"
+    spec = importlib.util.spec_from_file_location("reber_numpy_rtrl", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    train, _ = reber_train_test(np.random.default_rng(0), 4, 4)
+    y = train.extra["allowed_next"].astype(float)  # 1 on every possible next symbol, 0 elsewhere
+    assert mod.all_correct(train, y)
+    y[0, 0, 2] = 0.0  # after the first B both T and P are possible: P no longer above the others
+    assert not mod.all_correct(train, y)
+    proc = subprocess.run([sys.executable, str(path), "--trials", "1", "--budget", "200"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2 and re.fullmatch(r"trial 0: not within 200 \(\d+ s\)", lines[0]), proc.stdout
+    assert lines[1] == "0 of 1 trials learned within 200 strings"
