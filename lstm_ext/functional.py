@@ -122,14 +122,18 @@ def _projected_layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr, config: CellConfig
     ``a0 = h0 w_hh^T``. Differentiable twice, as nn.LSTM (gradient penalties)."""
     a0 = None if h0 is None else h0 @ w_hh.t()
     y_c, r_T, c_n = ops.layer(x, w_ih, w_hh @ w_hr, b_ih, b_hh, None, c0, config, lengths, a0)
-    h_n = r_T @ w_hr.t()
-    # A row that ran no step keeps its h0 (r_T is the op's zero initial state).
+    h_n = r_T @ w_hr.t()  # without h0: a row of length 0 keeps r_T = r0 = 0, and h_n = 0 is its h0
     if h0 is not None:
-        if lengths is not None:
-            h_n = torch.where(lengths.to(h_n.device).unsqueeze(1) > 0, h_n, h0)
-        elif x.shape[0] == 0:
-            h_n = h0
+        h_n = _h0_where_no_step(h_n, h0, lengths, x.shape[0])
     return y_c @ w_hr.t(), h_n, c_n
+
+
+def _h0_where_no_step(h_n, h0, lengths, T):
+    """A projected layer's h_n (B, P) with h0 in the rows that ran no step (length 0, or T = 0): its recurrence
+    starts from the zero state of the unprojected outputs, not from h0."""
+    if lengths is not None:
+        return torch.where(lengths.to(h_n.device).unsqueeze(1) > 0, h_n, h0)
+    return h0 if T == 0 else h_n
 
 
 def lstm_layer(
@@ -221,11 +225,7 @@ def lstm_layer(
             A = A.index_add(0, step0, h0_in.unsqueeze(0))
         y_c, r_T, c_n = recurrence(A, w_hh @ w_hr, h0.new_zeros(B, w_hr.shape[1]), c0, config, lengths)
         y = y_c @ w_hr.t()
-        h_n = r_T @ w_hr.t()
-        if has_steps is not None:
-            h_n = torch.where(has_steps, h_n, h0)
-        elif T == 0:
-            h_n = h0
+        h_n = _h0_where_no_step(r_T @ w_hr.t(), h0, lengths, T)
 
     if reverse:
         y = reverse_padded(y, lengths)

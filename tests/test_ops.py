@@ -228,6 +228,27 @@ def test_recurrence_one_wide_row_on_two_threads(dtype):
         torch.set_num_threads(n)
 
 
+def same_bits_on_one_and_two_threads(inputs, cfg, lengths, upstream):
+    """ops.recurrence's outputs and gradients on two threads, after asserting they are the bits of one thread, and
+    those of the forward without a gradient (which keeps no workspace) on both."""
+    n = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            with torch.no_grad():
+                inference = ops.recurrence(*inputs, cfg, lengths)
+            results[threads] = (inference, outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream))
+    finally:
+        torch.set_num_threads(n)
+    (inference_1, got_1), (inference_2, got_2) = results[1], results[2]
+    for name, a, b in zip(NAMES, got_2, got_1):
+        assert torch.equal(a, b), f"{name} differs between two threads and one"
+    for a, b, c in zip(inference_2, inference_1, got_2):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    return got_2
+
+
 WIDE_CONFIGS = [CellConfig(), CellConfig(False), CellConfig(False, 1, "cells", "paper", True)]
 
 
@@ -243,21 +264,7 @@ def test_wide_layer_forward_splits_the_cells(cfg, B, C):
     T = 16
     inputs = make_inputs(cfg, T, B, C, torch.float32)
     upstream = make_upstream(cfg, T, B, C)
-    n = torch.get_num_threads()
-    results = {}
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            with torch.no_grad():
-                inference = ops.recurrence(*inputs, cfg)
-            results[threads] = (inference, outputs_and_grads(ops.recurrence, inputs, cfg, None, upstream))
-    finally:
-        torch.set_num_threads(n)
-    (inference_1, got_1), (inference_2, got_2) = results[1], results[2]
-    for name, a, b in zip(NAMES, got_2, got_1):
-        assert torch.equal(a, b), f"{name} differs between two threads and one"
-    for a, b, c in zip(inference_2, inference_1, got_2):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    got_2 = same_bits_on_one_and_two_threads(inputs, cfg, None, upstream)
     # Outputs and gradients against the reference. At this width the step products sum over K = R (forward) and
     # K = G (backward) up to 4120 terms: the panel kernel's blocks of k (panel_gemm.h, kBlockK) keep them within
     # tolerance (one chain over all K left dA and dU of the 1997 cell at H=1030 1.2-1.3x over it). dU sums T * B
@@ -288,21 +295,7 @@ def test_few_row_steps_with_large_products(cfg, T, B, C, dtype):
     lengths = varied_lengths(B, T)
     inputs = make_inputs(cfg, T, B, C, dtype)
     upstream = make_upstream(cfg, T, B, C)
-    n = torch.get_num_threads()
-    results = {}
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            with torch.no_grad():
-                inference = ops.recurrence(*inputs, cfg, lengths)
-            results[threads] = (inference, outputs_and_grads(ops.recurrence, inputs, cfg, lengths, upstream))
-    finally:
-        torch.set_num_threads(n)
-    (inference_1, got_1), (inference_2, got_2) = results[1], results[2]
-    for name, a, b in zip(NAMES, got_2, got_1):
-        assert torch.equal(a, b), f"{name} differs between two threads and one"
-    for a, b, c in zip(inference_2, inference_1, got_2):
-        assert torch.equal(a, b) and torch.equal(a, c)
+    got_2 = same_bits_on_one_and_two_threads(inputs, cfg, lengths, upstream)
     want = run_reference(inputs, cfg, lengths, upstream)
     same = outputs_and_grads(recurrence_ref, inputs, cfg, lengths, upstream) if dtype != torch.float64 else None
     assert_parity(got_2, want, dtype, T, B, same_dtype=same)
