@@ -13,9 +13,10 @@ test strings (``lstm_ext.tasks.reber_train_test``: the data are ours) is predict
     python scripts/reber_numpy_rtrl.py --blocks 4 --size 1 --lr 0.1
 
 On 2026-11-22: 1 of 10 trials of 3 blocks x 2, lr 0.5, within 40,000 strings (ours: 2 of 10; the paper: 100 %,
-mean 8,440). One that did not learn had, at 20,000 strings, the recall step right on every training string and the
-local transitions after "XX" and "XV" (where the next symbols depend on the symbol before the last) wrong on 39 of
-71 and 12 of 44.
+mean 8,440). At 20,000 strings, trial 1 had the recall step right on every training string and the steps after "XX"
+and "XV" (where the next symbols depend on the symbol before the last) wrong at 39 of their 71 and 12 of their 44
+occurrences in the training strings; trials 0 and 2 were wrong at the recall step (after "SE" and "VE") on about
+half the strings and at every occurrence of some local transitions (after "VP" and "PV").
 """
 
 from __future__ import annotations
