@@ -28,7 +28,9 @@ into the first step, ``A[0] += h0 w_hh^T``; ``backend="reference"`` runs the sam
 
 ``backend="fused"`` uses the custom op, ``"reference"`` the plain-PyTorch loop ``lstm_ext.reference``, ``"auto"``
 the fused op where it has a kernel for A's device and dtype (see :func:`fused_supports`) and no forward-mode AD is
-under way (the fused op has no jvp), else the reference. On the CPU, float16 and bfloat16 (the layer's own dtype,
+under way (the fused op has no jvp) nor nested torch.func reverse-mode transforms (``grad(grad(...))``: its
+second-order node cannot run there; but for the truncated gradient, which is differentiable once), else the
+reference. On the CPU, float16 and bfloat16 (the layer's own dtype,
 or CPU autocast's) count as float32 for both fused choices: the layer runs in float32 and its outputs are cast to
 the half dtype.
 No per-step Python, no ``.item()``/``.tolist()`` in here (torch.compile friendly).
@@ -37,6 +39,7 @@ No per-step Python, no ``.item()``/``.tolist()`` in here (torch.compile friendly
 from __future__ import annotations
 
 import torch
+import torch._C._functorch as _functorch
 import torch.autograd.forward_ad as _fwAD
 import torch.nn.functional as F
 
@@ -84,12 +87,24 @@ def fused_supports(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cuda" and _HAS_CUDA_KERNEL and dtype in _CUDA_DTYPES
 
 
-def _auto_backend(A: torch.Tensor) -> str:
+def _nested_reverse_transforms() -> bool:
+    """Whether two or more of torch.func's reverse-mode transforms (grad, vjp, jacrev) are active: a derivative of a
+    derivative inside torch.func (``grad(grad(f))``, ``jacrev(jacrev(f))``), which the fused layer's second-order node
+    cannot take (it differentiates the reference with torch.autograd, csrc/layer.cpp LayerDoubleBackward)."""
+    if _functorch.maybe_current_level() is None:  # no transform at all: the usual case, one cheap call
+        return False
+    stack = _functorch.get_interpreter_stack() or ()
+    return sum(i.key() == _functorch.TransformType.Grad for i in stack) >= 2
+
+
+def _auto_backend(A: torch.Tensor, truncate: bool = False) -> str:
     # fused_supports(A.device, A.dtype) without building a torch.device (this runs once per layer and direction).
     # Under forward-mode AD (a dual level is open: torch.autograd.forward_ad, torch.func.jvp / jacfwd / hessian) the
     # reference, which has a jvp; the fused ops have none. A module global, not the tensors' tangents: under
     # hessian (jacrev inside jacfwd) the layer sees grad's wrappers, whose tangent lives a level further in.
-    if _fwAD._current_level >= 0:
+    # Inside nested reverse-mode transforms the reference too, but for the truncated gradient (the 1997 rule), whose
+    # second derivative is an error on both backends and says so only on the fused one.
+    if _fwAD._current_level >= 0 or (not truncate and _nested_reverse_transforms()):
         return "reference"
     if A.is_cpu:
         ok = A.dtype in _CPU_DTYPES
@@ -179,7 +194,7 @@ def lstm_layer(
     if (
         backend != "reference"
         and not torch._C._is_any_autocast_enabled()
-        and (backend == "fused" or _auto_backend(x) == "fused")
+        and (backend == "fused" or _auto_backend(x, config.truncate) == "fused")
     ):
         if w_hr is None:
             y, h_n, c_n = ops.layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config, lengths)
@@ -205,7 +220,7 @@ def lstm_layer(
         if w_hr is not None:
             w_hr = w_hr.to(A.dtype)
     if backend == "auto":
-        backend = _auto_backend(A)
+        backend = _auto_backend(A, config.truncate)
     recurrence = _BACKENDS[backend]
 
     if w_hr is None:

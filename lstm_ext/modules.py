@@ -25,11 +25,11 @@ backward); a sequence length of 0 raises ``RuntimeError("Expected sequence lengt
 ``backend``: ``"fused"`` (the custom op), ``"reference"`` (the plain-PyTorch loop; slow, exportable), or
 ``"auto"``: fused where the op has a kernel for the input's device and dtype (CPU: float32/float64; CUDA when
 built: also float16/bfloat16), else reference; also reference under forward-mode AD (``torch.func.jvp``,
-``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate. On the CPU, a
-float16/bfloat16 module and CPU autocast run the float32 kernels and return the half dtype (both fused choices).
-The backward works in eval mode too. Second derivatives (``create_graph=True``) work but with ``proj_size`` and a
-given ``hx`` together, and under CUDA autocast: the fused layer's second-order node differentiates the reference
-(README, "Use").
+``jacfwd``, ``hessian``, ``torch.autograd.forward_ad``), which the fused op cannot differentiate, and inside
+nested reverse-mode transforms (``grad(grad(...))``, ``jacrev(jacrev(...))``), where its second-order node cannot
+run. On the CPU, a float16/bfloat16 module and CPU autocast run the float32 kernels and return the half dtype
+(both fused choices). The backward works in eval mode too. Second derivatives (``create_graph=True``) work but
+under CUDA autocast: the fused layer's second-order node differentiates the reference (README, "Use").
 """
 
 from __future__ import annotations
@@ -284,7 +284,8 @@ class _LSTMBase(nn.Module):
             and self.backend != "reference"
             and input.dim() == 3
             and not torch._C._is_any_autocast_enabled()
-            and functional._auto_backend(input) == "fused"  # else the general path: its checks, or a half dtype
+            # else the general path: its checks, or a half dtype
+            and functional._auto_backend(input, self._config.truncate) == "fused"
         ):
             return self._forward_one_fused_layer(input, hx)
         return self._forward(input, hx)

@@ -89,7 +89,8 @@ def _layer_double_backward(x, w_ih, w_hh, b_ih, b_hh, h0, c0, a0, lengths, forge
         raise RuntimeError(
             "lstm_ext: a second derivative of the fused layer inside a torch.func transform (grad of grad, jacrev of "
             "grad, vmap of a double backward) is not supported; take it with torch.autograd.grad(..., "
-            'create_graph=True), or use backend="reference"'
+            'create_graph=True), or use backend="auto" (the default: it runs the reference inside nested grad, vjp '
+            'or jacrev) or backend="reference"'
         )
     config = CellConfig(forget_gate, block_size, feedback, squash, truncate)
     third_order = torch.is_grad_enabled()  # the caller records this computation (create_graph): keep its graph

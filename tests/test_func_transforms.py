@@ -1,9 +1,11 @@
 """torch.func's transforms on the fused ops, as nn.LSTM users run them: ``grad``, ``vjp``, ``jacrev`` and
 per-sample gradients (``vmap`` over ``grad``) give the float64 reference's results, through the modules and the
 ops. Second and third derivatives by torch.autograd (a gradient penalty, the reverse-mode Hessian) give nn.LSTM's,
-through the layer op's second-order node; inside torch.func (``grad(grad)``) they raise. The fused ops have no jvp: with ``backend="fused"`` the forward-mode transforms
-(``jvp``, ``jacfwd``, ``hessian``) raise, naming the op, instead of returning zeros; with ``backend="auto"`` (the
-default) the modules take the reference under forward-mode AD and give nn.LSTM's results.
+through the layer op's second-order node. Inside torch.func (``grad(grad)``, ``jacrev(jacrev)``) that node cannot
+run: with ``backend="fused"`` they raise, with ``backend="auto"`` (the default) the modules take the reference there.
+The fused ops have no jvp: with ``backend="fused"`` the forward-mode transforms (``jvp``, ``jacfwd``, ``hessian``)
+raise, naming the op, instead of returning zeros; with ``backend="auto"`` the modules take the reference under
+forward-mode AD and give nn.LSTM's results.
 
 Under a transform the ops see wrapped tensors (grad's TensorWrapper, vmap's BatchedTensor) that hold no storage of
 their own: the CPU fast paths must leave them to the dispatcher (``plain_cpu`` in csrc/ops.h), and every autograd
@@ -270,13 +272,81 @@ def test_reverse_mode_hessian_and_third_derivative_like_the_peer(name):
     assert results[0].abs().sum() > 0
 
 
-def test_grad_of_grad_inside_torch_func_raises():
+NESTED_REVERSE = {
+    "grad(grad)": lambda f, x: grad(lambda xx: grad(f)(xx).pow(2).sum())(x),
+    "jacrev(jacrev)": lambda f, x: jacrev(jacrev(f))(x),
+}
+
+
+@pytest.mark.parametrize(
+    "transform, message",
+    [
+        ("grad(grad)", "second derivative of the fused layer inside a torch.func transform"),
+        # vmap over the second-order node: torch's own error, which names the op
+        ("jacrev(jacrev)", "Batching rule not implemented for lstm_ext::layer_double_backward"),
+    ],
+)
+def test_grad_of_grad_inside_torch_func_raises_with_the_fused_backend(transform, message):
     """torch.func's nested transforms cannot run the second-order node (it differentiates the reference with
-    torch.autograd inside the transform): a clear error, never zeros."""
+    torch.autograd inside the transform): with backend="fused" a clear error, never zeros."""
     fused, _ = fused_and_reference("2000")
-    x = input_for(fused)
-    with pytest.raises(RuntimeError, match="second derivative of the fused layer inside a torch.func transform"):
-        grad(lambda xx: grad(lambda z: fused(z)[0].pow(2).sum())(xx).pow(2).sum())(x)
+    x = input_for(fused)[:3, :2]
+    with pytest.raises(RuntimeError, match=message):
+        NESTED_REVERSE[transform](lambda z: fused(z)[0].pow(2).sum(), x)
+
+
+@pytest.mark.parametrize("transform", sorted(NESTED_REVERSE))
+@pytest.mark.parametrize("name", ["2000", "2000-2layers-bidirectional", "2000-proj", "1997"])
+def test_auto_backend_runs_nested_reverse_transforms(name, transform):
+    """backend="auto" (the default) takes the reference inside nested grad / jacrev, so a derivative of a
+    derivative inside torch.func gives nn.LSTM's (the 2000 cell, same weights) or the reference backend's."""
+    fused, ref = fused_and_reference(name)
+    auto = MODULES[name][0](D, H, **MODULES[name][1]).double()
+    auto.load_state_dict(fused.state_dict())
+    peer = peer_of(name, fused)
+    x = input_for(fused)[:3, :2]
+    got, want = (NESTED_REVERSE[transform](lambda xx, m=m: m(xx)[0].pow(2).sum(), x) for m in (auto, peer))
+    torch.testing.assert_close(got, want, **TOL)
+    assert got.abs().sum() > 0
+
+
+def test_auto_backend_keeps_the_fused_op_under_one_reverse_transform():
+    """Only nested reverse-mode transforms take the reference: grad, and vmap over grad (per-sample gradients), run
+    the fused op; the truncated gradient keeps it even when nested (its second derivative is an error that the
+    fused op's node gives, below)."""
+    from lstm_ext.functional import _auto_backend
+
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    seen = []
+
+    def record(xx, truncate=False):
+        seen.append(_auto_backend(xx, truncate))
+        return xx.sum()
+
+    record(x)
+    grad(record)(x)
+    vmap(grad(record))(x)
+    grad(lambda xx: grad(record)(xx).sum())(x)
+    grad(lambda xx: grad(lambda z: record(z, truncate=True))(xx).sum())(x)
+    assert seen == ["fused", "fused", "fused", "reference", "fused"]
+
+
+def test_nested_reverse_transforms_of_the_truncated_gradient_raise():
+    """The 1997 rule's truncated gradient is differentiable once: inside nested torch.func transforms too, under
+    backend="auto", the error says so (the reference would differentiate its stop-gradients instead)."""
+    from lstm_ext.functional import lstm_layer
+
+    cfg = CellConfig(forget_gate=False, truncate=True)
+    gen = torch.Generator().manual_seed(0)
+    w_ih, w_hh = (torch.randn(3 * H, n, dtype=torch.float64, generator=gen) for n in (D, H))
+    x = torch.randn(3, 2, D, dtype=torch.float64, generator=gen)
+
+    def f(z):
+        return lstm_layer(z, w_ih, w_hh, None, None, None, None, cfg, backend="auto")[0].pow(2).sum()
+
+    assert grad(f)(x).abs().sum() > 0  # once: fine
+    with pytest.raises(RuntimeError, match=r"truncated gradient \(truncate=True.* is differentiable once"):
+        NESTED_REVERSE["grad(grad)"](f, x)
 
 
 def test_forward_ad_on_the_forward_and_backward_ops_raises():
