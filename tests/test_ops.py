@@ -302,7 +302,7 @@ def test_few_row_steps_with_large_products(cfg, T, B, C, dtype):
 
 
 PANEL_CASES = [  # (cfg, B, C): G and R not multiples of 16; B splits into row tiles (AVX2: 1 to 6, AVX-512: 1 to 12)
-    (CellConfig(), 1, 150),  # G=600, R=150: one row (AVX-512: 4 panels per tile); W past 256 KB: panels outer
+    (CellConfig(), 1, 150),  # G=600, R=150: one row (AVX-512: 4 panels per tile); W of 365 KB
     (CellConfig(), 3, 130),  # G=520, R=130: three rows (AVX2 tiles also on an AVX-512 CPU)
     (CellConfig(), 7, 90),  # G=360, R=90: AVX2 tiles of 4 + 3
     (CellConfig(), 13, 77),  # G=308, R=77: AVX2 5 + 4 + 4, AVX-512 7 + 6; two threads: row chunks of 7 and 6
@@ -340,26 +340,46 @@ def panel_case_results() -> list:
     return results
 
 
+def panel_case_results_in_process(tmp_path, env: dict, check: str = "True") -> list:
+    """panel_case_results() in a new Python process with `env` added to the environment (the kernels read their
+    switches once); `check`, an expression over torch, must hold there."""
+    out = tmp_path / "results.pt"
+    code = (
+        "import sys, torch; sys.path.insert(0, sys.argv[1]); import test_ops; "
+        f"assert {check}, torch.ops.lstm_ext.cpu_panel_kernel(); "
+        "torch.save(test_ops.panel_case_results(), sys.argv[2])"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(out)],
+                          env=dict(os.environ, **env), cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out)
+
+
+def assert_panel_results_equal(got: list, want: list, what: str):
+    for (cfg, B, C), g_case, w_case in zip(PANEL_CASES, got, want, strict=True):
+        for name, g, w in zip(NAMES, g_case, w_case):
+            assert torch.equal(g, w), f"{cfg_id(cfg)} B={B} C={C}: {name} differs between {what}"
+
+
 @pytest.mark.skipif(OPS.cpu_panel_kernel() != "avx512", reason="this CPU or build has no AVX-512 panel kernel")
 def test_panel_kernel_avx512_matches_avx2_bitwise(tmp_path):
     """The AVX-512 and the AVX2 panel kernels compute each output by the same FMAs in the same order (blocks of
     kBlockK k), so they give the same bits: the results of PANEL_CASES here (AVX-512) against a process with
     LSTM_EXT_CPU_AVX512=0."""
-    out = tmp_path / "avx2.pt"
-    code = (
-        "import sys, torch; sys.path.insert(0, sys.argv[1]); import test_ops; "
-        "assert torch.ops.lstm_ext.cpu_panel_kernel() == 'avx2', torch.ops.lstm_ext.cpu_panel_kernel(); "
-        "torch.save(test_ops.panel_case_results(), sys.argv[2])"
-    )
-    env = dict(os.environ, LSTM_EXT_CPU_AVX512="0")
-    proc = subprocess.run([sys.executable, "-c", code, os.path.dirname(__file__), str(out)], env=env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    avx2 = torch.load(out)
-    avx512 = panel_case_results()
-    for (cfg, B, C), got, want in zip(PANEL_CASES, avx512, avx2):
-        for name, g, w in zip(NAMES, got, want):
-            assert torch.equal(g, w), f"{cfg_id(cfg)} B={B} C={C}: {name} differs between AVX-512 and AVX2"
+    check = "torch.ops.lstm_ext.cpu_panel_kernel() == 'avx2'"
+    avx2 = panel_case_results_in_process(tmp_path, {"LSTM_EXT_CPU_AVX512": "0"}, check)
+    assert_panel_results_equal(panel_case_results(), avx2, "AVX-512 and AVX2")
+
+
+@pytest.mark.skipif(OPS.cpu_panel_kernel() == "blas", reason="this build has no panel kernel")
+def test_panel_kernel_loop_orders_match_bitwise(tmp_path):
+    """Row tiles outside the panels (W within half the L2 cache) or inside them (larger W): each output is the
+    same FMAs either way, so the same bits. PANEL_CASES with each order forced (LSTM_EXT_ROWS_OUTER_MAX_KB: 0,
+    every W panels-outer; a million, every W rows-outer)."""
+    panels_outer = panel_case_results_in_process(tmp_path, {"LSTM_EXT_ROWS_OUTER_MAX_KB": "0"})
+    rows_outer = panel_case_results_in_process(tmp_path, {"LSTM_EXT_ROWS_OUTER_MAX_KB": "1000000"})
+    assert_panel_results_equal(rows_outer, panels_outer, "the two loop orders")
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [30.0, 1e4])

@@ -32,6 +32,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <unistd.h>
+
 namespace lstm_ext::cpu::panel {
 
 constexpr int64_t kWidth = 16;  // columns per panel: two AVX registers
@@ -178,11 +180,30 @@ inline void tile_rows(int rows, int64_t K, const float* A, int64_t lda, const fl
   }
 }
 
+// Bytes of packed W up to which rows_outer holds: half a core's L2 cache, as the C library reads it (256 KB where it
+// does not say), or LSTM_EXT_ROWS_OUTER_MAX_KB (read once; the tests force each order with it). On the 2-core AMD
+// machine of 2026-10 (512 KB of L2) that is the 256 KB it was fixed at before; on the Xeon of 2026-11 (2 MB) it is
+// 1 MB, and the 4H x H recurrent weights of H = 256 (1 MB) now take rows_outer: one thread, B=128 H=256 T=50
+// recurrence 105 -> 125 GFLOP/s; two threads, in-process A/B, forward B=256 H=256 T=100 68 -> 63 ms, B=128 H=256
+// 32.7 -> 30.8 ms, forward+backward B=256 H=256 245 -> 233 ms. Past the cache it loses (B=16 H=512, 4 MB of W:
+// 110 -> 103 GFLOP/s with rows_outer).
+inline int64_t rows_outer_max_bytes() {
+  static const int64_t bytes = [] {
+    if (const char* env = std::getenv("LSTM_EXT_ROWS_OUTER_MAX_KB")) return int64_t(std::atoll(env)) << 10;
+    long l2 = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+    l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+#endif
+    return l2 > 0 ? int64_t(l2) / 2 : int64_t(256) << 10;
+  }();
+  return bytes;
+}
+
 // Whether a row tile sweeps all panels before the next tile (W fits the L2 cache with room: the tile's rows of A
-// stay in L1), or each panel is swept by all row tiles (large W streams from memory once per step, not once per
-// row tile).
+// stay in L1, and W comes from L2 for each tile), or each panel is swept by all row tiles (large W streams from
+// memory once per step, not once per row tile). Either order computes each output by the same FMAs: the same bits.
 inline bool rows_outer(int64_t K, int64_t N) {
-  return packed_size(K, N) * int64_t(sizeof(float)) <= (int64_t(256) << 10);
+  return packed_size(K, N) * int64_t(sizeof(float)) <= rows_outer_max_bytes();
 }
 
 // body(m0, rows) for M rows in balanced tiles of at most max_rows (M = 16 by 6: 6 + 5 + 5, never a slow 1- or 2-row
