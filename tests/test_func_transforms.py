@@ -300,7 +300,7 @@ def test_grad_of_grad_inside_torch_func_raises_with_the_fused_backend(transform,
 def test_auto_backend_runs_nested_reverse_transforms(name, transform):
     """backend="auto" (the default) takes the reference inside nested grad / jacrev, so a derivative of a
     derivative inside torch.func gives nn.LSTM's (the 2000 cell, same weights) or the reference backend's."""
-    fused, ref = fused_and_reference(name)
+    fused, _ = fused_and_reference(name)
     auto = MODULES[name][0](D, H, **MODULES[name][1]).double()
     auto.load_state_dict(fused.state_dict())
     peer = peer_of(name, fused)

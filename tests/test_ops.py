@@ -381,6 +381,7 @@ def test_panel_kernel_loop_orders_match_bitwise(tmp_path):
     rows_outer = panel_case_results_in_process(tmp_path, {"LSTM_EXT_ROWS_OUTER_MAX_KB": "1000000"})
     assert_panel_results_equal(rows_outer, panels_outer, "the two loop orders")
 
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("scale", [30.0, 1e4])
 @pytest.mark.parametrize(
