@@ -12,6 +12,7 @@
 #                                                                                -> build.log, env.txt
 #   test      pytest tests/test_cuda.py tests/test_paper_cuda.py (the CUDA tests) first, then the rest of tests/ (on pytest-xdist
 #             workers when it is installed: LSTM_EXT_TEST_WORKERS, default 8; 0 = none);
+#             LSTM_EXT_TEST_K="cuda" runs only the rest's tests whose ids match (-k: those the CPU CI cannot run);
 #             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure; then scripts/float32_error.py --device cuda
 #             (the CUDA kernel's float32 error by width; its table goes into the summary)
 #                                                                                -> tests_*.log, tests_*.xml, float32_error.log
@@ -150,7 +151,8 @@ if want test; then
   if [ "$WORKERS" -gt 0 ] && "$PY" -c "import xdist" 2>/dev/null; then XDIST=(-n "$WORKERS"); fi
   (cd "$ROOT" && run tests-rest "$WORK/tests_rest.log" pytest tests/ --ignore=tests/test_cuda.py \
     --ignore=tests/test_paper_cuda.py \
-    ${XDIST[@]+"${XDIST[@]}"} -ra -q -p no:cacheprovider --junitxml="$WORK/tests_rest.xml")
+    ${XDIST[@]+"${XDIST[@]}"} ${LSTM_EXT_TEST_K:+-k "$LSTM_EXT_TEST_K"} -ra -q -p no:cacheprovider \
+    --junitxml="$WORK/tests_rest.xml")
   [ $? -ne 0 ] && FAILED=1
   # the CUDA kernel's float32 error against float64 by width, beside cuBLAS's (a measurement, into the summary)
   (cd "$ROOT" && run float32-error "$WORK/float32_error.log" "$PY" scripts/float32_error.py --device cuda \
