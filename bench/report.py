@@ -50,6 +50,19 @@ TARGETS = (
     ("T3", "LSTM1997", "ref1997", (32, 128, 32, 100), 10.0, "LSTM1997 >= 10x faster than the reference loop"),
     ("T4", "LSTM1997", "ref1997", (1, 8, 2, 100), 30.0, "LSTM1997 >= 30x faster than the reference loop"),
 )
+# The CUDA issue's targets (#5), T = 1000, D = 32: (id, dtype, mode, ours, peer, [(B, H)], need, text). need is a
+# speed-up (time(peer) / time(ours)), except for the latency target "L", whose need is microseconds per step.
+_FP32_GRID = [(B, H) for B in (1, 16, 64) for H in (32, 64, 128, 256)]
+CUDA_TARGETS = (
+    ("C1", "float32", "fwd+bwd", "LSTM2000", "nn.LSTM", _FP32_GRID, 2.0, ">= 2x faster than cuDNN"),
+    ("C2", "float32", "fwd+bwd", "LSTM2000", "nn.LSTM", [(256, 1024)], 1.0, ">= 1x cuDNN"),
+    ("C3", "bfloat16", "fwd+bwd", "LSTM2000", "nn.LSTM", [(B, H) for B in (16, 64) for H in (256, 512, 1024)], 2.0,
+     ">= 2x faster than cuDNN"),
+    ("C4", "float16", "fwd+bwd", "LSTM2000", "nn.LSTM", [(16, 768)], 1.0, ">= 1x cuDNN"),
+    ("L", "float32", "fwd", "LSTM2000", None, [(B, H) for B in (1, 16, 64) for H in (32, 64, 128)], 1.0,
+     "forward <= 1 us per step"),
+    ("C5", "float32", "fwd+bwd", "LSTM1997", "ref1997", [(64, 256)], 30.0, ">= 30x faster than the reference loop"),
+)
 MODES = ("fwd+bwd", "fwd", "step")
 
 
@@ -178,6 +191,34 @@ def target_table(results):
             f"| {tid} | B={B} H={H} D={D} T={T} | {ours} | {fmt_time(t_ours)} | {PEER_TITLES[peer]} "
             f"| {fmt_time(t_peer)} | {fmt_ratio(r)} | {fmt_ratio(rmin)} | ≥ {need:g}× ({text}) | {verdict} |"
         )
+    return rows, verdicts
+
+
+def cuda_target_table(results):
+    """One row per case of the CUDA issue's targets (CUDA_TARGETS), or [] without CUDA results."""
+    if not any(k[0] == "cuda" for k in results):
+        return [], {}
+    rows = [
+        "| target | dtype | case (cuda, T=1000, D=32) | mode | LSTM | time | peer | time | measured | required | result |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = {}
+    for tid, dtype, mode, ours, peer, sizes, need, text in CUDA_TARGETS:
+        for B, H in sizes:
+            peers = results.get(("cuda", dtype, mode, B, H, 32, 1000), {})
+            t_ours = peers.get(ours, {}).get("median")
+            if peer is None:  # latency: microseconds per step
+                got = None if t_ours is None else t_ours / 1000 * 1e6
+                ok = got is not None and got <= need
+                measured, t_peer, peer_title = ("—" if got is None else f"{got:.2f} µs/step"), None, "—"
+            else:
+                got = ratio(peers, ours, peer)
+                ok = got is not None and got >= need
+                measured, t_peer, peer_title = fmt_ratio(got), peers.get(peer, {}).get("median"), PEER_TITLES[peer]
+            verdict = "n/a" if got is None else ("**PASS**" if ok else "**MISS**")
+            verdicts[f"{tid} {dtype} B={B} H={H}"] = verdict
+            rows.append(f"| {tid} | {dtype} | B={B} H={H} | {mode} | {ours} | {fmt_time(t_ours)} | {peer_title} "
+                        f"| {fmt_time(t_peer)} | {measured} | {text} | {verdict} |")  # fmt: skip
     return rows, verdicts
 
 
@@ -479,9 +520,20 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
     lines.append("")
     lines.append("## The issue's targets")
     lines.append("")
-    rows, _ = target_table(results)
-    lines += rows
-    lines.append("")
+    if any(k[0] == "cpu" for k in results):
+        rows, _ = target_table(results)
+        lines += rows
+        lines.append("")
+    cuda_rows, cuda_verdicts = cuda_target_table(results)
+    if cuda_rows:
+        passed = sum(v == "**PASS**" for v in cuda_verdicts.values())
+        measured = sum(v != "n/a" for v in cuda_verdicts.values())
+        lines += ["The CUDA issue's targets (forward+backward against cuDNN's `nn.LSTM` in the same dtype and run, "
+                  "unless the row says otherwise): "
+                  f"{passed} of {measured} measured cases pass, {len(cuda_verdicts) - measured} not measured (n/a).",
+                  ""]  # fmt: skip
+        lines += cuda_rows
+        lines.append("")
     limits = limit_lines(results, machine.get("_limits") or {})
     if limits:
         lines += ["What this machine allows the targets that miss, and where nn.LSTM is faster "
@@ -546,6 +598,12 @@ def main(argv=None):
     _, verdicts = target_table(results)
     print(f"wrote {md_path}" + "".join(f"\nwrote {p}" for p in plot_paths))
     print("targets: " + ", ".join(f"{t} {v.strip('*')}" for t, v in verdicts.items()))
+    _, cuda_verdicts = cuda_target_table(results)
+    if cuda_verdicts:
+        counts = defaultdict(int)
+        for v in cuda_verdicts.values():
+            counts[v.strip("*")] += 1
+        print("CUDA targets: " + ", ".join(f"{n} {v}" for v, n in sorted(counts.items())))
     return 0
 
 

@@ -117,3 +117,20 @@ def test_small_call_costs_script_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     times = re.findall(r"^  (.+?)\s+([0-9.]+) us$", proc.stdout, flags=re.M)
     assert len(times) == 7 and all(float(t) > 0 for _, t in times), proc.stdout
+
+
+def test_cuda_target_table_gives_a_verdict_per_case():
+    results = {
+        ("cuda", "float32", "fwd+bwd", 1, 32, 32, 1000): {"LSTM2000": {"median": 1e-3}, "nn.LSTM": {"median": 3e-3}},
+        ("cuda", "float32", "fwd+bwd", 1, 64, 32, 1000): {"LSTM2000": {"median": 2e-3}, "nn.LSTM": {"median": 3e-3}},
+        ("cuda", "float32", "fwd", 1, 32, 32, 1000): {"LSTM2000": {"median": 0.9e-3}},
+        ("cuda", "float32", "fwd", 1, 64, 32, 1000): {"LSTM2000": {"median": 1.1e-3}},
+    }
+    rows, verdicts = report.cuda_target_table(results)
+    assert verdicts["C1 float32 B=1 H=32"] == "**PASS**"  # 3x faster, 2x needed
+    assert verdicts["C1 float32 B=1 H=64"] == "**MISS**"  # 1.5x
+    assert verdicts["L float32 B=1 H=32"] == "**PASS**"  # 0.9 us per step
+    assert verdicts["L float32 B=1 H=64"] == "**MISS**"  # 1.1 us per step
+    assert verdicts["C2 float32 B=256 H=1024"] == "n/a"
+    assert len(rows) == 2 + len(verdicts)
+    assert report.cuda_target_table({("cpu", "float32", "fwd", 1, 8, 2, 100): {}}) == ([], {})

@@ -63,7 +63,7 @@ def outputs_and_grads(fn, inputs, cfg, lengths, seed=1, requires_grad=None):
     leaves = [None if t is None else t.detach().clone().requires_grad_(r) for t, r in zip(inputs, requires_grad)]
     outs = fn(*leaves, cfg, lengths=lengths)
     g = torch.Generator().manual_seed(seed)
-    upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.dtype) for o in outs]
+    upstream = [torch.randn(o.shape, generator=g, dtype=torch.float64).to(o.device, o.dtype) for o in outs]
     # (the reference's empty y for T = 0 is a constant: it takes no part in the graph)
     pairs = [(o, u) for o, u in zip(outs, upstream) if o.requires_grad]
     wrt = [t for t in leaves if t is not None and t.requires_grad]
