@@ -24,6 +24,10 @@
 #             ops and cuDNN, then FlashRNN, then the per-step loops (LSTM_EXT_BENCH_ARGS: one group of your
 #             own instead); each group's results are rewritten after every benchmark, so a group cut off by a
 #             time limit keeps what it measured; then the Markdown table   -> bench_*.log, gpu.json, gpu.md
+#   profile   scripts/gpu_profile.py: the ops alone, cost per step and fixed cost per call beside cuDNN's, with
+#             the launch plans (its table goes into the summary); then Nsight Compute (`ncu --clock-control none
+#             --set full`) on one op call of each of LSTM_EXT_NCU_CASES (default: the forward at fp32 B=1 H=32,
+#             B=64 H=128 and B=256 H=1024)                                      -> profile_timing.log, ncu_*.log
 #   repro     lstm-ext reproduce on the GPU (--device cuda: trials side by side) and on the CPU (a process per
 #             core), the same rows and seeds (LSTM_EXT_REPRO_ARGS, default: the adding problem at T = 100, 10
 #             trials, budget 2x the paper's), wall times and both reports side by side  -> repro_*.log, repro.md
@@ -48,7 +52,7 @@ WORK="${WORK:-/tmp/lstm_ext_gpu_check}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench repro)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench profile repro)
 PY="${PYTHON:-python}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export LSTM_EXT_REQUIRE_CUDA=1
@@ -289,7 +293,7 @@ if want bench; then
   if [ -n "${LSTM_EXT_BENCH_ARGS:-}" ]; then
     GROUPS_=("custom")
   else
-    GROUPS_=("fused" "flashrnn" "loops")
+    GROUPS_=("fused" "loops" "flashrnn")  # FlashRNN last: its builds took over 400 s for its cases on an H100
   fi
   for group in "${GROUPS_[@]}"; do
     case "$group" in
@@ -325,6 +329,30 @@ PYEOF
     pack
   done
   [ -s "$WORK/gpu.json" ] && note "bench results: gpu.json gpu.md (plots in logs.tar.gz)"
+fi
+
+# ---- where the time goes: the ops alone, and Nsight Compute ----------------------------------------------------
+if want profile; then
+  (cd "$ROOT" && run profile-timing "$WORK/profile_timing.log" "$PY" scripts/gpu_profile.py) &&
+    grep "^|" "$WORK/profile_timing.log" >>"$SUMMARY"
+  [ $? -ne 0 ] && FAILED=1
+  pack
+  NCU="$(command -v ncu || true)"
+  [ -z "$NCU" ] && [ -x /usr/local/cuda/bin/ncu ] && NCU=/usr/local/cuda/bin/ncu
+  if [ -z "$NCU" ]; then
+    note "FAIL  profile-ncu: ncu not found"
+    FAILED=1
+  else
+    read -r -a NCU_CASES <<<"${LSTM_EXT_NCU_CASES:-float32:1:32:1000:fwd float32:64:128:1000:fwd float32:256:1024:100:fwd}"
+    for c in "${NCU_CASES[@]}"; do
+      kernel=forward_kernel
+      [ "${c##*:}" = bwd ] && kernel=backward_kernel
+      (cd "$ROOT" && run "ncu-$c" "$WORK/ncu_${c//:/_}.log" "$NCU" --clock-control none --set full \
+        -k "regex:$kernel" --launch-skip 1 --launch-count 1 "$PY" scripts/gpu_profile.py --ncu "$c")
+      [ $? -ne 0 ] && FAILED=1
+      pack
+    done
+  fi
 fi
 
 # ---- the reproduction on the GPU and on the CPU --------------------------------------------------------------

@@ -65,3 +65,18 @@ def test_a_stage_that_cannot_start_before_the_deadline_is_skipped_and_fails(tmp_
 def test_every_stage_is_documented(stage):
     head = SCRIPT.read_text().split("set -uo pipefail")[0]
     assert f"#   {stage} " in head
+
+
+def test_gpu_profile_script_times_the_ops_on_the_cpu(tmp_path):
+    """scripts/gpu_profile.py (the profile stage's timing table, and the op call it gives ncu) on the CPU kernels."""
+    import sys
+
+    script = str(ROOT / "scripts" / "gpu_profile.py")
+    args = ["--device", "cpu", "--cases", "float32:1:8", "float64:3:16", "--T", "10", "30", "--calls", "2"]
+    proc = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| float")]
+    assert [r.split("|")[1:4] for r in rows] == [[" float32 ", " 1 ", " 8 "], [" float64 ", " 3 ", " 16 "]]
+    proc = subprocess.run([sys.executable, script, "--device", "cpu", "--ncu", "float32:2:8:5:bwd"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0 and "ran bwd torch.float32 B=2 H=8 T=5 twice" in proc.stdout, proc.stderr[-3000:]
