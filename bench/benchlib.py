@@ -27,10 +27,14 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-PEERS = ("nn.LSTM", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997", "flashrnn")
-CUDA_ONLY_PEERS = ("flashrnn",)  # FlashRNN (PyPI flashrnn) compiles CUDA kernels: GPU cases only
+PEERS = ("nn.LSTM", "nn.LSTM-fp32", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997", "flashrnn")
+# FlashRNN (PyPI flashrnn) compiles CUDA kernels: GPU cases only. nn.LSTM-fp32: cuDNN in float32 with TF32 off
+# (torch.backends.cudnn.allow_tf32 = False), the arithmetic of our kernels, which use no TF32; nn.LSTM is torch's
+# default, where cuDNN's float32 RNN uses TF32 tensor cores on sm_80+ (the targets are judged against it).
+CUDA_ONLY_PEERS = ("flashrnn", "nn.LSTM-fp32")
 PEER_CELL = {
     "flashrnn": "2000",
+    "nn.LSTM-fp32": "2000",
     "nn.LSTM": "2000",
     "LSTM2000": "2000",
     "ref2000": "2000",
@@ -167,6 +171,10 @@ def build_peer(peer: str, case: Case):
     torch.manual_seed(0)
     if peer == "nn.LSTM":
         return torch.nn.LSTM(D, H, device=device, dtype=dtype)
+    if peer == "nn.LSTM-fp32":
+        if dtype != torch.float32:
+            pytest.skip("TF32 applies to float32 only: nn.LSTM is this case's cuDNN peer")
+        return torch.nn.LSTM(D, H, device=device, dtype=dtype)  # run() times it with TF32 off
     if peer == "flashrnn":
         return _flashrnn_peer(case, device, dtype)
     cell = PEER_CELL[peer]
@@ -341,6 +349,14 @@ def run(benchmark, case: Case, peer: str, opts: Options):
             y, _ = m(x)
             y.sum().backward()
             sync()
+
+    if peer == "nn.LSTM-fp32":  # forward and backward under cuDNN's TF32 switch, off
+        timed = fn
+
+        def fn():
+            b = torch.backends.cudnn
+            with b.flags(enabled=True, benchmark=b.benchmark, deterministic=b.deterministic, allow_tf32=False):
+                timed()
 
     # Warm-up, not timed (also pays TorchScript's profiling runs and the first-call allocations); the calibration
     # call after it is not timed either.

@@ -20,9 +20,10 @@ import platform
 import sys
 from collections import defaultdict
 
-PEERS = ("nn.LSTM", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997", "flashrnn")
+PEERS = ("nn.LSTM", "nn.LSTM-fp32", "LSTM2000", "ref2000", "jit2000", "LSTM1997", "ref1997", "jit1997", "flashrnn")
 PEER_TITLES = {
     "nn.LSTM": "nn.LSTM",
+    "nn.LSTM-fp32": "nn.LSTM (TF32 off)",
     "LSTM2000": "LSTM2000 (fused)",
     "ref2000": "reference 2000",
     "jit2000": "jit.script 2000",
@@ -34,6 +35,7 @@ PEER_TITLES = {
 # (ours, peer) pairs reported as speed-ups; the last is across cells (for orientation only).
 RATIOS = (
     ("LSTM2000", "nn.LSTM"),
+    ("LSTM2000", "nn.LSTM-fp32"),
     ("LSTM2000", "ref2000"),
     ("LSTM2000", "jit2000"),
     ("LSTM2000", "flashrnn"),
@@ -41,7 +43,7 @@ RATIOS = (
     ("LSTM1997", "jit1997"),
     ("LSTM1997", "nn.LSTM"),
 )
-SHORT = {"LSTM2000": "2000", "LSTM1997": "1997", "nn.LSTM": "nn", "ref2000": "ref", "ref1997": "ref",
+SHORT = {"LSTM2000": "2000", "LSTM1997": "1997", "nn.LSTM": "nn", "nn.LSTM-fp32": "nn fp32", "ref2000": "ref", "ref1997": "ref",
          "jit2000": "jit", "jit1997": "jit", "flashrnn": "flash"}
 # The targets: (id, ours, peer, (B, H, D, T), required speed-up), float32, CPU, forward+backward.
 TARGETS = (
@@ -512,7 +514,10 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
         "- speed-up = time(peer) / time(LSTM2000 or LSTM1997): > 1 means lstm_ext is faster.",
         "- peers: nn.LSTM (torch's native kernel; 2000 cell), LSTM2000 / LSTM1997 with `backend=\"fused\"`, the",
         "  reference per-step loop (`backend=\"reference\"`, `lstm_ext.reference.recurrence_ref`) and the same loop",
-        "  written for and compiled by `torch.jit.script` (bench/jit_loop.py).",
+        "  written for and compiled by `torch.jit.script` (bench/jit_loop.py). On CUDA, nn.LSTM runs with torch's",
+        "  defaults, where cuDNN's float32 RNN uses TF32 tensor cores (sm_80+); `nn.LSTM (TF32 off)` runs it with",
+        "  `torch.backends.cudnn.allow_tf32 = False`, the float32 arithmetic of our kernels (which use no TF32).",
+        "  The targets are judged against the default.",
         "- limits (— in the tables): in fwd+bwd the per-step loops (reference, jit.script) run only where",
         "  T·T·B·G ≤ 2e9 (G = gate rows = 4H or 3H), to keep the suite in budget: at B=32, H=128, T=1000 and at",
         "  B=1, H=8, T=10000 they are timed in fwd only (`pytest bench/ --bench-all-peers` runs them everywhere).",
