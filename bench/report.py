@@ -535,7 +535,8 @@ def render(results, machine, dates, sources, plot_paths, plot_note, out_dir):
         measured = sum(v != "n/a" for v in cuda_verdicts.values())
         lines += ["The CUDA issue's targets (forward+backward against cuDNN's `nn.LSTM` in the same dtype and run, "
                   "unless the row says otherwise): "
-                  f"{passed} of {measured} measured cases pass, {len(cuda_verdicts) - measured} not measured (n/a).",
+                  f"{passed} of {measured} measured cases pass, {len(cuda_verdicts) - measured} not measured (n/a). "
+                  "L: the module's whole forward call (input projection included) over T.",
                   ""]  # fmt: skip
         lines += cuda_rows
         lines.append("")
