@@ -1,6 +1,6 @@
 """Where the CUDA recurrence's time goes: the ops alone (no module, no projection), timed at two sequence lengths,
-split into a cost per step (the slope) and a fixed cost per call (the intercept), beside nn.LSTM's (cuDNN's) per-step cost
-and the launch plan of each op; or one op call for Nsight Compute (`ncu`) to profile.
+split into a cost per step (the slope) and a fixed cost per call (the intercept), beside nn.LSTM's (cuDNN's)
+per-step cost and the launch plan of each op; or one op call for Nsight Compute (`ncu`) to profile.
 
     python scripts/gpu_profile.py                          # the default cases, T = 100 and 500
     python scripts/gpu_profile.py --cases float32:1:32 bfloat16:64:1024 --T 200 1000
@@ -16,6 +16,7 @@ group runs one after the other). `--device cpu` runs the same timings on the CPU
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import time
 
@@ -98,10 +99,11 @@ def timings(cases, T1, T2, device, calls):
           f"| forward plan | backward plan |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|")  # fmt: skip
     for text in cases:
         dtype, B, H = parse_case(text)[:3]
-        fwd = per_step(lambda T: median_seconds(_bound(forward_call, op_inputs(dtype, B, H, T, device)), device, calls),
-                       T1, T2)  # fmt: skip
-        bwd = per_step(lambda T: median_seconds(backward_call(*op_inputs(dtype, B, H, T, device)), device, calls),
-                       T1, T2)  # fmt: skip
+        def inputs(T):
+            return op_inputs(dtype, B, H, T, device)
+
+        fwd = per_step(lambda T: median_seconds(functools.partial(forward_call, *inputs(T)), device, calls), T1, T2)
+        bwd = per_step(lambda T: median_seconds(backward_call(*inputs(T)), device, calls), T1, T2)
         lstm = torch.nn.LSTM(H, H).to(device, dtype)
 
         def cudnn(T):
@@ -115,15 +117,11 @@ def timings(cases, T1, T2, device, calls):
               f"| {plan(dtype, B, H, device, True)} |", flush=True)  # fmt: skip
 
 
-def _bound(fn, args):
-    return lambda: fn(*args)
-
-
 def ncu_case(text: str, device: str):
     """Two calls of one op (the first a warm-up for --launch-skip 1), then a synchronize."""
     dtype, B, H, T, which = parse_case(text)
     inputs = op_inputs(dtype, B, H, int(T), device)
-    fn = _bound(forward_call, inputs) if which == "fwd" else backward_call(*inputs)
+    fn = functools.partial(forward_call, *inputs) if which == "fwd" else backward_call(*inputs)
     fn()
     fn()
     if device == "cuda":
