@@ -27,7 +27,8 @@
 #   profile   scripts/gpu_profile.py: the ops alone, cost per step and fixed cost per call beside cuDNN's, with
 #             the launch plans (its table goes into the summary); then Nsight Compute (`ncu --clock-control none
 #             --set full`) on one op call of each of LSTM_EXT_NCU_CASES (default: the forward at fp32 B=1 H=32,
-#             B=64 H=128 and B=256 H=1024)                                      -> profile_timing.log, ncu_*.log
+#             B=64 H=128 and B=256 H=1024), each with its SASS and stall samples per instruction, and the
+#             kernels' SASS            -> profile_timing.log, ncu_*.log, ncu_*_sass.csv, sass.txt
 #   repro     lstm-ext reproduce on the GPU (--device cuda: trials side by side) and on the CPU (a process per
 #             core), the same rows and seeds (LSTM_EXT_REPRO_ARGS, default: the adding problem at T = 100, 10
 #             trials, budget 2x the paper's), wall times and both reports side by side  -> repro_*.log, repro.md
@@ -347,12 +348,33 @@ if want profile; then
     for c in "${NCU_CASES[@]}"; do
       kernel=forward_kernel
       [ "${c##*:}" = bwd ] && kernel=backward_kernel
-      (cd "$ROOT" && run "ncu-$c" "$WORK/ncu_${c//:/_}.log" "$NCU" --clock-control none --set full \
-        -k "regex:$kernel" --launch-skip 1 --launch-count 1 "$PY" scripts/gpu_profile.py --ncu "$c")
+      name="ncu_${c//:/_}"
+      # the report (with the source: the build has -lineinfo), then its details page (ncu_*.log) and its source
+      # page, every SASS instruction with its warp-stall samples and source line (ncu_*_sass.csv): where a step's
+      # time goes, readable without ncu. The report itself is not kept (it would outgrow what comes back).
+      (cd "$ROOT" && run "ncu-$c" "$WORK/$name.log" "$NCU" --clock-control none --set full --import-source yes \
+        -k "regex:$kernel" --launch-skip 1 --launch-count 1 -f -o "$WORK/$name" "$PY" scripts/gpu_profile.py --ncu "$c")
       [ $? -ne 0 ] && FAILED=1
+      if [ -f "$WORK/$name.ncu-rep" ]; then
+        "$NCU" --import "$WORK/$name.ncu-rep" --page details >>"$WORK/$name.log" 2>&1 ||
+          note "WARN  ncu-$c: the details page could not be printed (see $name.log)"
+        "$NCU" --import "$WORK/$name.ncu-rep" --page source --csv --print-source sass >"$WORK/${name}_sass.csv" \
+          2>>"$WORK/$name.log" || note "WARN  ncu-$c: the source page could not be printed (see $name.log)"
+        rm -f "$WORK/$name.ncu-rep"
+      fi
       pack
     done
   fi
+  # the kernels' machine code (SASS, with the source lines), to read the per-step loop's instructions offline
+  SO="$(cd "$WORK" && "$PY" -c "import lstm_ext._C as c; print(c.__file__)" 2>/dev/null)"
+  CUOBJDUMP="$(command -v cuobjdump || true)"
+  [ -z "$CUOBJDUMP" ] && [ -x /usr/local/cuda/bin/cuobjdump ] && CUOBJDUMP=/usr/local/cuda/bin/cuobjdump
+  if [ -n "$SO" ] && [ -n "$CUOBJDUMP" ]; then
+    "$CUOBJDUMP" -sass "$SO" >"$WORK/sass.txt" 2>&1 || note "WARN  cuobjdump -sass failed (see sass.txt)"
+  else
+    note "WARN  no SASS dump (cuobjdump or the built extension not found)"
+  fi
+  pack
 fi
 
 # ---- the reproduction on the GPU and on the CPU --------------------------------------------------------------

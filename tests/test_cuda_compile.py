@@ -48,8 +48,10 @@ NVCC = _find_nvcc()
 GXX = shutil.which("g++")
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (set CUDA_HOME or put nvcc on PATH)")
 
-# What CMake passes to nvcc for these files (CMAKE_CUDA_STANDARD 20, torch's --expt-* flags, Release -O3).
-NVCC_FLAGS = ["-std=c++20", "--expt-relaxed-constexpr", "--expt-extended-lambda", "-O3", "-DNDEBUG", "-I", str(CSRC)]
+# What CMake passes to nvcc for these files (CMAKE_CUDA_STANDARD 20, torch's --expt-* flags, Release -O3, and our
+# -lineinfo).
+NVCC_FLAGS = ["-std=c++20", "--expt-relaxed-constexpr", "--expt-extended-lambda", "-O3", "-DNDEBUG", "-lineinfo", "-I",
+              str(CSRC)]
 
 # The instantiations the launchers can pick: batch tiles 1, 2, 4, 8 (float64: up to 4).
 DTYPES = {"f": "float32", "d": "float64", "6__half": "float16", "13__nv_bfloat16": "bfloat16"}

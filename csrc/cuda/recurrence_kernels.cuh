@@ -26,7 +26,7 @@
 
 #if defined(LSTM_EXT_CUDA_EMULATE)
 // emu/emulate.h (included first) provides threadIdx, blockIdx, blockDim, gridDim, __syncthreads,
-// __threadfence, LSTM_DEV, LSTM_KERNEL, LSTM_LAUNCH_BOUNDS, lstm_dynamic_smem(), the group-barrier atomics
+// LSTM_DEV, LSTM_KERNEL, LSTM_LAUNCH_BOUNDS, lstm_dynamic_smem(), the group-barrier atomics
 // and ld_cg / st_cg.
 #else
 #include <cuda_bf16.h>
@@ -249,8 +249,11 @@ LSTM_DEV unsigned ld_acquire(const unsigned* p) {
   asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
   return v;
 }
-LSTM_DEV void red_release_add(unsigned* p, unsigned v) {
-  asm volatile("red.release.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+// A release fence at GPU scope: cumulative, so it also releases what the other threads of the CTA wrote before
+// the __syncthreads that precedes it (lighter than __threadfence, which is a sequentially consistent fence).
+LSTM_DEV void fence_acq_rel_gpu() { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+LSTM_DEV void red_relaxed_add(unsigned* p, unsigned v) {
+  asm volatile("red.relaxed.gpu.global.add.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
 }
 template <typename A>
 LSTM_DEV A ld_cg(const A* p) { return __ldcg(p); }
@@ -263,11 +266,15 @@ LSTM_DEV unsigned char* lstm_dynamic_smem() {
 #endif
 
 // All CTAs of the group have arrived for the `epoch`-th time (epoch counts from 1). Called by every thread.
+// The pattern of CUTLASS's inter-CTA semaphore (cutlass/barrier.h): thread 0 releases the CTA's writes with one
+// acq_rel fence and a relaxed add, spins on an acquire load, and the __syncthreads after it passes the acquired
+// writes of the other CTAs on to every thread of this one (they read them with ld.cg, past L1). It replaced two
+// __threadfence (fence.sc.gpu, a full fence) around the add and the spin, which the pattern does not need.
 LSTM_DEV void group_sync(unsigned* counter, int group, unsigned epoch) {
   __syncthreads();  // this CTA's exchange writes are done
   if (threadIdx.x == 0) {
-    __threadfence();
-    red_release_add(counter, 1u);
+    fence_acq_rel_gpu();
+    red_relaxed_add(counter, 1u);
     const unsigned target = epoch * unsigned(group);
     // signed difference: correct across 2^32 wrap-around of the counter (it never runs ahead of target by
     // more than group - 1); back off so hundreds of spinning CTAs do not saturate the counter's L2 slice
@@ -276,7 +283,6 @@ LSTM_DEV void group_sync(unsigned* counter, int group, unsigned epoch) {
       __nanosleep(32);
 #endif
     }
-    __threadfence();
   }
   __syncthreads();
 }

@@ -132,7 +132,6 @@ void emu_mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&b)[2]
 }
 
 inline void __syncthreads() { emu_cta_barrier->arrive_and_wait(); }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 #define LSTM_DEV inline
 #define LSTM_KERNEL
@@ -145,8 +144,9 @@ inline unsigned ld_acquire(const unsigned* p) {
   std::this_thread::yield();
   return std::atomic_ref<unsigned>(*const_cast<unsigned*>(p)).load(std::memory_order_acquire);
 }
-inline void red_release_add(unsigned* p, unsigned v) {
-  std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_release);
+inline void fence_acq_rel_gpu() { std::atomic_thread_fence(std::memory_order_acq_rel); }
+inline void red_relaxed_add(unsigned* p, unsigned v) {
+  std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
 }
 template <typename A>
 A ld_cg(const A* p) {
