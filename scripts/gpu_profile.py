@@ -89,9 +89,10 @@ def plan(dtype, B, H, device, backward):
         return "-"
     p = OPS.cuda_launch_plan(H, B, dtype, *CONFIG_ARGS, backward, torch.cuda.current_device())
     bt, group, n_groups, n_tiles, threads, ksplit, u_smem, smem = p[:8]
-    serial = -(-n_tiles // n_groups)
-    return (f"bt {bt}, group {group}, groups {n_groups}, serial {serial}, threads {threads}, ksplit {ksplit}, "
-            f"U {'smem' if u_smem else 'global'}, {smem // 1024} KB")  # fmt: skip
+    side = p[10]  # tiles a group runs side by side (the forward), in `serial` rounds one after another
+    serial = -(-n_tiles // (n_groups * side))
+    return (f"bt {bt}, group {group}, groups {n_groups}, side by side {side}, serial {serial}, threads {threads}, "
+            f"ksplit {ksplit}, U {'smem' if u_smem else 'global'}, {smem // 1024} KB")  # fmt: skip
 
 
 def timings(cases, T1, T2, device, calls):

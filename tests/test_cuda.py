@@ -114,7 +114,7 @@ def check(cfg, T, B, C, dtype, lengths, seed=0, scale=1.0):
 
 
 def launch_plan(cfg, C, B, dtype, backward=False):
-    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma)."""
+    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma, tiles)."""
     return OPS.cuda_launch_plan(
         C, B, dtype, cfg.forget_gate, cfg.block_size, cfg.feedback, cfg.squash, cfg.truncate, backward,
         torch.cuda.current_device(),
@@ -141,7 +141,7 @@ def test_matches_reference(cfg, varlen, dtype):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B", [1, 2, 3, 4, 8, 9, 17])
 def test_every_batch_tile(B, dtype):
-    """B picks the kernel's batch tile (1, 2, 4, 8) and the padding of the last tile."""
+    """B picks the kernel's batch tile (1, 2, 4, 8; float64 1, 2) and the padding of the last tile."""
     cfg = CellConfig(True, 2, "all", "paper")
     T, C = 5, 8
     check(cfg, T, B, C, dtype, varied_lengths(B, T))
@@ -227,13 +227,15 @@ def test_path_group_of_ctas(cfg, dtype):
 @requires_cuda
 @pytest.mark.parametrize("cfg", PATH_CFGS[:2], ids=cfg_id)
 def test_path_groups_looping_over_tiles(cfg):
-    """More batch tiles than groups fit the GPU at once: each group runs several tiles in turn."""
+    """More batch tiles than groups fit the GPU at once: the backward's groups run several tiles in turn, the
+    forward's run them side by side (one group barrier per step for all of them)."""
     dtype = torch.float32
     C, p = find_cells(cfg, 8, dtype, lambda p: p[1] > 1 and p[6] == 1, [256, 384, 512, 768])
     big = launch_plan(cfg, C, 1 << 16, dtype)
     B = big[0] * (big[2] + 1) + 3  # one tile more than groups fit, the last one padded
     p = launch_plan(cfg, C, B, dtype)
     assert p[2] < p[3], p
+    assert p[10] > 1 and p[10] * p[2] >= p[3], p  # the forward: every tile of a group side by side
     check(cfg, 2, B, C, dtype, varied_lengths(B, 2), scale=2.0)
 
 

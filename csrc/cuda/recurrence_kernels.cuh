@@ -59,8 +59,9 @@ LSTM_HD constexpr int prefetch_rows(int tsize, int bt) {
   return elems / bt > 1 ? elems / bt : 1;
 }
 
-// Largest batch tile of a storage type (float64, the correctness path, stops at 4: at 8 it spills registers).
-LSTM_HD constexpr int max_batch_tile(int tsize) { return tsize == 8 ? 4 : 8; }
+// Largest batch tile of a storage type (float64, the correctness path, stops at 2: from 4 the forward spills
+// registers on sm_90).
+LSTM_HD constexpr int max_batch_tile(int tsize) { return tsize == 8 ? 2 : 8; }
 
 // ---- storage and accumulation types ------------------------------------------------------------------------
 
@@ -170,20 +171,24 @@ LSTM_HD size_t w_slice_elems(bool mma, int K, int ld) {
 }
 
 struct FwdSmem {
-  size_t r, a, part, s, st, len, in16, u, total;
+  size_t r, a, part, s, st, len, maxlen, rown, in16, u, total;
 };
 
-// R: size of r;  glp / clp: strides of local gate rows / cells;  ks: reduction split;  ts / as: sizes of the
-// storage and accumulation types.
-LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem, bool mma) {
+// R: size of r;  glp / clp / rlp: strides of local gate rows / cells / r entries;  ks: reduction split;  ts / as:
+// sizes of the storage and accumulation types;  nt: tiles run side by side (plan.tiles);  own_r: whether each
+// tile keeps the CTA's own entries of r (group > 1, where r_s holds the tile's full r only during its step).
+LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int rlp, int bt, int ks, int ts, int as, bool u_smem, bool mma,
+                         int nt, bool own_r) {
   FwdSmem L{};
   size_t o = 0;
   L.r = o;    o = align16(o + size_t(R) * bt * as);
   L.a = o;    o = align16(o + size_t(bt) * glp * as);
   L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * glp * as : 0));
-  L.s = o;    o = align16(o + size_t(bt) * clp * as);
+  L.s = o;    o = align16(o + size_t(nt) * bt * clp * as);
   L.st = o;   o = align16(o + size_t(bt) * glp * ts);
-  L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
+  L.len = o;  o = align16(o + size_t(nt) * bt * sizeof(int64_t));
+  L.maxlen = o; o = align16(o + size_t(2 * nt + 1) * sizeof(int64_t));
+  L.rown = o; o = align16(o + (own_r ? size_t(nt) * bt * rlp * as : 0));
   L.in16 = o; o = align16(o + (mma ? size_t(bt) * mma_ldk(R) * ts : 0));
   L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, R, glp) * ts : 0));
   L.total = o;
@@ -225,8 +230,9 @@ struct PlanArgs {
   bool u_in_smem;
   bool mma;            // the per-step product on the tensor cores (W in the mma layout)
   unsigned* counters;  // (n_groups) group barrier epochs, zero at launch (group > 1)
-  void* exch;          // (n_groups, 2, BT, R | G) accumulators (group > 1)
+  void* exch;          // (n_groups, 2, tiles, BT, R | G) accumulators (group > 1)
   void* u_work;        // (grid, w_slice_elems) U slices when !u_in_smem
+  int tiles;           // plan.tiles
 };
 
 template <typename T>
@@ -553,6 +559,10 @@ LSTM_DEV unsigned active_mask(const int64_t* len_s, int64_t t) {
 
 // ---- forward ---------------------------------------------------------------------------------------------------
 
+// The group's batch tiles: tile grp + j n_groups, j = 0, 1, ... while below n_tiles (group 1: one tile). The
+// forward runs them in rounds of p.tiles side by side.
+LSTM_DEV int64_t tile_row0(const PlanArgs& p, int grp, int j, int bt) { return int64_t(grp + j * p.n_groups) * bt; }
+
 template <typename T, int BT>
 LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelParams<T> kp) {
   using A = typename AccType<T>::type;
@@ -565,26 +575,35 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   const int S = d.block_size, nbl = sl.nbl;
   const int GL = local_gate_rows(d, nbl), CL = nbl * S, RL = local_rec(d, nbl);
   const int R = d.rec_size, G = d.gate_rows, C = d.n_cells;
-  const int glp = p.glp, clp = p.clp;
+  const int glp = p.glp, clp = p.clp, rlp = p.rlp;
   const int zl = (d.forget_gate ? 2 : 1) * nbl;  // first local z row
+  const int rl_cells = d.feedback_all ? d.gates_per_block() * nbl : 0;  // first local cell entry of r
   const int64_t B = a.batch, Tn = a.steps;
   const bool keep = a.act != nullptr;  // act and s_all kept for the backward (both, or neither: inference)
+  const bool grouped = p.group > 1;     // r_t goes through the exchange buffer (else r_s holds it across steps)
+  const int NT = p.tiles;
 
   const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
-  const FwdSmem L = fwd_smem(R, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma);
+  const FwdSmem L = fwd_smem(R, glp, clp, rlp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT,
+                             grouped);
   unsigned char* sm = lstm_dynamic_smem();
-  A* r_s = reinterpret_cast<A*>(sm + L.r);     // [R][BT]   r_{t-1}, full
+  A* r_s = reinterpret_cast<A*>(sm + L.r);     // [R][BT]   r_{t-1} of the tile, full
   A* a_s = reinterpret_cast<A*>(sm + L.a);     // [BT][glp] net inputs of the owned gate rows
   A* part_s = reinterpret_cast<A*>(sm + L.part);
-  A* s_s = reinterpret_cast<A*>(sm + L.s);     // [BT][clp] cell states of the owned cells
-  T* st_s = reinterpret_cast<T*>(sm + L.st);   // [BT][glp] A[t] of the owned gate rows
-  int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
+  A* s_tiles = reinterpret_cast<A*>(sm + L.s);  // [NT][BT][clp] cell states of the owned cells
+  T* st_s = reinterpret_cast<T*>(sm + L.st);   // [BT][glp] A[t] of the owned gate rows, for the next live item
+  int64_t* len_tiles = reinterpret_cast<int64_t*>(sm + L.len);  // [NT][BT] lengths of the tiles' rows
+  // [NT] longest row of each tile, [1] of all of them, [NT] first row of each tile (shared memory, not registers:
+  // the kernel is at its limit of 128 registers per thread)
+  int64_t* maxlen_s = reinterpret_cast<int64_t*>(sm + L.maxlen);
+  int64_t* row0_s = maxlen_s + NT + 1;
+  A* rown_tiles = reinterpret_cast<A*>(sm + L.rown);  // [NT][BT][rlp] the owned entries of r (grouped)
   T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] r_{t-1} rounded for the tensor cores (mma)
   T* W_smem = reinterpret_cast<T*>(sm + L.u);  // [R][glp] U^T slice, or [rows][ldk] U slice (mma)
   T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, R, glp);
   T* W = p.u_in_smem ? W_smem : W_glob;
-  A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * R : nullptr;
-  unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
+  A* exch = grouped ? static_cast<A*>(p.exch) + size_t(grp) * 2 * NT * BT * R : nullptr;  // [2][NT][BT][R]
+  unsigned* counter = grouped ? p.counters + grp : nullptr;
 
   if (mma) {  // U slice: W[lg][k] = U[g(lg)][k] (0 in the padding)
     const int ldk = mma_ldk(R);
@@ -608,143 +627,237 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
     pg[j] = v < GL ? gate_of(d, sl, v) : -1;
   }
 
+  // The group's tiles, in rounds of ntv <= NT side by side; tile j of a round is the group's tile c0 + j.
+  const int owned = (p.n_tiles - grp + p.n_groups - 1) / p.n_groups;
   unsigned epoch = 0;  // group barriers passed (also selects the exchange buffer)
-  for (int tile = grp; tile < p.n_tiles; tile += p.n_groups) {
-    const int64_t row0 = int64_t(tile) * BT;
-    const int nrows = int(B - row0 < BT ? B - row0 : BT);
-    const int64_t maxlen = load_lengths<BT>(a.lengths, Tn, B, row0, len_s);
+  for (int c0 = 0; c0 < owned; c0 += NT) {
+    const int ntv = owned - c0 < NT ? owned - c0 : NT;
+    auto first_row = [&](int j) { return tile_row0(p, grp, c0 + j, BT); };  // before row0_s is set
+    auto rows_from = [&](int64_t row0) { return int(B - row0 < BT ? B - row0 : BT); };
+    // The round's state: lengths, first rows, cell states, and (grouped) the owned entries of r.
+    for (int i = tid; i < ntv * BT; i += nthr) {
+      const int j = i / BT, b = i - j * BT;
+      const int64_t row = first_row(j) + b;
+      if (b == 0) row0_s[j] = row;
+      int64_t l = 0;
+      if (row < B) l = a.lengths == nullptr ? Tn : a.lengths[row];
+      len_tiles[i] = l < 0 ? 0 : (l > Tn ? Tn : l);
+    }
+    for (int i = tid; i < ntv * BT * CL; i += nthr) {
+      const int jb = i / CL, c = i - jb * CL, j = jb / BT, b = jb - j * BT;
+      const int64_t row0 = first_row(j);
+      s_tiles[jb * clp + c] = b < rows_from(row0) ? to_acc<A>(a.s0[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
+    }
+    if (grouped) {
+      for (int i = tid; i < ntv * BT * RL; i += nthr) {
+        const int jb = i / RL, lk = i - jb * RL, j = jb / BT, b = jb - j * BT;
+        const int64_t row0 = first_row(j);
+        rown_tiles[jb * rlp + lk] = b < rows_from(row0) ? to_acc<A>(a.r0[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
+      }
+    } else if (ntv == 1) {  // r_s holds the tile's full r for all steps
+      const int64_t row0 = first_row(0);
+      for (int i = tid; i < R * BT; i += nthr) {
+        const int k = i / BT, b = i - k * BT;
+        r_s[i] = b < rows_from(row0) ? to_acc<A>(a.r0[(row0 + b) * R + k]) : A(0);
+      }
+    }
+    // from here on (after the __syncthreads) the tiles' first rows come from shared memory
+    auto row0_of = [&](int j) { return row0_s[j]; };
+    auto tile_rows = [&](int j) { return rows_from(row0_s[j]); };
+    __syncthreads();
+    for (int j = tid; j < ntv; j += nthr) {
+      int64_t m = 0;
+      for (int b = 0; b < BT; ++b) m = len_tiles[j * BT + b] > m ? len_tiles[j * BT + b] : m;
+      maxlen_s[j] = m;
+    }
+    __syncthreads();
+    if (tid == 0) {  // steps that some row of the round's tiles runs (kept in shared memory: registers are short)
+      int64_t m = 0;
+      for (int j = 0; j < ntv; ++j) m = maxlen_s[j] > m ? maxlen_s[j] : m;
+      maxlen_s[NT] = m;
+    }
 
-    for (int i = tid; i < R * BT; i += nthr) {
-      const int k = i / BT, b = i - k * BT;
-      r_s[i] = b < nrows ? to_acc<A>(a.r0[(row0 + b) * R + k]) : A(0);
-    }
-    for (int i = tid; i < BT * CL; i += nthr) {
-      const int b = i / CL, c = i - b * CL;
-      s_s[b * clp + c] = b < nrows ? to_acc<A>(a.s0[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
-    }
-    for (int i = tid; i < BT * GL; i += nthr) {  // A[0]; padding rows read row B-1 (never stored)
-      const int b = i / GL, v = i - b * GL;
-      const int64_t row = row0 + (b < nrows ? b : nrows - 1);
-      st_s[b * glp + v] = maxlen > 0 ? a.A[row * G + gate_of(d, sl, v)] : zero<T>();
+    // The group runs the items (t, j) in the order t, then j; an item is live when some row of tile j runs step t.
+    // The next live item after (t, j), if any (a tile that stops being live at a step stays so: lengths).
+    auto next_live = [&](int64_t t, int j, int64_t& tn, int& jn) {
+      for (int jj = j + 1; jj < ntv; ++jj)
+        if (t < maxlen_s[jj]) {
+          tn = t;
+          jn = jj;
+          return true;
+        }
+      for (int jj = 0; jj < ntv; ++jj)
+        if (t + 1 < maxlen_s[jj]) {
+          tn = t + 1;
+          jn = jj;
+          return true;
+        }
+      return false;
+    };
+    {  // the stage: A[0] of the first live item; padding rows read the tile's last row (never stored)
+      int64_t t0 = 0;
+      int j0 = 0;
+      if (next_live(-1, ntv, t0, j0)) {
+        const int64_t row0 = row0_of(j0);
+        const int nrows = tile_rows(j0);
+        for (int i = tid; i < BT * GL; i += nthr) {
+          const int b = i / GL, v = i - b * GL;
+          st_s[b * glp + v] = a.A[(row0 + (b < nrows ? b : nrows - 1)) * G + gate_of(d, sl, v)];
+        }
+      }
     }
     __syncthreads();
 
     for (int64_t t = 0; t < Tn; ++t) {
-      const bool live = t < maxlen;  // some row of the tile runs step t (uniform over the group)
-      const unsigned mask = active_mask<BT>(len_s, t);
-      const bool prefetch = t + 1 < maxlen;
-      T pf[PV][BT];
-      if (prefetch) {
-        const T* At = a.A + (size_t(t + 1) * B + row0) * G;
+      for (int j = 0; j < ntv; ++j) {
+        const bool live = t < maxlen_s[j];  // some row of the tile runs step t (uniform over the group)
+        int64_t tn = 0;
+        int jn = 0;
+        const bool prefetch = live && next_live(t, j, tn, jn);  // A of the next live item, during this one
+        T pf[PV][BT];
+        if (prefetch) {
+          const int64_t nrow0 = row0_of(jn);
+          const int nn = tile_rows(jn);
+          const T* At = a.A + (size_t(tn) * B + nrow0) * G;
 #pragma unroll
-        for (int j = 0; j < PV; ++j) {
-          if (pg[j] >= 0) {
+          for (int q = 0; q < PV; ++q) {
+            if (pg[q] >= 0) {
 #pragma unroll
-            for (int b = 0; b < BT; ++b) pf[j][b] = At[size_t(b < nrows ? b : nrows - 1) * G + pg[j]];
-          }
-        }
-      }
-      // 1. net inputs of the owned gate rows
-      if (live)
-        step_product_any<BT>(p.u_in_smem, mma, r_s, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s,
-                             glp, part_s, (1u << BT) - 1u);
-
-      // 2. the cells of the owned blocks
-      for (int item = tid; item < BT * nbl; item += nthr) {
-        const int b = item / nbl, blk = item - b * nbl;
-        if (b >= nrows) continue;
-        const int64_t row = row0 + b;
-        const int gb = sl.blk0 + blk;
-        // keep == false (inference): act and s_all are not kept (nullptr), only y and the final state
-        T* act_t = keep ? a.act + (size_t(t) * B + row) * G : nullptr;
-        T* y_t = a.y + (size_t(t) * B + row) * C;
-        T* s_t = keep ? a.s_all + (size_t(t) * B + row) * C : nullptr;
-        A* s_b = s_s + b * clp + blk * S;
-        if (!(mask >> b & 1u)) {  // frozen: keeps its state
-          if (keep) {
-            act_t[d.iota_row() + gb] = zero<T>();
-            act_t[d.omega_row() + gb] = zero<T>();
-            if (d.forget_gate) act_t[d.phi_row() + gb] = zero<T>();
-          }
-          for (int k = 0; k < S; ++k) {
-            y_t[gb * S + k] = zero<T>();
-            if (keep) {
-              act_t[d.z_row() + gb * S + k] = zero<T>();
-              s_t[gb * S + k] = from_acc<T>(s_b[k]);
+              for (int b = 0; b < BT; ++b) pf[q][b] = At[size_t(b < nn ? b : nn - 1) * G + pg[q]];
             }
           }
-          continue;
         }
-        const A* a_b = a_s + b * glp;
-        const A y_iota = sigmoid(a_b[blk]);
-        const A y_omega = sigmoid(a_b[zl + CL + blk]);
-        const A y_phi = d.forget_gate ? sigmoid(a_b[nbl + blk]) : A(1);
-        if (keep) {
-          act_t[d.iota_row() + gb] = from_acc<T>(y_iota);
-          act_t[d.omega_row() + gb] = from_acc<T>(y_omega);
-          if (d.forget_gate) act_t[d.phi_row() + gb] = from_acc<T>(y_phi);
-        }
-        A* r_out = p.group > 1 ? exch + (size_t(epoch & 1u) * BT + b) * R : nullptr;
-        for (int k = 0; k < S; ++k) {
-          const int jg = gb * S + k;
-          const A g = squash_g(d.squash, a_b[zl + blk * S + k]);
-          const A s = cell_state(d.forget_gate, y_phi, s_b[k], y_iota, g);
-          const A yc = cell_output(d.squash, y_omega, s);
-          s_b[k] = s;
-          y_t[jg] = from_acc<T>(yc);
-          if (keep) {
-            act_t[d.z_row() + jg] = from_acc<T>(g);
-            s_t[jg] = from_acc<T>(s);
+        if (live) {
+          // 0. grouped: r_{t-1} of the tile's running rows, r0 or what the group wrote in the step before
+          if (grouped) {
+            const int64_t row0 = row0_of(j);
+            const unsigned mask = active_mask<BT>(len_tiles + j * BT, t);
+            const A* r_in = exch + (size_t((epoch - 1) & 1u) * NT + j) * BT * R;
+            for (int i = tid; i < BT * R; i += nthr) {
+              const int b = i / R, k = i - b * R;
+              r_s[k * BT + b] = !(mask >> b & 1u) ? A(0)
+                                : t == 0              ? to_acc<A>(a.r0[(row0 + b) * R + k])
+                                                      : ld_cg(r_in + i);
+            }
+            __syncthreads();
           }
-          const int kr = d.r_cells() + jg;
-          if (p.group > 1) st_cg(r_out + kr, yc); else r_s[kr * BT + b] = yc;
+          // 1. net inputs of the owned gate rows
+          step_product_any<BT>(p.u_in_smem, mma, r_s, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s,
+                               glp, part_s, (1u << BT) - 1u);
         }
-        if (d.feedback_all) {
-          const int n = d.n_blocks;
-          const A gates[3] = {y_iota, d.forget_gate ? y_phi : y_omega, y_omega};
-          for (int q = 0; q < d.gates_per_block(); ++q) {
-            const int kr = q * n + gb;
-            if (p.group > 1) st_cg(r_out + kr, gates[q]); else r_s[kr * BT + b] = gates[q];
-          }
-        }
-      }
 
-      // 3. the new r from the whole group
-      if (live && p.group > 1) {
+        // 2. the cells of the owned blocks (what the product did not need is computed only now: registers)
+        const int64_t row0 = row0_of(j);
+        const int nrows = tile_rows(j);
+        const unsigned mask = active_mask<BT>(len_tiles + j * BT, t);
+        A* s_s = s_tiles + size_t(j) * BT * clp;
+        A* r_own = grouped ? rown_tiles + size_t(j) * BT * rlp : nullptr;
+        A* r_out = grouped ? exch + (size_t(epoch & 1u) * NT + j) * BT * R : nullptr;  // this step's r of the tile
+        for (int item = tid; item < BT * nbl; item += nthr) {
+          const int b = item / nbl, blk = item - b * nbl;
+          if (b >= nrows) continue;
+          const int64_t row = row0 + b;
+          const int gb = sl.blk0 + blk;
+          // keep == false (inference): act and s_all are not kept (nullptr), only y and the final state
+          T* act_t = keep ? a.act + (size_t(t) * B + row) * G : nullptr;
+          T* y_t = a.y + (size_t(t) * B + row) * C;
+          T* s_t = keep ? a.s_all + (size_t(t) * B + row) * C : nullptr;
+          A* s_b = s_s + b * clp + blk * S;
+          if (!(mask >> b & 1u)) {  // frozen: keeps its state
+            if (keep) {
+              act_t[d.iota_row() + gb] = zero<T>();
+              act_t[d.omega_row() + gb] = zero<T>();
+              if (d.forget_gate) act_t[d.phi_row() + gb] = zero<T>();
+            }
+            for (int k = 0; k < S; ++k) {
+              y_t[gb * S + k] = zero<T>();
+              if (keep) {
+                act_t[d.z_row() + gb * S + k] = zero<T>();
+                s_t[gb * S + k] = from_acc<T>(s_b[k]);
+              }
+            }
+            continue;
+          }
+          const A* a_b = a_s + b * glp;
+          const A y_iota = sigmoid(a_b[blk]);
+          const A y_omega = sigmoid(a_b[zl + CL + blk]);
+          const A y_phi = d.forget_gate ? sigmoid(a_b[nbl + blk]) : A(1);
+          if (keep) {
+            act_t[d.iota_row() + gb] = from_acc<T>(y_iota);
+            act_t[d.omega_row() + gb] = from_acc<T>(y_omega);
+            if (d.forget_gate) act_t[d.phi_row() + gb] = from_acc<T>(y_phi);
+          }
+          for (int k = 0; k < S; ++k) {
+            const int jg = gb * S + k;
+            const A g = squash_g(d.squash, a_b[zl + blk * S + k]);
+            const A s = cell_state(d.forget_gate, y_phi, s_b[k], y_iota, g);
+            const A yc = cell_output(d.squash, y_omega, s);
+            s_b[k] = s;
+            y_t[jg] = from_acc<T>(yc);
+            if (keep) {
+              act_t[d.z_row() + jg] = from_acc<T>(g);
+              s_t[jg] = from_acc<T>(s);
+            }
+            const int kr = d.r_cells() + jg;
+            if (grouped) {
+              st_cg(r_out + size_t(b) * R + kr, yc);
+              r_own[b * rlp + rl_cells + blk * S + k] = yc;
+            } else {
+              r_s[kr * BT + b] = yc;
+            }
+          }
+          if (d.feedback_all) {
+            const int n = d.n_blocks;
+            const A gates[3] = {y_iota, d.forget_gate ? y_phi : y_omega, y_omega};
+            for (int q = 0; q < d.gates_per_block(); ++q) {
+              const int kr = q * n + gb;
+              if (grouped) {
+                st_cg(r_out + size_t(b) * R + kr, gates[q]);
+                r_own[b * rlp + q * nbl + blk] = gates[q];
+              } else {
+                r_s[kr * BT + b] = gates[q];
+              }
+            }
+          }
+        }
+
+        // A of the next live item into the stage (its readers, step 1, finished before step 2)
+        if (prefetch) {
+#pragma unroll
+          for (int q = 0; q < PV; ++q) {
+            if (pg[q] >= 0) {
+#pragma unroll
+              for (int b = 0; b < BT; ++b) st_s[b * glp + tid + q * nthr] = pf[q][b];
+            }
+          }
+        }
+        __syncthreads();  // r_s complete (group 1), stage filled, a_s consumed
+      }
+      // 3. grouped: every CTA of the group has written its entries of r_t for all the tiles
+      if (grouped && t < maxlen_s[NT]) {
         ++epoch;
         group_sync(counter, p.group, epoch);
-        const A* r_in = exch + size_t((epoch - 1) & 1u) * BT * R;
-        for (int i = tid; i < BT * R; i += nthr) {
-          const int b = i / R, k = i - b * R;
-          if (mask >> b & 1u) r_s[k * BT + b] = ld_cg(r_in + i);
-        }
       }
-      // A[t + 1] into the stage (its readers, step 1, finished before step 2)
-      if (prefetch) {
-#pragma unroll
-        for (int j = 0; j < PV; ++j) {
-          if (pg[j] >= 0) {
-#pragma unroll
-            for (int b = 0; b < BT; ++b) st_s[b * glp + tid + j * nthr] = pf[j][b];
-          }
-        }
-      }
-      __syncthreads();  // r_s complete, stage filled, a_s consumed
     }
 
-    // r_T, s_T of the tile (this CTA's entries)
-    for (int i = tid; i < BT * RL; i += nthr) {
-      const int b = i / RL, lk = i - b * RL;
-      if (b < nrows) {
-        const int k = rec_of(d, sl, lk);
-        a.r_T[(row0 + b) * R + k] = from_acc<T>(r_s[k * BT + b]);
+    // r_T, s_T of the tiles (this CTA's entries)
+    for (int j = 0; j < ntv; ++j) {
+      const int64_t row0 = row0_of(j);
+      const int nrows = tile_rows(j);
+      for (int i = tid; i < BT * RL; i += nthr) {
+        const int b = i / RL, lk = i - b * RL;
+        if (b < nrows) {
+          const int k = rec_of(d, sl, lk);
+          a.r_T[(row0 + b) * R + k] =
+              from_acc<T>(grouped ? rown_tiles[(size_t(j) * BT + b) * rlp + lk] : r_s[k * BT + b]);
+        }
+      }
+      for (int i = tid; i < BT * CL; i += nthr) {
+        const int b = i / CL, c = i - b * CL;
+        if (b < nrows) a.s_T[(row0 + b) * C + sl.blk0 * S + c] = from_acc<T>(s_tiles[(size_t(j) * BT + b) * clp + c]);
       }
     }
-    for (int i = tid; i < BT * CL; i += nthr) {
-      const int b = i / CL, c = i - b * CL;
-      if (b < nrows) a.s_T[(row0 + b) * C + sl.blk0 * S + c] = from_acc<T>(s_s[b * clp + c]);
-    }
-    __syncthreads();
+    __syncthreads();  // the round's state read before the next round sets it
   }
 }
 
@@ -1043,7 +1156,8 @@ inline Workspace workspace_layout(bool forward, const CellDims& d, const LaunchP
   if (plan.group > 1) o = (o + size_t(plan.n_groups) * sizeof(unsigned) + 255) / 256 * 256;
   w.exch = o;
   if (plan.group > 1 && product)
-    o = (o + size_t(plan.n_groups) * 2 * plan.bt * (forward ? d.rec_size : d.gate_rows) * asize + 255) / 256 * 256;
+    o = (o + size_t(plan.n_groups) * 2 * plan.tiles * plan.bt * (forward ? d.rec_size : d.gate_rows) * asize + 255) /
+            256 * 256;
   w.u_work = o;
   if (!plan.u_in_smem)
     o += size_t(plan.group) * plan.n_groups *
@@ -1061,6 +1175,7 @@ inline PlanArgs plan_args(bool forward, const CellDims& d, const LaunchPlan& pla
   p.group = plan.group;
   p.n_groups = plan.n_groups;
   p.n_tiles = plan.n_tiles;
+  p.tiles = plan.tiles;
   p.ksplit = plan.ksplit;
   p.glp = st.glp;
   p.clp = st.clp;
@@ -1115,19 +1230,35 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
     // tensor cores: 16-bit storage, a full tile of 8 rows, whole warps in every thread set
     plan.mma = dev.mma && tsize == 2 && bt == 8 && product && threads % (32 * ks) == 0;
     const Strides st = plan_strides(d, plan);
-    const size_t smem = forward ? fwd_smem(R, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem, plan.mma).total
-                                : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize,
-                                           plan.u_in_smem && product, plan.mma).total;
+    plan.n_tiles = int((batch + bt - 1) / bt);
+    auto smem_for = [&](int nt) {
+      return forward ? fwd_smem(R, st.glp, st.clp, st.rlp, bt, ks, tsize, asize, plan.u_in_smem, plan.mma, nt,
+                                group > 1).total
+                     : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem && product,
+                                plan.mma).total;
+    };
+    size_t smem = smem_for(1);
     if (smem > size_t(dev.max_smem_per_block)) return false;
     const int per_sm = occ(bt, threads, smem, occ_ctx);
     if (per_sm < 1) return false;
     const int64_t capacity = int64_t(per_sm) * dev.sm_count;  // co-resident CTAs
-    plan.n_tiles = int((batch + bt - 1) / bt);
     if (group == 1) {
       plan.n_groups = plan.n_tiles;  // no inter-CTA synchronisation: any grid size
     } else {
       if (!dev.cooperative || capacity < group) return false;
       plan.n_groups = int(capacity / group < plan.n_tiles ? capacity / group : plan.n_tiles);
+      // The forward runs a group's tiles side by side, as many as their state (shared memory) allows without
+      // lowering the CTAs per SM: all of them, or half, a quarter, ... (rounds one after another).
+      if (forward) {
+        for (int nt = (plan.n_tiles + plan.n_groups - 1) / plan.n_groups; nt > 1; nt = (nt + 1) / 2) {
+          const size_t s = smem_for(nt);
+          if (s <= size_t(dev.max_smem_per_block) && occ(bt, threads, s, occ_ctx) >= per_sm) {
+            plan.tiles = nt;
+            smem = s;
+            break;
+          }
+        }
+      }
     }
     plan.smem_bytes = smem;
     plan.workspace_bytes = workspace_layout(forward, d, plan, tsize, asize).total;

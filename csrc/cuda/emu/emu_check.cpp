@@ -1,7 +1,9 @@
 // Runs the CUDA recurrence kernels under the CPU emulation (emulate.h) against the CPU kernels, over every cell
 // configuration, with and without lengths, for batch sizes that leave padding rows in a tile, and for device
 // limits that force each launch mode: one CTA per tile, groups of CTAs (flag barrier, exchange buffers), the
-// reduction split over thread sets, groups looping over tiles, and U slices in the global workspace. Every
+// reduction split over thread sets, more tiles than groups (the backward's groups loop over them; the forward's run
+// them side by side, in one round or several, with tiles whose rows stop at different steps), and U slices in the
+// global workspace. Every
 // storage type: float64, float32, float16 and bfloat16 (the 16-bit ones against the float CPU kernel on the same
 // rounded inputs, within one unit in the last place), the 16-bit ones also with the tensor-core product in each
 // launch mode (within two); every vector access is checked for alignment.
@@ -11,6 +13,7 @@
 // Exit status 0 when every case matches and every launch mode was exercised; prints the coverage.
 #include "emulate.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -30,7 +33,9 @@ using namespace lstm_ext::cuda::detail;
 namespace {
 
 struct Coverage {
-  int group1 = 0, group_n = 0, split = 0, looping = 0, global_u = 0, padded = 0, cases = 0;
+  int group1 = 0, group_n = 0, split = 0, looping = 0, interleaved = 0, global_u = 0, padded = 0, cases = 0;
+  int interleaved_uneven = 0;  // forward tiles side by side whose longest rows differ (tiles going idle early)
+  int rounds = 0;              // forward tiles side by side in several rounds (not all their state fits)
   int mma = 0, mma_group_n = 0, mma_split = 0, mma_global_u = 0;  // plans with the tensor-core product
 };
 Coverage cov;
@@ -104,7 +109,10 @@ void launch_bt(bool fwd, int bt, const LaunchPlan& plan, const P& params) {
     switch (bt) {
       case 1: emu_launch(&forward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params); break;
       case 2: emu_launch(&forward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params); break;
-      case 4: emu_launch(&forward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 4:
+        if constexpr (max_batch_tile(int(sizeof(T))) >= 4)
+          emu_launch(&forward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params);
+        break;
       default:
         if constexpr (max_batch_tile(int(sizeof(T))) >= 8)
           emu_launch(&forward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params);
@@ -113,7 +121,10 @@ void launch_bt(bool fwd, int bt, const LaunchPlan& plan, const P& params) {
     switch (bt) {
       case 1: emu_launch(&backward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params); break;
       case 2: emu_launch(&backward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params); break;
-      case 4: emu_launch(&backward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 4:
+        if constexpr (max_batch_tile(int(sizeof(T))) >= 4)
+          emu_launch(&backward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params);
+        break;
       default:
         if constexpr (max_batch_tile(int(sizeof(T))) >= 8)
           emu_launch(&backward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params);
@@ -131,19 +142,21 @@ std::vector<double> make_workspace(bool fwd, const CellDims& d, const LaunchPlan
   return ws;
 }
 
-std::string describe(const CellDims& d, int T, int B, bool varlen, const LaunchPlan& p, const char* dtype) {
+std::string describe(const CellDims& d, int T, int B, int varlen, const LaunchPlan& p, const char* dtype) {
   char buf[400];
   std::snprintf(buf, sizeof buf,
                 "%s fg=%d S=%d C=%d fb=%s sq=%d tr=%d T=%d B=%d varlen=%d | bt=%d group=%d n_groups=%d tiles=%d "
-                "threads=%d ks=%d u_smem=%d mma=%d smem=%zu ws=%zu",
+                "side by side=%d threads=%d ks=%d u_smem=%d mma=%d smem=%zu ws=%zu",
                 dtype, d.forget_gate, d.block_size, d.n_cells, d.feedback_all ? "all" : "cells", int(d.squash),
-                d.truncate, T, B, varlen, p.bt, p.group, p.n_groups, p.n_tiles, p.threads, p.ksplit, p.u_in_smem,
+                d.truncate, T, B, varlen, p.bt, p.group, p.n_groups, p.n_tiles, p.tiles, p.threads, p.ksplit, p.u_in_smem,
                 p.mma, p.smem_bytes, p.workspace_bytes);
   return buf;
 }
 
 template <typename T>
-void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& dev, std::mt19937& rng) {
+// varlen: 0 every row runs all T steps; 1 lengths mixed within a tile (T, 0, T/2, 1, T-1 by row); 2 lengths by
+// runs of 4 rows (T, T/2, 0, 1), so that tiles differ in their longest row and some go idle early or never start.
+void run_case(const CellDims& d, int T_, int B, int varlen, const DeviceInfo& dev, std::mt19937& rng) {
   using A = typename AccType<T>::type;
   using R = RefType<T>;
   const int G = d.gate_rows, Rn = d.rec_size, C = d.n_cells;
@@ -163,9 +176,12 @@ void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& d
   const std::vector<T> Ain_d = to_device<T>(Ain), U_d = to_device<T>(U), r0_d = to_device<T>(r0),
                        s0_d = to_device<T>(s0);
   std::vector<int64_t> lengths(size_t(B), T_);
-  if (varlen) {
+  if (varlen == 1) {
     const int64_t pattern[] = {T_, 0, T_ / 2, 1, T_ > 0 ? T_ - 1 : 0};
     for (int b = 0; b < B; ++b) lengths[size_t(b)] = pattern[b % 5];
+  } else if (varlen == 2) {
+    const int64_t pattern[] = {T_, T_ / 2, 0, T_ > 0 ? 1 : 0};
+    for (int b = 0; b < B; ++b) lengths[size_t(b)] = pattern[(b / 4) % 4];
   }
   const int64_t* len = varlen ? lengths.data() : nullptr;
   const size_t nTBG = size_t(T_) * B * G, nTBC = size_t(T_) * B * C;
@@ -220,6 +236,18 @@ void run_case(const CellDims& d, int T_, int B, bool varlen, const DeviceInfo& d
     if (p->group == 1) ++cov.group1; else ++cov.group_n;
     if (p->ksplit > 1) ++cov.split;
     if (p->n_groups < p->n_tiles) ++cov.looping;
+    if (p->tiles > 1) {
+      ++cov.interleaved;
+      int64_t lo = T_, hi = 0;  // the tiles' longest rows
+      for (int t = 0; t < p->n_tiles; ++t) {
+        int64_t m = 0;
+        for (int b = t * p->bt; b < B && b < (t + 1) * p->bt; ++b) m = std::max(m, lengths[size_t(b)]);
+        lo = std::min(lo, m);
+        hi = std::max(hi, m);
+      }
+      if (lo != hi) ++cov.interleaved_uneven;
+      if (int64_t(p->tiles) * p->n_groups < p->n_tiles) ++cov.rounds;
+    }
     if (!p->u_in_smem) ++cov.global_u;
     if (B % p->bt != 0) ++cov.padded;
     if (p->mma) {
@@ -289,8 +317,8 @@ void run_all() {
             for (auto [T_, B] : {std::pair{5, 5}, std::pair{4, 11}, std::pair{3, 1}}) {
               if (quick && B == 11) continue;
               for (const DeviceInfo& dev : devices_for(d, B, int(sizeof(T)), int(sizeof(A))))
-                for (bool varlen : {false, true})
-                  if (mode != Mode::Ci || varlen) run_case<T>(d, T_, B, varlen, dev, rng);
+                for (int varlen : {0, 1, 2})
+                  if (mode != Mode::Ci || varlen > 0) run_case<T>(d, T_, B, varlen, dev, rng);
             }
           }
   // a larger problem: reduction split over thread sets, several rows per thread; for 16-bit storage also a full
@@ -300,7 +328,7 @@ void run_all() {
     for (int B : {3, 8, 9}) {
       if (sizeof(T) != 2 && B != 3) continue;
       for (const DeviceInfo& dev : devices_for(d, B, int(sizeof(T)), int(sizeof(A))))
-        run_case<T>(d, 3, B, true, dev, rng);
+        for (int varlen : {1, 2}) run_case<T>(d, 3, B, varlen, dev, rng);
     }
   }
   // 16-bit storage: the tensor-core product with U in global memory (its slice does not fit 64 KB on two SMs, the
@@ -311,12 +339,30 @@ void run_all() {
     dev.sm_count = 2;
     dev.max_smem_per_block = dev.max_smem_per_sm = 64 * 1024;
     dev.mma = 1;
-    run_case<T>(d, 2, 8, true, dev, rng);
+    run_case<T>(d, 2, 8, 1, dev, rng);
+  }
+  // the forward's tiles side by side in rounds: shared memory for the state of some of a group's tiles, not all
+  {
+    const CellDims d = make_cell_dims(6, 1, true, true, false, Squash::Tanh);
+    const int B = 37;
+    DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
+    dev.sm_count = 2;
+    DeviceInfo c = dev;
+    const size_t full = plan_launch(true, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
+    for (size_t lim = full; lim > 64; lim -= 16) {
+      dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
+      c = dev;
+      const LaunchPlan p = plan_launch(true, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
+      if (p.ok && p.group > 1 && p.tiles > 1 && int64_t(p.tiles) * p.n_groups < p.n_tiles) {
+        for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
+        break;
+      }
+    }
   }
   // empty sequences
   const CellDims d = make_cell_dims(4, 2, true, true, false, Squash::Paper);
   DeviceInfo big = devices_for(d, 2, int(sizeof(T)), int(sizeof(A)))[0];
-  run_case<T>(d, 0, 2, false, big, rng);
+  run_case<T>(d, 0, 2, 0, big, rng);
 }
 
 }  // namespace
@@ -334,12 +380,15 @@ int main(int argc, char** argv) {
   run_type(float{});
   run_type(__half{});
   run_type(__nv_bfloat16{});
-  std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, groups looping over tiles %d, "
-              "U in global memory %d, padded tiles %d; tensor cores %d (group>1 %d, split %d, U in global memory %d)\n",
-              cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.global_u, cov.padded, cov.mma,
-              cov.mma_group_n, cov.mma_split, cov.mma_global_u);
-  const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.global_u && cov.padded &&
-                       cov.mma && cov.mma_group_n && cov.mma_split && cov.mma_global_u;
+  std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, more tiles than groups %d (forward: "
+              "side by side %d, tiles of different lengths %d, in rounds %d), U in global memory %d, padded tiles %d; tensor cores "
+              "%d (group>1 %d, split %d, U in global memory %d)\n",
+              cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.interleaved,
+              cov.interleaved_uneven, cov.rounds, cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split,
+              cov.mma_global_u);
+  const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.interleaved &&
+                       cov.interleaved_uneven && cov.rounds && cov.global_u && cov.padded && cov.mma && cov.mma_group_n &&
+                       cov.mma_split && cov.mma_global_u;
   if (!covered) std::printf("not every launch mode was exercised\n");
   return failures == 0 && covered ? 0 : 1;
 }
