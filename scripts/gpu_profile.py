@@ -9,8 +9,8 @@ per-step cost and the launch plan of each op; or one op call for Nsight Compute 
 
 The H100 benchmark (bench/results/h100.md) left two questions this answers: what the forward's 1.9-7.6 us per
 step at H <= 128 is made of (the op's slope against its fixed cost; ncu's warp stall reasons), and how much of the
-slowness at H = 1024 is the plan (groups that loop over batch tiles: "serial" below is the number of tiles one
-group runs one after the other). `--device cpu` runs the same timings on the CPU kernels (a check of the script).
+slowness at H = 1024 is the plan (groups with more batch tiles than they run side by side: "serial" below is the
+number of rounds of tiles one group runs one after the other). `--device cpu` runs the same timings on the CPU kernels (a check of the script).
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def plan(dtype, B, H, device, backward):
         return "-"
     p = OPS.cuda_launch_plan(H, B, dtype, *CONFIG_ARGS, backward, torch.cuda.current_device())
     bt, group, n_groups, n_tiles, threads, ksplit, u_smem, smem = p[:8]
-    side = p[10]  # tiles a group runs side by side (the forward), in `serial` rounds one after another
+    side = p[10]  # tiles a group runs side by side, in `serial` rounds one after another
     serial = -(-n_tiles // (n_groups * side))
     return (f"bt {bt}, group {group}, groups {n_groups}, side by side {side}, serial {serial}, threads {threads}, "
             f"ksplit {ksplit}, U {'smem' if u_smem else 'global'}, {smem // 1024} KB")  # fmt: skip

@@ -227,8 +227,8 @@ def test_path_group_of_ctas(cfg, dtype):
 @requires_cuda
 @pytest.mark.parametrize("cfg", PATH_CFGS[:2], ids=cfg_id)
 def test_path_groups_looping_over_tiles(cfg):
-    """More batch tiles than groups fit the GPU at once: the backward's groups run several tiles in turn, the
-    forward's run them side by side (one group barrier per step for all of them)."""
+    """More batch tiles than groups fit the GPU at once: a group runs its tiles side by side (one group barrier per
+    step for all of them), forward and backward."""
     dtype = torch.float32
     C, p = find_cells(cfg, 8, dtype, lambda p: p[1] > 1 and p[6] == 1, [256, 384, 512, 768])
     big = launch_plan(cfg, C, 1 << 16, dtype)
@@ -236,6 +236,8 @@ def test_path_groups_looping_over_tiles(cfg):
     p = launch_plan(cfg, C, B, dtype)
     assert p[2] < p[3], p
     assert p[10] > 1 and p[10] * p[2] >= p[3], p  # the forward: every tile of a group side by side
+    pb = launch_plan(cfg, C, B, dtype, True)  # its own plan; side by side where it too has fewer groups than tiles
+    assert pb[2] == pb[3] or cfg.truncate or pb[10] > 1, pb
     check(cfg, 2, B, C, dtype, varied_lengths(B, 2), scale=2.0)
 
 

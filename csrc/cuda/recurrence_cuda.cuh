@@ -19,8 +19,8 @@
 // G_n = 1 (the small-H path): a CTA holds all of U, steps are separated by __syncthreads only. G_n > 1 (the
 // medium-H path): the group synchronises per step with a flag barrier (an epoch counter in global memory);
 // the grid is launched cooperatively so that all CTAs are co-resident. Where there are more batch tiles than
-// groups, the forward's groups run their tiles side by side (step t of each of them, then the group barrier: one
-// barrier per step, not one per tile and step); the backward's groups loop over them.
+// groups, a group runs its tiles side by side (step t of each of them, then the group barrier: one barrier per
+// step, not one per tile and step), in rounds where their state does not all fit in shared memory.
 // When U does not fit the on-chip memory of the whole GPU, the slices live in a global workspace instead
 // (read through L2 every step: correct, but slow).
 #pragma once
@@ -88,7 +88,7 @@ struct LaunchPlan {
   int group = 1;                // CTAs per group (G_n)
   int n_groups = 0;             // groups running at once (grid = group * n_groups)
   int tiles = 1;                // batch tiles one group runs side by side, a step of each between two group
-                                // barriers (forward, group > 1; else 1: a group runs its tiles one after another)
+                                // barriers (group > 1 with a per-step product; else 1: one tile after another)
   int threads = 0;              // threads per CTA
   int ksplit = 1;               // split of the reduction dimension of the per-step product over thread sets
   int max_blocks = 0;           // most memory-cell blocks one CTA owns

@@ -11,10 +11,13 @@
 //   1. a[b][lg] = A[t][b][g(lg)] + sum_k r_s[k][b] W[k][lg]      (A[t] was prefetched during step t-1)
 //   2. per (row, owned block): activations, cell state, y_c; stores act, y, s_all; new r entries
 //   3. group > 1: r entries to the exchange buffer, group barrier, full r_t back into r_s
-// Backward, one step t (reverse; smem: da_s [G][BT] the full da_t; W [G][RL] = U column slice):
-//   1. per (row, owned block): cell backward from act/s/dy (prefetched) and dr (owned), ds; stores dA
-//   2. unless truncate: group > 1: da to the exchange buffer, group barrier, full da_t into da_s;
+// Backward, one step t (reverse; smem: da_s [G][BT] the full da_{t+1}; W [G][RL] = U column slice):
+//   1. unless truncate: group > 1: full da_{t+1} from the exchange buffer into da_s (group 1: da_s holds it);
 //      dr[b][lk] = sum_g da_s[g][b] W[g][lk]                     (truncate: dr = 0)
+//   2. per (row, owned block): cell backward from act/s/dy (prefetched) and dr (owned), ds; stores dA;
+//      group > 1: da_t to the exchange buffer
+//   3. group > 1: group barrier                     (after the last step, step 1 once more gives dr0)
+// A group runs its batch tiles side by side: steps 1-2 for each tile, then one barrier (the tiles' state in smem).
 // Rows past their length are frozen: no store of new state, 0 in act/y/dA; dr and ds pass through.
 // The products of steps 1 (forward) and 2 (backward) are step_product (SIMT, float or double accumulators) or,
 // for 16-bit storage and BT = 8 on sm_80+, step_product_mma (tensor cores; W then k-major, see w_slice_elems).
@@ -196,22 +199,24 @@ LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int rlp, int bt, int ks, int t
 }
 
 struct BwdSmem {
-  size_t da, dr, ds, part, act, dy, s, len, in16, u, total;
+  size_t da, dr, ds, part, act, dy, s, len, maxlen, in16, u, total;
 };
 
-// G: gate rows;  rlp / glp / clp: strides of local r entries / gate rows / cells.
+// G: gate rows;  rlp / glp / clp: strides of local r entries / gate rows / cells;  nt: tiles run side by side
+// (plan.tiles).
 LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem,
-                         bool mma) {
+                         bool mma, int nt) {
   BwdSmem L{};
   size_t o = 0;
   L.da = o;   o = align16(o + size_t(G) * bt * as);
-  L.dr = o;   o = align16(o + size_t(bt) * rlp * as);
-  L.ds = o;   o = align16(o + size_t(bt) * clp * as);
+  L.dr = o;   o = align16(o + size_t(nt) * bt * rlp * as);
+  L.ds = o;   o = align16(o + size_t(nt) * bt * clp * as);
   L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * rlp * as : 0));
   L.act = o;  o = align16(o + size_t(bt) * glp * ts);
   L.dy = o;   o = align16(o + size_t(bt) * clp * ts);
-  L.s = o;    o = align16(o + size_t(2) * bt * clp * ts);
-  L.len = o;  o = align16(o + size_t(bt) * sizeof(int64_t));
+  L.s = o;    o = align16(o + size_t(nt) * 2 * bt * clp * ts);
+  L.len = o;  o = align16(o + size_t(nt) * bt * sizeof(int64_t));
+  L.maxlen = o; o = align16(o + size_t(2 * nt + 1) * sizeof(int64_t));
   L.in16 = o; o = align16(o + (mma ? size_t(bt) * mma_ldk(G) * ts : 0));
   L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, G, rlp) * ts : 0));
   L.total = o;
@@ -450,12 +455,12 @@ LSTM_DEV void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&
 
 // step_product for a tile of 8 rows on the tensor cores, W in the mma layout (W[o][k], stride mma_ldk(K)):
 // out[b][o] (= init[b][o] +) sum_{k < K} in_s[k][b] W[o][k]. First in_s is rounded to T into in16 ([8][ldk], k
-// contiguous, 0 past K), so that a lane's B fragment is two 32-bit loads. Each warp then computes up to kMmaTiles
+// contiguous, 0 past K), so that a lane's B fragment is two 32-bit loads. Each warp then computes up to MT
 // tiles of 16 outputs x 8 rows at once (M = outputs, N = rows, K = the reduction in steps of 16), loading the B
 // fragment of a k16 step once for all of them. The reduction splits into `ks` chunks of whole k16 steps as in
 // step_product. Ends with a __syncthreads.
-constexpr int kMmaTiles = 4;
-template <typename T>
+constexpr int kMmaTiles = 4;  // MT of the forward; the backward's is 2 (at 4 its tile of 8 rows spilled on sm_90)
+template <typename T, int MT>
 LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, int nout, int ks, const T* init,
                                int ldi, float* out, int ldo, float* part, unsigned mask) {
   constexpr int BT = 8;
@@ -472,11 +477,11 @@ LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, in
   const int k0 = kq * kc, k1 = k0 + kc < K ? k0 + kc : K;
   const int ntiles = (nout + 15) / 16;
   const T* bg = in16 + size_t(g) * ldk + 2 * q;  // row g of B, columns 2q, 2q + 1 of each k16 step
-  // the warp's tiles warp + m nwarps (m < kMmaTiles), then the next kMmaTiles nwarps; uniform over the warp
-  for (int tile0 = warp; tile0 < ntiles; tile0 += kMmaTiles * nwarps) {
-    float c[kMmaTiles][4];
+  // the warp's tiles warp + m nwarps (m < MT), then the next MT nwarps; uniform over the warp
+  for (int tile0 = warp; tile0 < ntiles; tile0 += MT * nwarps) {
+    float c[MT][4];
 #pragma unroll
-    for (int m = 0; m < kMmaTiles; ++m) {
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {  // rows g (j < 2) and g + 8 of the tile, columns 2q + (j & 1)
         const int o = 16 * (tile0 + m * nwarps) + g + 8 * (j >> 1), b = 2 * q + (j & 1);
@@ -486,7 +491,7 @@ LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, in
     for (int k = k0; k < k1; k += 16) {
       const unsigned b[2] = {load32(bg + k), load32(bg + k + 8)};
 #pragma unroll
-      for (int m = 0; m < kMmaTiles; ++m) {
+      for (int m = 0; m < MT; ++m) {
         const int tile = tile0 + m * nwarps;
         if (tile >= ntiles) break;
         const T* wa = W + size_t(16 * tile + g) * ldk + 2 * q + k;  // rows g and g + 8 (zero-padded past nout)
@@ -496,7 +501,7 @@ LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, in
       }
     }
 #pragma unroll
-    for (int m = 0; m < kMmaTiles; ++m) {
+    for (int m = 0; m < MT; ++m) {
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int o = 16 * (tile0 + m * nwarps) + g + 8 * (j >> 1), b = 2 * q + (j & 1);
@@ -515,14 +520,14 @@ LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, in
 
 // The per-step product of a kernel: on the tensor cores where the plan says so (mma; in16: its rounded operand),
 // else with W in shared memory (the compiler then emits shared loads) or in the global workspace. ldw: the SIMT
-// layout's stride.
-template <int BT, typename T, typename A>
+// layout's stride. MT: output tiles per warp at once of the tensor-core product.
+template <int BT, int MT, typename T, typename A>
 LSTM_DEV void step_product_any(bool w_in_smem, bool mma, const A* in_s, T* in16, const T* W_smem, const T* W_global,
                                int ldw, int K, int nout, int ks, const T* init, int ldi, A* out, int ldo, A* part,
                                unsigned mask) {
   if constexpr (sizeof(T) == 2 && BT == 8) {
     if (mma) {
-      step_product_mma<T>(in_s, in16, w_in_smem ? W_smem : W_global, K, nout, ks, init, ldi, out, ldo, part, mask);
+      step_product_mma<T, MT>(in_s, in16, w_in_smem ? W_smem : W_global, K, nout, ks, init, ldi, out, ldo, part, mask);
       return;
     }
   }
@@ -531,22 +536,6 @@ LSTM_DEV void step_product_any(bool w_in_smem, bool mma, const A* in_s, T* in16,
   } else {
     step_product<BT, false>(in_s, W_global, ldw, K, nout, ks, init, ldi, out, ldo, part, mask);
   }
-}
-
-// Tile rows: the lengths of rows [row0, row0 + BT) into len_s (0 for rows past B); returns the longest.
-template <int BT>
-LSTM_DEV int64_t load_lengths(const int64_t* lengths, int64_t steps, int64_t batch, int64_t row0, int64_t* len_s) {
-  if (threadIdx.x < unsigned(BT)) {
-    const int64_t row = row0 + threadIdx.x;
-    int64_t l = 0;
-    if (row < batch) l = lengths == nullptr ? steps : lengths[row];
-    len_s[threadIdx.x] = l < 0 ? 0 : (l > steps ? steps : l);
-  }
-  __syncthreads();
-  int64_t m = 0;
-#pragma unroll
-  for (int b = 0; b < BT; ++b) m = len_s[b] > m ? len_s[b] : m;
-  return m;
 }
 
 template <int BT>
@@ -742,8 +731,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
             __syncthreads();
           }
           // 1. net inputs of the owned gate rows
-          step_product_any<BT>(p.u_in_smem, mma, r_s, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s, glp, a_s,
-                               glp, part_s, (1u << BT) - 1u);
+          step_product_any<BT, kMmaTiles>(p.u_in_smem, mma, r_s, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s,
+                                          glp, a_s, glp, part_s, (1u << BT) - 1u);
         }
 
         // 2. the cells of the owned blocks (what the product did not need is computed only now: registers)
@@ -879,26 +868,33 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   const int zl = (d.forget_gate ? 2 : 1) * nbl;
   const int rl_cells = d.feedback_all ? gpb * nbl : 0;  // first local cell entry of r
   const int64_t B = a.batch, Tn = a.steps;
-  const bool product = !d.truncate;  // the gradient through r_{t-1}
+  const bool product = !d.truncate;          // the gradient through r_{t-1}
+  const bool exchange = p.group > 1 && product;  // da_t goes through the exchange buffer (else da_s holds it)
+  const int NT = p.tiles;
 
   const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
-  const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma);
+  const BwdSmem L =
+      bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT);
   unsigned char* sm = lstm_dynamic_smem();
-  A* da_s = reinterpret_cast<A*>(sm + L.da);    // [G][BT]   da_t, full
-  A* dr_s = reinterpret_cast<A*>(sm + L.dr);    // [BT][rlp] gradient on the owned entries of r_t
-  A* ds_s = reinterpret_cast<A*>(sm + L.ds);    // [BT][clp] gradient on the owned cell states s_t
+  A* da_s = reinterpret_cast<A*>(sm + L.da);      // [G][BT]   da_{t+1} of the tile, full
+  A* dr_tiles = reinterpret_cast<A*>(sm + L.dr);  // [NT][BT][rlp] gradient on the owned entries of r_t
+  A* ds_tiles = reinterpret_cast<A*>(sm + L.ds);  // [NT][BT][clp] gradient on the owned cell states s_t
   A* part_s = reinterpret_cast<A*>(sm + L.part);
-  T* act_st = reinterpret_cast<T*>(sm + L.act);  // [BT][glp]    act[t]
-  T* dy_st = reinterpret_cast<T*>(sm + L.dy);    // [BT][clp]    dy[t]
-  T* s_st = reinterpret_cast<T*>(sm + L.s);      // [2][BT][clp] s_u in buffer u & 1 (s_{-1} = s0 in buffer 1)
-  int64_t* len_s = reinterpret_cast<int64_t*>(sm + L.len);
-  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da_t rounded for the tensor cores (mma)
+  T* act_st = reinterpret_cast<T*>(sm + L.act);   // [BT][glp]    act[t] of the next live item
+  T* dy_st = reinterpret_cast<T*>(sm + L.dy);     // [BT][clp]    dy[t] of the next live item
+  T* s_tiles = reinterpret_cast<T*>(sm + L.s);    // [NT][2][BT][clp] s_u of tile j in buffer u & 1 (s_{-1} = s0)
+  int64_t* len_tiles = reinterpret_cast<int64_t*>(sm + L.len);  // [NT][BT] lengths of the tiles' rows
+  // [NT] longest row of each tile, [1] of all of them, [NT] first row of each tile (shared memory: registers are
+  // short, as in the forward)
+  int64_t* maxlen_s = reinterpret_cast<int64_t*>(sm + L.maxlen);
+  int64_t* row0_s = maxlen_s + NT + 1;
+  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da rounded for the tensor cores (mma)
   T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp] U column slice, or [rows][ldk] its transpose (mma)
   T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, G, rlp);
   T* W = p.u_in_smem ? W_smem : W_glob;
-  A* exch = p.group > 1 ? static_cast<A*>(p.exch) + size_t(grp) * 2 * BT * G : nullptr;
-  unsigned* counter = p.group > 1 ? p.counters + grp : nullptr;
-  auto s_buf = [&](int64_t u) { return s_st + size_t(u & 1) * BT * clp; };
+  A* exch = exchange ? static_cast<A*>(p.exch) + size_t(grp) * 2 * NT * BT * G : nullptr;  // [2][NT][BT][G]
+  unsigned* counter = exchange ? p.counters + grp : nullptr;
+  auto s_buf = [&](int j, int64_t u) { return s_tiles + size_t(2 * j + int(u & 1)) * BT * clp; };
 
   if (product && mma) {  // W[lk][g] = U[g][k(lk)] (0 in the padding)
     const int ldk = mma_ldk(G);
@@ -931,192 +927,282 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
     }
   }
 
-  unsigned epoch = 0;
-  for (int tile = grp; tile < p.n_tiles; tile += p.n_groups) {
-    const int64_t row0 = int64_t(tile) * BT;
-    const int nrows = int(B - row0 < BT ? B - row0 : BT);
-    const int64_t maxlen = load_lengths<BT>(a.lengths, Tn, B, row0, len_s);
+  // The group's tiles, in rounds of ntv <= NT side by side (as in the forward); tile j of a round is the group's
+  // tile c0 + j.
+  const int owned = (p.n_tiles - grp + p.n_groups - 1) / p.n_groups;
+  unsigned epoch = 0;  // group barriers passed (also selects the exchange buffer)
+  for (int c0 = 0; c0 < owned; c0 += NT) {
+    const int ntv = owned - c0 < NT ? owned - c0 : NT;
+    auto first_row = [&](int j) { return tile_row0(p, grp, c0 + j, BT); };  // before row0_s is set
+    auto rows_from = [&](int64_t row0) { return int(B - row0 < BT ? B - row0 : BT); };
+    // The round's state: lengths, first rows, and the gradients on r_T and s_T (owned entries).
+    for (int i = tid; i < ntv * BT; i += nthr) {
+      const int j = i / BT, b = i - j * BT;
+      const int64_t row = first_row(j) + b;
+      if (b == 0) row0_s[j] = row;
+      int64_t l = 0;
+      if (row < B) l = a.lengths == nullptr ? Tn : a.lengths[row];
+      len_tiles[i] = l < 0 ? 0 : (l > Tn ? Tn : l);
+    }
+    for (int i = tid; i < ntv * BT * RL; i += nthr) {
+      const int jb = i / RL, lk = i - jb * RL, j = jb / BT, b = jb - j * BT;
+      const int64_t row0 = first_row(j);
+      dr_tiles[jb * rlp + lk] = b < rows_from(row0) ? to_acc<A>(a.dr_T[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
+    }
+    for (int i = tid; i < ntv * BT * CL; i += nthr) {
+      const int jb = i / CL, c = i - jb * CL, j = jb / BT, b = jb - j * BT;
+      const int64_t row0 = first_row(j);
+      ds_tiles[jb * clp + c] = b < rows_from(row0) ? to_acc<A>(a.ds_T[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
+    }
+    auto row0_of = [&](int j) { return row0_s[j]; };
+    auto tile_rows = [&](int j) { return rows_from(row0_s[j]); };
+    __syncthreads();
+    for (int j = tid; j < ntv; j += nthr) {
+      int64_t m = 0;
+      for (int b = 0; b < BT; ++b) m = len_tiles[j * BT + b] > m ? len_tiles[j * BT + b] : m;
+      maxlen_s[j] = m;
+    }
+    __syncthreads();
+    if (tid == 0) {  // steps that some row of the round's tiles runs
+      int64_t m = 0;
+      for (int j = 0; j < ntv; ++j) m = maxlen_s[j] > m ? maxlen_s[j] : m;
+      maxlen_s[NT] = m;
+    }
+    __syncthreads();
 
-    for (int i = tid; i < BT * RL; i += nthr) {
-      const int b = i / RL, lk = i - b * RL;
-      dr_s[b * rlp + lk] = b < nrows ? to_acc<A>(a.dr_T[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
+    // The group runs the items (t, j) in the order t descending, then j; an item is live when some row of tile j
+    // runs step t (a tile is live from its longest row's last step down to step 0). The next live item after
+    // (t, j), if any.
+    auto next_live = [&](int64_t t, int j, int64_t& tn, int& jn) {
+      for (int jj = j + 1; jj < ntv; ++jj)
+        if (t < maxlen_s[jj]) {
+          tn = t;
+          jn = jj;
+          return true;
+        }
+      if (t >= 1)
+        for (int jj = 0; jj < ntv; ++jj)
+          if (t - 1 < maxlen_s[jj]) {
+            tn = t - 1;
+            jn = jj;
+            return true;
+          }
+      return false;
+    };
+    // Padding rows read the tile's last row (never stored).
+    // Each tile's s at its first live step (its longest row's last), into its buffer.
+    for (int i = tid; i < ntv * BT * CL; i += nthr) {
+      const int jb = i / CL, c = i - jb * CL, j = jb / BT, b = jb - j * BT;
+      const int64_t t0 = maxlen_s[j] - 1;
+      if (t0 >= 0) {
+        const int nrows = tile_rows(j);
+        const int64_t row = row0_of(j) + (b < nrows ? b : nrows - 1);
+        s_buf(j, t0)[b * clp + c] = a.s_all[(size_t(t0) * B + row) * C + sl.blk0 * S + c];
+      }
     }
-    for (int i = tid; i < BT * CL; i += nthr) {
-      const int b = i / CL, c = i - b * CL;
-      ds_s[b * clp + c] = b < nrows ? to_acc<A>(a.ds_T[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
-    }
-    if (maxlen > 0) {  // step maxlen - 1: act, dy and s_{t-1}, plus s_t itself
-      const int64_t t0 = maxlen - 1;
-      for (int i = tid; i < BT * V; i += nthr) {
-        const int b = i / V, v = i - b * V;
-        const int64_t row = row0 + (b < nrows ? b : nrows - 1);
-        if (v < GL) {
-          act_st[b * glp + v] = a.act[(size_t(t0) * B + row) * G + gate_of(d, sl, v)];
-        } else {
-          const int c = (v - GL) % CL, kind = (v - GL) / CL;
-          const int j = sl.blk0 * S + c;
-          if (kind == 0) {
-            dy_st[b * clp + c] = a.dy[(size_t(t0) * B + row) * C + j];
+    {  // the stage: act, dy and s_{t-1} of the first live item
+      int64_t t0 = 0;
+      int j0 = 0;
+      if (next_live(maxlen_s[NT], ntv, t0, j0)) {  // the first step of the longest row
+        const int64_t row0 = row0_of(j0);
+        const int nrows = tile_rows(j0);
+        for (int i = tid; i < BT * V; i += nthr) {
+          const int b = i / V, v = i - b * V;
+          const int64_t row = row0 + (b < nrows ? b : nrows - 1);
+          if (v < GL) {
+            act_st[b * glp + v] = a.act[(size_t(t0) * B + row) * G + gate_of(d, sl, v)];
           } else {
-            s_buf(t0 - 1)[b * clp + c] = t0 >= 1 ? a.s_all[(size_t(t0 - 1) * B + row) * C + j] : a.s0[row * C + j];
-            s_buf(t0)[b * clp + c] = a.s_all[(size_t(t0) * B + row) * C + j];
+            const int c = (v - GL) % CL, kind = (v - GL) / CL;
+            const int jc = sl.blk0 * S + c;
+            if (kind == 0) {
+              dy_st[b * clp + c] = a.dy[(size_t(t0) * B + row) * C + jc];
+            } else {
+              s_buf(j0, t0 - 1)[b * clp + c] =
+                  t0 >= 1 ? a.s_all[(size_t(t0 - 1) * B + row) * C + jc] : a.s0[row * C + jc];
+            }
           }
         }
       }
     }
     __syncthreads();
 
-    for (int64_t t = Tn - 1; t >= 0; --t) {
-      if (t >= maxlen) {  // no row of the tile runs step t
-        for (int i = tid; i < BT * GL; i += nthr) {
-          const int b = i / GL, v = i - b * GL;
-          if (b < nrows) a.dA[(size_t(t) * B + row0 + b) * G + gate_of(d, sl, v)] = zero<T>();
-        }
-        continue;
-      }
-      const unsigned mask = active_mask<BT>(len_s, t);
-      const bool prefetch = t >= 1;
-      T pf[PV][BT];
-      if (prefetch) {  // step t - 1: act, dy and s_{t-2} (s0 for t = 1)
-        const int64_t u = t - 1;
-#pragma unroll
-        for (int j = 0; j < PV; ++j) {
-          if (pg[j] < 0) continue;
-          const int kind = pg[j] >> 28, off = pg[j] & 0xFFFFFFF;
-          const T* src = kind == 0   ? a.act + (size_t(u) * B + row0) * G
-                         : kind == 1 ? a.dy + (size_t(u) * B + row0) * C
-                         : u >= 1    ? a.s_all + (size_t(u - 1) * B + row0) * C
-                                     : a.s0 + row0 * C;
-          const int ld = kind == 0 ? G : C;
-#pragma unroll
-          for (int b = 0; b < BT; ++b) pf[j][b] = src[size_t(b < nrows ? b : nrows - 1) * ld + off];
-        }
-      }
-
-      // 1. the cells of the owned blocks
-      A* da_out = p.group > 1 ? exch + size_t(epoch & 1u) * BT * G : nullptr;
-      for (int item = tid; item < BT * nbl; item += nthr) {
-        const int b = item / nbl, blk = item - b * nbl;
-        if (b >= nrows) continue;
-        const int64_t row = row0 + b;
-        const int gb = sl.blk0 + blk;
-        T* dA_t = a.dA + (size_t(t) * B + row) * G;
-        if (!(mask >> b & 1u)) {
-          dA_t[d.iota_row() + gb] = zero<T>();
-          dA_t[d.omega_row() + gb] = zero<T>();
-          if (d.forget_gate) dA_t[d.phi_row() + gb] = zero<T>();
-          for (int k = 0; k < S; ++k) dA_t[d.z_row() + gb * S + k] = zero<T>();
+    // t = -1: step 1 only, the gradient on r_{-1} = r0 (dr0)
+    for (int64_t t = Tn - 1; t >= -1; --t) {
+      for (int j = 0; j < ntv; ++j) {
+        if (t >= maxlen_s[j]) {  // no row of the tile runs step t (uniform over the group)
+          const int64_t row0 = row0_of(j);
+          const int nrows = tile_rows(j);
+          for (int i = tid; i < BT * GL; i += nthr) {
+            const int b = i / GL, v = i - b * GL;
+            if (b < nrows) a.dA[(size_t(t) * B + row0 + b) * G + gate_of(d, sl, v)] = zero<T>();
+          }
           continue;
         }
-        const T* act_b = act_st + b * glp;
-        const A y_iota = to_acc<A>(act_b[blk]);
-        const A y_omega = to_acc<A>(act_b[zl + CL + blk]);
-        const A y_phi = d.forget_gate ? to_acc<A>(act_b[nbl + blk]) : A(1);
-        A* dr_b = dr_s + b * rlp;
-        A d_iota = A(0), d_phi = A(0), d_omega = A(0);
-        if (d.feedback_all) {  // gate activations fed back through r
-          d_iota = dr_b[blk];
+        A* dr_s = dr_tiles + size_t(j) * BT * rlp;
+        A* ds_s = ds_tiles + size_t(j) * BT * clp;
+
+        // 1. the gradient on the owned entries of r_t, from da_{t+1} of the tile's rows that run step t + 1
+        //    (exchange: what the group wrote before the last barrier; else what step 2 left in da_s)
+        if (product && t + 1 < maxlen_s[j]) {
+          const unsigned mask1 = active_mask<BT>(len_tiles + j * BT, t + 1);
+          if (exchange) {
+            const A* da_in = exch + (size_t((epoch - 1) & 1u) * NT + j) * BT * G;
+            for (int i = tid; i < BT * G; i += nthr) {
+              const int b = i / G, g = i - b * G;
+              if (mask1 >> b & 1u) da_s[size_t(g) * BT + b] = ld_cg(da_in + i);
+            }
+            __syncthreads();
+          }
+          step_product_any<BT, 2>(p.u_in_smem, mma, da_s, in16_s, W_smem, W_glob, rlp, G, RL, p.ksplit,
+                               static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask1);  // ends with a sync
+        } else {
+          __syncthreads();  // the stage filled by the item before
+        }
+        if (t < 0) continue;
+
+        int64_t tn = 0;
+        int jn = 0;
+        // act, dy, s_{tn-1} of the next live item, loaded during step 2 (not across step 1: registers)
+        const bool prefetch = next_live(t, j, tn, jn);
+        T pf[PV][BT];
+        if (prefetch) {
+          const int64_t nrow0 = row0_of(jn);
+          const int nn = tile_rows(jn);
+#pragma unroll
+          for (int q = 0; q < PV; ++q) {
+            if (pg[q] < 0) continue;
+            const int kind = pg[q] >> 28, off = pg[q] & 0xFFFFFFF;
+            const T* src = kind == 0   ? a.act + (size_t(tn) * B + nrow0) * G
+                           : kind == 1 ? a.dy + (size_t(tn) * B + nrow0) * C
+                           : tn >= 1   ? a.s_all + (size_t(tn - 1) * B + nrow0) * C
+                                       : a.s0 + nrow0 * C;
+            const int ld = kind == 0 ? G : C;
+#pragma unroll
+            for (int b = 0; b < BT; ++b) pf[q][b] = src[size_t(b < nn ? b : nn - 1) * ld + off];
+          }
+        }
+        const int s_next = (2 * jn + int((tn - 1) & 1)) * BT * clp;  // where s_{tn-1} goes in s_tiles
+
+        // 2. the cells of the owned blocks at step t
+        const int64_t row0 = row0_of(j);
+        const int nrows = tile_rows(j);
+        const unsigned mask = active_mask<BT>(len_tiles + j * BT, t);
+        A* da_out = exchange ? exch + (size_t(epoch & 1u) * NT + j) * BT * G : nullptr;
+        for (int item = tid; item < BT * nbl; item += nthr) {
+          const int b = item / nbl, blk = item - b * nbl;
+          if (b >= nrows) continue;
+          const int64_t row = row0 + b;
+          const int gb = sl.blk0 + blk;
+          T* dA_t = a.dA + (size_t(t) * B + row) * G;
+          if (!(mask >> b & 1u)) {
+            dA_t[d.iota_row() + gb] = zero<T>();
+            dA_t[d.omega_row() + gb] = zero<T>();
+            if (d.forget_gate) dA_t[d.phi_row() + gb] = zero<T>();
+            for (int k = 0; k < S; ++k) dA_t[d.z_row() + gb * S + k] = zero<T>();
+            continue;
+          }
+          const T* act_b = act_st + b * glp;
+          const A y_iota = to_acc<A>(act_b[blk]);
+          const A y_omega = to_acc<A>(act_b[zl + CL + blk]);
+          const A y_phi = d.forget_gate ? to_acc<A>(act_b[nbl + blk]) : A(1);
+          A* dr_b = dr_s + b * rlp;
+          A d_iota = A(0), d_phi = A(0), d_omega = A(0);
+          if (d.feedback_all) {  // gate activations fed back through r
+            d_iota = dr_b[blk];
+            if (d.forget_gate) {
+              d_phi = dr_b[nbl + blk];
+              d_omega = dr_b[2 * nbl + blk];
+            } else {
+              d_omega = dr_b[nbl + blk];
+            }
+            if (!product) {
+              dr_b[blk] = A(0);
+              dr_b[nbl + blk] = A(0);
+              if (d.forget_gate) dr_b[2 * nbl + blk] = A(0);
+            }
+          }
+          const T* s_b = s_buf(j, t) + b * clp + blk * S;
+          const T* sp_b = s_buf(j, t - 1) + b * clp + blk * S;
+          const T* dy_b = dy_st + b * clp + blk * S;
+          A* ds_b = ds_s + b * clp + blk * S;
+          A* drc_b = dr_b + rl_cells + blk * S;
+          for (int k = 0; k < S; ++k) {
+            const int jg = gb * S + k;
+            const A dyc = to_acc<A>(dy_b[k]) + drc_b[k];
+            if (!product) drc_b[k] = A(0);
+            const CellGrads<A> c = cell_backward(d.squash, d.forget_gate, y_iota, y_phi, y_omega,
+                                                 to_acc<A>(act_b[zl + blk * S + k]), to_acc<A>(sp_b[k]),
+                                                 to_acc<A>(s_b[k]), dyc, ds_b[k]);
+            d_iota += c.d_iota;
+            d_phi += c.d_phi;
+            d_omega += c.d_omega;
+            ds_b[k] = c.ds_prev;
+            const int g = d.z_row() + jg;
+            dA_t[g] = from_acc<T>(c.da_z);
+            if (product) {
+              if (exchange) st_cg(da_out + size_t(b) * G + g, c.da_z); else da_s[size_t(g) * BT + b] = c.da_z;
+            }
+          }
+          const A da_i = gate_grad(d_iota, y_iota), da_o = gate_grad(d_omega, y_omega);
+          const int gi = d.iota_row() + gb, go = d.omega_row() + gb;
+          dA_t[gi] = from_acc<T>(da_i);
+          dA_t[go] = from_acc<T>(da_o);
+          A da_f = A(0);
+          const int gf = d.phi_row() + gb;
           if (d.forget_gate) {
-            d_phi = dr_b[nbl + blk];
-            d_omega = dr_b[2 * nbl + blk];
-          } else {
-            d_omega = dr_b[nbl + blk];
+            da_f = gate_grad(d_phi, y_phi);
+            dA_t[gf] = from_acc<T>(da_f);
           }
-          if (!product) {
-            dr_b[blk] = A(0);
-            dr_b[nbl + blk] = A(0);
-            if (d.forget_gate) dr_b[2 * nbl + blk] = A(0);
-          }
-        }
-        const T* s_b = s_buf(t) + b * clp + blk * S;
-        const T* sp_b = s_buf(t - 1) + b * clp + blk * S;
-        const T* dy_b = dy_st + b * clp + blk * S;
-        A* ds_b = ds_s + b * clp + blk * S;
-        A* drc_b = dr_b + rl_cells + blk * S;
-        for (int k = 0; k < S; ++k) {
-          const int jg = gb * S + k;
-          const A dyc = to_acc<A>(dy_b[k]) + drc_b[k];
-          if (!product) drc_b[k] = A(0);
-          const CellGrads<A> c = cell_backward(d.squash, d.forget_gate, y_iota, y_phi, y_omega,
-                                               to_acc<A>(act_b[zl + blk * S + k]), to_acc<A>(sp_b[k]),
-                                               to_acc<A>(s_b[k]), dyc, ds_b[k]);
-          d_iota += c.d_iota;
-          d_phi += c.d_phi;
-          d_omega += c.d_omega;
-          ds_b[k] = c.ds_prev;
-          const int g = d.z_row() + jg;
-          dA_t[g] = from_acc<T>(c.da_z);
           if (product) {
-            if (p.group > 1) st_cg(da_out + size_t(b) * G + g, c.da_z); else da_s[size_t(g) * BT + b] = c.da_z;
+            if (exchange) {
+              A* o = da_out + size_t(b) * G;
+              st_cg(o + gi, da_i);
+              st_cg(o + go, da_o);
+              if (d.forget_gate) st_cg(o + gf, da_f);
+            } else {
+              da_s[size_t(gi) * BT + b] = da_i;
+              da_s[size_t(go) * BT + b] = da_o;
+              if (d.forget_gate) da_s[size_t(gf) * BT + b] = da_f;
+            }
           }
         }
-        const A da_i = gate_grad(d_iota, y_iota), da_o = gate_grad(d_omega, y_omega);
-        const int gi = d.iota_row() + gb, go = d.omega_row() + gb;
-        dA_t[gi] = from_acc<T>(da_i);
-        dA_t[go] = from_acc<T>(da_o);
-        A da_f = A(0);
-        const int gf = d.phi_row() + gb;
-        if (d.forget_gate) {
-          da_f = gate_grad(d_phi, y_phi);
-          dA_t[gf] = from_acc<T>(da_f);
-        }
-        if (product) {
-          if (p.group > 1) {
-            A* o = da_out + size_t(b) * G;
-            st_cg(o + gi, da_i);
-            st_cg(o + go, da_o);
-            if (d.forget_gate) st_cg(o + gf, da_f);
-          } else {
-            da_s[size_t(gi) * BT + b] = da_i;
-            da_s[size_t(go) * BT + b] = da_o;
-            if (d.forget_gate) da_s[size_t(gf) * BT + b] = da_f;
-          }
-        }
-      }
+        __syncthreads();  // the stage consumed; da_s complete (no exchange)
 
-      // 2. the gradient on the owned entries of r_{t-1}
-      if (product) {
-        if (p.group > 1) {
-          ++epoch;
-          group_sync(counter, p.group, epoch);
-          const A* da_in = exch + size_t((epoch - 1) & 1u) * BT * G;
-          for (int i = tid; i < BT * G; i += nthr) {
-            const int b = i / G, g = i - b * G;
-            if (mask >> b & 1u) da_s[size_t(g) * BT + b] = ld_cg(da_in + i);
+        // the next live item's data into the stage (made visible by the __syncthreads that opens it)
+        if (prefetch) {
+#pragma unroll
+          for (int q = 0; q < PV; ++q) {
+            if (pg[q] < 0) continue;
+            const int kind = pg[q] >> 28, v = tid + q * nthr;
+            T* dst = kind == 0 ? act_st + v : kind == 1 ? dy_st + (v - GL) : s_tiles + s_next + (v - GL - CL);
+            const int ld = kind == 0 ? glp : clp;
+#pragma unroll
+            for (int b = 0; b < BT; ++b) dst[b * ld] = pf[q][b];
           }
         }
-        __syncthreads();  // da_s complete; the step's staged data consumed
-      } else {
-        __syncthreads();  // the step's staged data consumed
       }
-      if (prefetch) {  // step t - 1 into the stage
-#pragma unroll
-        for (int j = 0; j < PV; ++j) {
-          if (pg[j] < 0) continue;
-          const int kind = pg[j] >> 28, v = tid + j * nthr;
-          T* dst = kind == 0 ? act_st + v : kind == 1 ? dy_st + (v - GL) : s_buf(t - 2) + (v - GL - CL);
-          const int ld = kind == 0 ? glp : clp;
-#pragma unroll
-          for (int b = 0; b < BT; ++b) dst[b * ld] = pf[j][b];
-        }
-      }
-      if (product) {  // ends with a __syncthreads
-        step_product_any<BT>(p.u_in_smem, mma, da_s, in16_s, W_smem, W_glob, rlp, G, RL, p.ksplit,
-                             static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask);
-      } else {
-        __syncthreads();
+      // 3. exchange: every CTA of the group has written its da_t of all the tiles
+      if (exchange && t >= 0 && t < maxlen_s[NT]) {
+        ++epoch;
+        group_sync(counter, p.group, epoch);
       }
     }
 
-    for (int i = tid; i < BT * RL; i += nthr) {
-      const int b = i / RL, lk = i - b * RL;
-      if (b < nrows) a.dr0[(row0 + b) * R + rec_of(d, sl, lk)] = from_acc<T>(dr_s[b * rlp + lk]);
+    // dr0, ds0 of the tiles (this CTA's entries)
+    for (int j = 0; j < ntv; ++j) {
+      const A* dr_s = dr_tiles + size_t(j) * BT * rlp;
+      const int64_t row0 = row0_of(j);
+      const int nrows = tile_rows(j);
+      for (int i = tid; i < BT * RL; i += nthr) {
+        const int b = i / RL, lk = i - b * RL;
+        if (b < nrows) a.dr0[(row0 + b) * R + rec_of(d, sl, lk)] = from_acc<T>(dr_s[b * rlp + lk]);
+      }
+      for (int i = tid; i < BT * CL; i += nthr) {
+        const int b = i / CL, c = i - b * CL;
+        if (b < nrows) a.ds0[(row0 + b) * C + sl.blk0 * S + c] = from_acc<T>(ds_tiles[(size_t(j) * BT + b) * clp + c]);
+      }
     }
-    for (int i = tid; i < BT * CL; i += nthr) {
-      const int b = i / CL, c = i - b * CL;
-      if (b < nrows) a.ds0[(row0 + b) * C + sl.blk0 * S + c] = from_acc<T>(ds_s[b * clp + c]);
-    }
-    __syncthreads();
+    __syncthreads();  // the round's state read before the next round sets it
   }
 }
 
@@ -1235,7 +1321,7 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
       return forward ? fwd_smem(R, st.glp, st.clp, st.rlp, bt, ks, tsize, asize, plan.u_in_smem, plan.mma, nt,
                                 group > 1).total
                      : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem && product,
-                                plan.mma).total;
+                                plan.mma, nt).total;
     };
     size_t smem = smem_for(1);
     if (smem > size_t(dev.max_smem_per_block)) return false;
@@ -1247,9 +1333,10 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
     } else {
       if (!dev.cooperative || capacity < group) return false;
       plan.n_groups = int(capacity / group < plan.n_tiles ? capacity / group : plan.n_tiles);
-      // The forward runs a group's tiles side by side, as many as their state (shared memory) allows without
-      // lowering the CTAs per SM: all of them, or half, a quarter, ... (rounds one after another).
-      if (forward) {
+      // A group runs its tiles side by side, as many as their state (shared memory) allows without lowering the
+      // CTAs per SM: all of them, or half, a quarter, ... (rounds one after another). Not the backward without the
+      // product (no barrier; its da_s would be shared by the tiles).
+      if (product) {
         for (int nt = (plan.n_tiles + plan.n_groups - 1) / plan.n_groups; nt > 1; nt = (nt + 1) / 2) {
           const size_t s = smem_for(nt);
           if (s <= size_t(dev.max_smem_per_block) && occ(bt, threads, s, occ_ctx) >= per_sm) {

@@ -1,9 +1,8 @@
 // Runs the CUDA recurrence kernels under the CPU emulation (emulate.h) against the CPU kernels, over every cell
 // configuration, with and without lengths, for batch sizes that leave padding rows in a tile, and for device
 // limits that force each launch mode: one CTA per tile, groups of CTAs (flag barrier, exchange buffers), the
-// reduction split over thread sets, more tiles than groups (the backward's groups loop over them; the forward's run
-// them side by side, in one round or several, with tiles whose rows stop at different steps), and U slices in the
-// global workspace. Every
+// reduction split over thread sets, more tiles than groups (a group runs them side by side, forward and backward,
+// in one round or several, with tiles whose rows stop at different steps), and U slices in the global workspace. Every
 // storage type: float64, float32, float16 and bfloat16 (the 16-bit ones against the float CPU kernel on the same
 // rounded inputs, within one unit in the last place), the 16-bit ones also with the tensor-core product in each
 // launch mode (within two); every vector access is checked for alignment.
@@ -34,8 +33,9 @@ namespace {
 
 struct Coverage {
   int group1 = 0, group_n = 0, split = 0, looping = 0, interleaved = 0, global_u = 0, padded = 0, cases = 0;
-  int interleaved_uneven = 0;  // forward tiles side by side whose longest rows differ (tiles going idle early)
-  int rounds = 0;              // forward tiles side by side in several rounds (not all their state fits)
+  int interleaved_bwd = 0;     // (interleaved: forward) backward plans with tiles side by side
+  int interleaved_uneven = 0, interleaved_uneven_bwd = 0;  // tiles side by side whose longest rows differ: fwd, bwd
+  int rounds = 0, rounds_bwd = 0;  // tiles side by side in several rounds (not all their state fits): fwd, bwd
   int mma = 0, mma_group_n = 0, mma_split = 0, mma_global_u = 0;  // plans with the tensor-core product
 };
 Coverage cov;
@@ -237,7 +237,7 @@ void run_case(const CellDims& d, int T_, int B, int varlen, const DeviceInfo& de
     if (p->ksplit > 1) ++cov.split;
     if (p->n_groups < p->n_tiles) ++cov.looping;
     if (p->tiles > 1) {
-      ++cov.interleaved;
+      ++(p == &pf ? cov.interleaved : cov.interleaved_bwd);
       int64_t lo = T_, hi = 0;  // the tiles' longest rows
       for (int t = 0; t < p->n_tiles; ++t) {
         int64_t m = 0;
@@ -245,8 +245,8 @@ void run_case(const CellDims& d, int T_, int B, int varlen, const DeviceInfo& de
         lo = std::min(lo, m);
         hi = std::max(hi, m);
       }
-      if (lo != hi) ++cov.interleaved_uneven;
-      if (int64_t(p->tiles) * p->n_groups < p->n_tiles) ++cov.rounds;
+      if (lo != hi) ++(p == &pf ? cov.interleaved_uneven : cov.interleaved_uneven_bwd);
+      if (int64_t(p->tiles) * p->n_groups < p->n_tiles) ++(p == &pf ? cov.rounds : cov.rounds_bwd);
     }
     if (!p->u_in_smem) ++cov.global_u;
     if (B % p->bt != 0) ++cov.padded;
@@ -341,18 +341,19 @@ void run_all() {
     dev.mma = 1;
     run_case<T>(d, 2, 8, 1, dev, rng);
   }
-  // the forward's tiles side by side in rounds: shared memory for the state of some of a group's tiles, not all
-  {
+  // tiles side by side in rounds: shared memory for the state of some of a group's tiles, not all (forward, then
+  // backward)
+  for (bool fwd : {true, false}) {
     const CellDims d = make_cell_dims(6, 1, true, true, false, Squash::Tanh);
     const int B = 37;
     DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
     dev.sm_count = 2;
     DeviceInfo c = dev;
-    const size_t full = plan_launch(true, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
+    const size_t full = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
     for (size_t lim = full; lim > 64; lim -= 16) {
       dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
       c = dev;
-      const LaunchPlan p = plan_launch(true, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
+      const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
       if (p.ok && p.group > 1 && p.tiles > 1 && int64_t(p.tiles) * p.n_groups < p.n_tiles) {
         for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
         break;
@@ -380,15 +381,17 @@ int main(int argc, char** argv) {
   run_type(float{});
   run_type(__half{});
   run_type(__nv_bfloat16{});
-  std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, more tiles than groups %d (forward: "
-              "side by side %d, tiles of different lengths %d, in rounds %d), U in global memory %d, padded tiles %d; tensor cores "
-              "%d (group>1 %d, split %d, U in global memory %d)\n",
+  std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, more tiles than groups %d (side by "
+              "side: forward %d, backward %d; tiles of different lengths: forward %d, backward %d; in rounds: "
+              "forward %d, backward %d), U in global memory %d, padded tiles %d; tensor cores %d (group>1 %d, split %d, "
+              "U in global memory %d)\n",
               cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.interleaved,
-              cov.interleaved_uneven, cov.rounds, cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split,
-              cov.mma_global_u);
+              cov.interleaved_bwd, cov.interleaved_uneven, cov.interleaved_uneven_bwd, cov.rounds, cov.rounds_bwd,
+              cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split, cov.mma_global_u);
   const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.interleaved &&
-                       cov.interleaved_uneven && cov.rounds && cov.global_u && cov.padded && cov.mma && cov.mma_group_n &&
-                       cov.mma_split && cov.mma_global_u;
+                       cov.interleaved_bwd && cov.interleaved_uneven && cov.interleaved_uneven_bwd && cov.rounds &&
+                       cov.rounds_bwd && cov.global_u && cov.padded && cov.mma && cov.mma_group_n && cov.mma_split &&
+                       cov.mma_global_u;
   if (!covered) std::printf("not every launch mode was exercised\n");
   return failures == 0 && covered ? 0 : 1;
 }
