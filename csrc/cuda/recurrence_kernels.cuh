@@ -1380,6 +1380,23 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
       plan = wider;
       group = g2;
     }
+    // Where a group's tiles do not all fit side by side (rounds, each of T steps with a barrier per step), wider
+    // groups while the GPU holds them: smaller slices of U leave room for more tiles' state (and use idle SMs).
+    // The fewest rounds, then the fewest CTAs.
+    auto rounds = [](const LaunchPlan& q) {
+      const int64_t per_round = int64_t(q.n_groups) * q.tiles;
+      return (q.n_tiles + per_round - 1) / per_round;
+    };
+    auto next_wider = [&](int g) {  // next_group, and one CTA per SM on the way
+      const int n = next_group(g);
+      return g < dev.sm_count && n > dev.sm_count ? dev.sm_count : n;
+    };
+    if (group > 1 && product) {
+      for (int g = next_wider(group); g <= max_group && rounds(plan) > 1; g = next_wider(g)) {
+        LaunchPlan wider{};
+        if (try_plan(bt, g, true, wider) && rounds(wider) < rounds(plan)) plan = wider;
+      }
+    }
     return plan;
   }
   // 2. U does not fit on chip: slices in the global workspace (read through L2 every step), spread over as many
