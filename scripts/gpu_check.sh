@@ -21,13 +21,14 @@
 #             kernel included (state in shared memory and in the global workspace) -> sanitize_*.log
 #             (LSTM_EXT_SANITIZE_TOOLS="memcheck" etc. picks tools, e.g. one per call under a time limit)
 #   bench     pytest bench/test_bench_cuda.py --benchmark-only in groups, most important first: the fused
-#             ops and cuDNN, then FlashRNN, then the per-step loops (LSTM_EXT_BENCH_ARGS: one group of your
+#             ops and cuDNN, then the per-step loops, then FlashRNN (LSTM_EXT_BENCH_ARGS: one group of your
 #             own instead); each group's results are rewritten after every benchmark, so a group cut off by a
 #             time limit keeps what it measured; then the Markdown table   -> bench_*.log, gpu.json, gpu.md
 #   profile   scripts/gpu_profile.py: the ops alone, cost per step and fixed cost per call beside cuDNN's, with
 #             the launch plans (its table goes into the summary); then Nsight Compute (`ncu --clock-control none
 #             --set full`) on one op call of each of LSTM_EXT_NCU_CASES (default: the forward at fp32 B=1 H=32,
-#             B=64 H=128 and B=256 H=1024), each with its SASS and stall samples per instruction, and the
+#             B=64 H=128 and B=256 H=1024, and the backward at B=256 H=1024), each with its SASS and stall
+#             samples per instruction, and the
 #             kernels' SASS            -> profile_timing.log, ncu_*.log, ncu_*_sass.csv, sass.txt
 #   repro     lstm-ext reproduce on the GPU (--device cuda: trials side by side) and on the CPU (a process per
 #             core), the same rows and seeds (LSTM_EXT_REPRO_ARGS, default: the adding problem at T = 100, 10
@@ -344,7 +345,7 @@ if want profile; then
     note "FAIL  profile-ncu: ncu not found"
     FAILED=1
   else
-    read -r -a NCU_CASES <<<"${LSTM_EXT_NCU_CASES:-float32:1:32:1000:fwd float32:64:128:1000:fwd float32:256:1024:100:fwd}"
+    read -r -a NCU_CASES <<<"${LSTM_EXT_NCU_CASES:-float32:1:32:1000:fwd float32:64:128:1000:fwd float32:256:1024:100:fwd float32:256:1024:100:bwd}"
     for c in "${NCU_CASES[@]}"; do
       kernel=forward_kernel
       [ "${c##*:}" = bwd ] && kernel=backward_kernel
