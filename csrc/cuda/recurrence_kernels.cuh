@@ -552,6 +552,35 @@ LSTM_DEV unsigned active_mask(const int64_t* len_s, int64_t t) {
 // forward runs them in rounds of p.tiles side by side.
 LSTM_DEV int64_t tile_row0(const PlanArgs& p, int grp, int j, int bt) { return int64_t(grp + j * p.n_groups) * bt; }
 
+// A round of ntv tiles side by side (the group's tiles c0, c0 + 1, ...): their first rows into row0_s [ntv], the
+// lengths of their rows clamped to [0, steps] into len_tiles [ntv][BT] (0 past the batch), each tile's longest row
+// into maxlen_s [ntv] and the longest of all into maxlen_s[nt]. Called by every thread; ends with a __syncthreads.
+template <int BT>
+LSTM_DEV void load_round(const PlanArgs& p, const int64_t* lengths, int64_t steps, int64_t batch, int grp, int c0,
+                         int ntv, int nt, int64_t* row0_s, int64_t* len_tiles, int64_t* maxlen_s) {
+  for (int i = int(threadIdx.x); i < ntv * BT; i += int(blockDim.x)) {
+    const int j = i / BT, b = i - j * BT;
+    const int64_t row = tile_row0(p, grp, c0 + j, BT) + b;
+    if (b == 0) row0_s[j] = row;
+    int64_t l = 0;
+    if (row < batch) l = lengths == nullptr ? steps : lengths[row];
+    len_tiles[i] = l < 0 ? 0 : (l > steps ? steps : l);
+  }
+  __syncthreads();
+  for (int j = int(threadIdx.x); j < ntv; j += int(blockDim.x)) {
+    int64_t m = 0;
+    for (int b = 0; b < BT; ++b) m = len_tiles[j * BT + b] > m ? len_tiles[j * BT + b] : m;
+    maxlen_s[j] = m;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int64_t m = 0;
+    for (int j = 0; j < ntv; ++j) m = maxlen_s[j] > m ? maxlen_s[j] : m;
+    maxlen_s[nt] = m;
+  }
+  __syncthreads();
+}
+
 template <typename T, int BT>
 LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelParams<T> kp) {
   using A = typename AccType<T>::type;
@@ -621,49 +650,27 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   unsigned epoch = 0;  // group barriers passed (also selects the exchange buffer)
   for (int c0 = 0; c0 < owned; c0 += NT) {
     const int ntv = owned - c0 < NT ? owned - c0 : NT;
-    auto first_row = [&](int j) { return tile_row0(p, grp, c0 + j, BT); };  // before row0_s is set
-    auto rows_from = [&](int64_t row0) { return int(B - row0 < BT ? B - row0 : BT); };
-    // The round's state: lengths, first rows, cell states, and (grouped) the owned entries of r.
-    for (int i = tid; i < ntv * BT; i += nthr) {
-      const int j = i / BT, b = i - j * BT;
-      const int64_t row = first_row(j) + b;
-      if (b == 0) row0_s[j] = row;
-      int64_t l = 0;
-      if (row < B) l = a.lengths == nullptr ? Tn : a.lengths[row];
-      len_tiles[i] = l < 0 ? 0 : (l > Tn ? Tn : l);
-    }
+    load_round<BT>(p, a.lengths, Tn, B, grp, c0, ntv, NT, row0_s, len_tiles, maxlen_s);
+    auto row0_of = [&](int j) { return row0_s[j]; };
+    auto tile_rows = [&](int j) { return int(B - row0_s[j] < BT ? B - row0_s[j] : BT); };
+    // The round's cell states and (grouped) the owned entries of r.
     for (int i = tid; i < ntv * BT * CL; i += nthr) {
       const int jb = i / CL, c = i - jb * CL, j = jb / BT, b = jb - j * BT;
-      const int64_t row0 = first_row(j);
-      s_tiles[jb * clp + c] = b < rows_from(row0) ? to_acc<A>(a.s0[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
+      const int64_t row0 = row0_of(j);
+      s_tiles[jb * clp + c] = b < tile_rows(j) ? to_acc<A>(a.s0[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
     }
     if (grouped) {
       for (int i = tid; i < ntv * BT * RL; i += nthr) {
         const int jb = i / RL, lk = i - jb * RL, j = jb / BT, b = jb - j * BT;
-        const int64_t row0 = first_row(j);
-        rown_tiles[jb * rlp + lk] = b < rows_from(row0) ? to_acc<A>(a.r0[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
+        const int64_t row0 = row0_of(j);
+        rown_tiles[jb * rlp + lk] = b < tile_rows(j) ? to_acc<A>(a.r0[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
       }
     } else if (ntv == 1) {  // r_s holds the tile's full r for all steps
-      const int64_t row0 = first_row(0);
+      const int64_t row0 = row0_of(0);
       for (int i = tid; i < R * BT; i += nthr) {
         const int k = i / BT, b = i - k * BT;
-        r_s[i] = b < rows_from(row0) ? to_acc<A>(a.r0[(row0 + b) * R + k]) : A(0);
+        r_s[i] = b < tile_rows(0) ? to_acc<A>(a.r0[(row0 + b) * R + k]) : A(0);
       }
-    }
-    // from here on (after the __syncthreads) the tiles' first rows come from shared memory
-    auto row0_of = [&](int j) { return row0_s[j]; };
-    auto tile_rows = [&](int j) { return rows_from(row0_s[j]); };
-    __syncthreads();
-    for (int j = tid; j < ntv; j += nthr) {
-      int64_t m = 0;
-      for (int b = 0; b < BT; ++b) m = len_tiles[j * BT + b] > m ? len_tiles[j * BT + b] : m;
-      maxlen_s[j] = m;
-    }
-    __syncthreads();
-    if (tid == 0) {  // steps that some row of the round's tiles runs (kept in shared memory: registers are short)
-      int64_t m = 0;
-      for (int j = 0; j < ntv; ++j) m = maxlen_s[j] > m ? maxlen_s[j] : m;
-      maxlen_s[NT] = m;
     }
 
     // The group runs the items (t, j) in the order t, then j; an item is live when some row of tile j runs step t.
@@ -933,42 +940,20 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   unsigned epoch = 0;  // group barriers passed (also selects the exchange buffer)
   for (int c0 = 0; c0 < owned; c0 += NT) {
     const int ntv = owned - c0 < NT ? owned - c0 : NT;
-    auto first_row = [&](int j) { return tile_row0(p, grp, c0 + j, BT); };  // before row0_s is set
-    auto rows_from = [&](int64_t row0) { return int(B - row0 < BT ? B - row0 : BT); };
-    // The round's state: lengths, first rows, and the gradients on r_T and s_T (owned entries).
-    for (int i = tid; i < ntv * BT; i += nthr) {
-      const int j = i / BT, b = i - j * BT;
-      const int64_t row = first_row(j) + b;
-      if (b == 0) row0_s[j] = row;
-      int64_t l = 0;
-      if (row < B) l = a.lengths == nullptr ? Tn : a.lengths[row];
-      len_tiles[i] = l < 0 ? 0 : (l > Tn ? Tn : l);
-    }
+    load_round<BT>(p, a.lengths, Tn, B, grp, c0, ntv, NT, row0_s, len_tiles, maxlen_s);
+    auto row0_of = [&](int j) { return row0_s[j]; };
+    auto tile_rows = [&](int j) { return int(B - row0_s[j] < BT ? B - row0_s[j] : BT); };
+    // The round's gradients on r_T and s_T (owned entries).
     for (int i = tid; i < ntv * BT * RL; i += nthr) {
       const int jb = i / RL, lk = i - jb * RL, j = jb / BT, b = jb - j * BT;
-      const int64_t row0 = first_row(j);
-      dr_tiles[jb * rlp + lk] = b < rows_from(row0) ? to_acc<A>(a.dr_T[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
+      const int64_t row0 = row0_of(j);
+      dr_tiles[jb * rlp + lk] = b < tile_rows(j) ? to_acc<A>(a.dr_T[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
     }
     for (int i = tid; i < ntv * BT * CL; i += nthr) {
       const int jb = i / CL, c = i - jb * CL, j = jb / BT, b = jb - j * BT;
-      const int64_t row0 = first_row(j);
-      ds_tiles[jb * clp + c] = b < rows_from(row0) ? to_acc<A>(a.ds_T[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
+      const int64_t row0 = row0_of(j);
+      ds_tiles[jb * clp + c] = b < tile_rows(j) ? to_acc<A>(a.ds_T[(row0 + b) * C + sl.blk0 * S + c]) : A(0);
     }
-    auto row0_of = [&](int j) { return row0_s[j]; };
-    auto tile_rows = [&](int j) { return rows_from(row0_s[j]); };
-    __syncthreads();
-    for (int j = tid; j < ntv; j += nthr) {
-      int64_t m = 0;
-      for (int b = 0; b < BT; ++b) m = len_tiles[j * BT + b] > m ? len_tiles[j * BT + b] : m;
-      maxlen_s[j] = m;
-    }
-    __syncthreads();
-    if (tid == 0) {  // steps that some row of the round's tiles runs
-      int64_t m = 0;
-      for (int j = 0; j < ntv; ++j) m = maxlen_s[j] > m ? maxlen_s[j] : m;
-      maxlen_s[NT] = m;
-    }
-    __syncthreads();
 
     // The group runs the items (t, j) in the order t descending, then j; an item is live when some row of tile j
     // runs step t (a tile is live from its longest row's last step down to step 0). The next live item after
