@@ -546,10 +546,10 @@ LSTM_DEV unsigned active_mask(const int64_t* len_s, int64_t t) {
   return m;
 }
 
-// ---- forward ---------------------------------------------------------------------------------------------------
+// ---- the batch tiles of a group (both kernels) -----------------------------------------------------------------
 
-// The group's batch tiles: tile grp + j n_groups, j = 0, 1, ... while below n_tiles (group 1: one tile). The
-// forward runs them in rounds of p.tiles side by side.
+// The group's batch tiles: tile grp + j n_groups, j = 0, 1, ... while below n_tiles (group 1: one tile). Both
+// kernels run them in rounds of p.tiles side by side.
 LSTM_DEV int64_t tile_row0(const PlanArgs& p, int grp, int j, int bt) { return int64_t(grp + j * p.n_groups) * bt; }
 
 // A round of ntv tiles side by side (the group's tiles c0, c0 + 1, ...): their first rows into row0_s [ntv], the
@@ -580,6 +580,8 @@ LSTM_DEV void load_round(const PlanArgs& p, const int64_t* lengths, int64_t step
   }
   __syncthreads();
 }
+
+// ---- forward ---------------------------------------------------------------------------------------------------
 
 template <typename T, int BT>
 LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelParams<T> kp) {
@@ -875,13 +877,12 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   const int zl = (d.forget_gate ? 2 : 1) * nbl;
   const int rl_cells = d.feedback_all ? gpb * nbl : 0;  // first local cell entry of r
   const int64_t B = a.batch, Tn = a.steps;
-  const bool product = !d.truncate;          // the gradient through r_{t-1}
+  const bool product = !d.truncate;              // the gradient through r_{t-1}
   const bool exchange = p.group > 1 && product;  // da_t goes through the exchange buffer (else da_s holds it)
   const int NT = p.tiles;
 
   const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
-  const BwdSmem L =
-      bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT);
+  const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT);
   unsigned char* sm = lstm_dynamic_smem();
   A* da_s = reinterpret_cast<A*>(sm + L.da);      // [G][BT]   da_{t+1} of the tile, full
   A* dr_tiles = reinterpret_cast<A*>(sm + L.dr);  // [NT][BT][rlp] gradient on the owned entries of r_t
