@@ -14,6 +14,8 @@
   global memory), in float64, float32, float16 and bfloat16, with every vector access checked for alignment (a
   GPU faults where a CPU does not); the paper nets' training kernel likewise against the CPU trainer. Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
   device math.
+- The launch planner, run on the host with an H100's limits (csrc/cuda/emu/plan_print.cpp), plans the CUDA
+  issue's benchmark sizes as intended (tiles side by side in one round; 16-bit backward tiles on the tensor cores).
 
 Run with ``pytest tests/test_cuda_compile.py`` (about 3 minutes on 2 cores: nvcc and the emulation are slow).
 """
@@ -220,6 +222,30 @@ def test_paper_kernel_under_cpu_emulation(tmp_path):
     (emu/paper_emu_check.cpp): every net variant, both dtypes, state in shared or global memory."""
     out = _emulation_check(tmp_path, "paper_emu_check", "paper_train.cpp")
     assert "112 cases, 0 failures" in out, out[-2000:]
+
+
+@pytest.mark.skipif(GXX is None, reason="g++ not found")
+def test_h100_plans_of_the_benchmark_sizes(tmp_path):
+    """The planner, run on the host with an H100's limits (emu/plan_print.cpp), for the CUDA issue's sizes: at H=1024
+    a group runs all its batch tiles side by side in one round, forward and backward (the H100 run's backward had
+    fp32 B=256 run 128 tiles one after another, a group barrier per tile and step), and the 16-bit backward runs
+    tiles of 8 rows on the tensor cores (its operand held only rounded: the float copy did not fit beside U)."""
+    exe = tmp_path / "plan_print"
+    proc = subprocess.run([GXX, "-std=c++20", "-O1", "-I", str(CSRC), str(CSRC / "cuda" / "emu" / "plan_print.cpp"),
+                           "-o", str(exe)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60, check=True).stdout
+    print("\n" + out)
+    plans = {}
+    for line in out.splitlines():
+        dtype, B, H, direction, *fields = line.split()
+        plans[dtype, int(B[2:]), int(H[2:]), direction] = {k: int(v) for k, v in (f.split("=") for f in fields)}
+    assert len(plans) == 18 and all(p["ok"] == 1 for p in plans.values()), out
+    for key in [(dtype, B, 1024, d) for dtype, B in (("float32", 256), ("bfloat16", 64)) for d in ("fwd", "bwd")]:
+        p = plans[key]
+        assert p["n_groups"] < p["n_tiles"] and p["rounds"] == 1, (key, p)
+    for key in [("bfloat16", 16, 1024, "bwd"), ("bfloat16", 64, 1024, "bwd"), ("float16", 16, 768, "bwd")]:
+        assert plans[key]["bt"] == 8 and plans[key]["mma"] == 1, (key, plans[key])
 
 
 @pytest.mark.skipif(GXX is None, reason="g++ not found")

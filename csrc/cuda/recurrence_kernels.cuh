@@ -11,7 +11,8 @@
 //   1. a[b][lg] = A[t][b][g(lg)] + sum_k r_s[k][b] W[k][lg]      (A[t] was prefetched during step t-1)
 //   2. per (row, owned block): activations, cell state, y_c; stores act, y, s_all; new r entries
 //   3. group > 1: r entries to the exchange buffer, group barrier, full r_t back into r_s
-// Backward, one step t (reverse; smem: da_s [G][BT] the full da_{t+1}; W [G][RL] = U column slice):
+// Backward, one step t (reverse; smem: da_s [G][BT] the full da_{t+1}, or with the tensor cores only its rounded
+// copy in16 [BT][ldk]; W [G][RL] = U column slice):
 //   1. unless truncate: group > 1: full da_{t+1} from the exchange buffer into da_s (group 1: da_s holds it);
 //      dr[b][lk] = sum_g da_s[g][b] W[g][lk]                     (truncate: dr = 0)
 //   2. per (row, owned block): cell backward from act/s/dy (prefetched) and dr (owned), ds; stores dA;
@@ -208,7 +209,7 @@ LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int t
                          bool mma, int nt) {
   BwdSmem L{};
   size_t o = 0;
-  L.da = o;   o = align16(o + size_t(G) * bt * as);
+  L.da = o;   o = align16(o + (mma ? 0 : size_t(G) * bt * as));  // mma: da only in in16, rounded
   L.dr = o;   o = align16(o + size_t(nt) * bt * rlp * as);
   L.ds = o;   o = align16(o + size_t(nt) * bt * clp * as);
   L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * rlp * as : 0));
@@ -455,7 +456,8 @@ LSTM_DEV void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&
 
 // step_product for a tile of 8 rows on the tensor cores, W in the mma layout (W[o][k], stride mma_ldk(K)):
 // out[b][o] (= init[b][o] +) sum_{k < K} in_s[k][b] W[o][k]. First in_s is rounded to T into in16 ([8][ldk], k
-// contiguous, 0 past K), so that a lane's B fragment is two 32-bit loads. Each warp then computes up to MT
+// contiguous, 0 past K), so that a lane's B fragment is two 32-bit loads; in_s == nullptr: the caller has filled
+// in16 so (and passed a __syncthreads). Each warp then computes up to MT
 // tiles of 16 outputs x 8 rows at once (M = outputs, N = rows, K = the reduction in steps of 16), loading the B
 // fragment of a k16 step once for all of them. The reduction splits into `ks` chunks of whole k16 steps as in
 // step_product. Ends with a __syncthreads.
@@ -465,11 +467,13 @@ LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, in
                                int ldi, float* out, int ldo, float* part, unsigned mask) {
   constexpr int BT = 8;
   const int ldk = mma_ldk(K);
-  for (int i = int(threadIdx.x); i < BT * ldk; i += int(blockDim.x)) {
-    const int b = i / ldk, k = i - b * ldk;
-    in16[i] = k < K ? from_acc<T>(in_s[size_t(k) * BT + b]) : zero<T>();
+  if (in_s != nullptr) {
+    for (int i = int(threadIdx.x); i < BT * ldk; i += int(blockDim.x)) {
+      const int b = i / ldk, k = i - b * ldk;
+      in16[i] = k < K ? from_acc<T>(in_s[size_t(k) * BT + b]) : zero<T>();
+    }
+    __syncthreads();
   }
-  __syncthreads();
   const int nrt = int(blockDim.x) / ks;  // a multiple of 32 (the planner's condition)
   const int kq = int(threadIdx.x) / nrt, lr = int(threadIdx.x) % nrt;
   const int warp = lr / 32, nwarps = nrt / 32, g = (lr % 32) / 4, q = lr % 4;
@@ -884,7 +888,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
   const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT);
   unsigned char* sm = lstm_dynamic_smem();
-  A* da_s = reinterpret_cast<A*>(sm + L.da);      // [G][BT]   da_{t+1} of the tile, full
+  A* da_s = reinterpret_cast<A*>(sm + L.da);      // [G][BT]   da_{t+1} of the tile, full (not with mma: in16_s)
   A* dr_tiles = reinterpret_cast<A*>(sm + L.dr);  // [NT][BT][rlp] gradient on the owned entries of r_t
   A* ds_tiles = reinterpret_cast<A*>(sm + L.ds);  // [NT][BT][clp] gradient on the owned cell states s_t
   A* part_s = reinterpret_cast<A*>(sm + L.part);
@@ -896,13 +900,22 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   // short, as in the forward)
   int64_t* maxlen_s = reinterpret_cast<int64_t*>(sm + L.maxlen);
   int64_t* row0_s = maxlen_s + NT + 1;
-  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da rounded for the tensor cores (mma)
+  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da_{t+1} rounded for the tensor cores (mma)
   T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp] U column slice, or [rows][ldk] its transpose (mma)
   T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, G, rlp);
   T* W = p.u_in_smem ? W_smem : W_glob;
   A* exch = exchange ? static_cast<A*>(p.exch) + size_t(grp) * 2 * NT * BT * G : nullptr;  // [2][NT][BT][G]
   unsigned* counter = exchange ? p.counters + grp : nullptr;
   auto s_buf = [&](int j, int64_t u) { return s_tiles + size_t(2 * j + int(u & 1)) * BT * clp; };
+  // da[b][g] of the tile into the product's operand: da_s, or (mma) rounded straight into in16_s, which then holds
+  // it alone (bwd_smem leaves no room for da_s: a tile of 8 rows fits where it would not)
+  auto put_da = [&](int b, int g, A v) {
+    if (mma) {
+      in16_s[size_t(b) * mma_ldk(G) + g] = from_acc<T>(v);
+    } else {
+      da_s[size_t(g) * BT + b] = v;
+    }
+  };
 
   if (product && mma) {  // W[lk][g] = U[g][k(lk)] (0 in the padding)
     const int ldk = mma_ldk(G);
@@ -915,6 +928,9 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
       const int g = i / rlp, lk = i - g * rlp;
       W[size_t(g) * rlp + lk] = lk < RL ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
     }
+  }
+  if (product && mma) {  // in16_s: 0 in the padding past G, which nothing else writes
+    for (int i = tid; i < BT * mma_ldk(G); i += nthr) in16_s[i] = zero<T>();
   }
 
   // Prefetch: virtual rows v = tid + j nthr of a step's data: v < GL act, v < GL + CL dy, else s (of the step
@@ -1035,12 +1051,12 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
             const A* da_in = exch + (size_t((epoch - 1) & 1u) * NT + j) * BT * G;
             for (int i = tid; i < BT * G; i += nthr) {
               const int b = i / G, g = i - b * G;
-              if (mask1 >> b & 1u) da_s[size_t(g) * BT + b] = ld_cg(da_in + i);
+              if (mask1 >> b & 1u) put_da(b, g, ld_cg(da_in + i));
             }
             __syncthreads();
           }
-          step_product_any<BT, 2>(p.u_in_smem, mma, da_s, in16_s, W_smem, W_glob, rlp, G, RL, p.ksplit,
-                               static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask1);  // ends with a sync
+          step_product_any<BT, 2>(p.u_in_smem, mma, mma ? nullptr : da_s, in16_s, W_smem, W_glob, rlp, G, RL,
+                                  p.ksplit, static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask1);  // syncs
         } else {
           __syncthreads();  // the stage filled by the item before
         }
@@ -1126,7 +1142,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
             const int g = d.z_row() + jg;
             dA_t[g] = from_acc<T>(c.da_z);
             if (product) {
-              if (exchange) st_cg(da_out + size_t(b) * G + g, c.da_z); else da_s[size_t(g) * BT + b] = c.da_z;
+              if (exchange) st_cg(da_out + size_t(b) * G + g, c.da_z); else put_da(b, g, c.da_z);
             }
           }
           const A da_i = gate_grad(d_iota, y_iota), da_o = gate_grad(d_omega, y_omega);
@@ -1146,9 +1162,9 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
               st_cg(o + go, da_o);
               if (d.forget_gate) st_cg(o + gf, da_f);
             } else {
-              da_s[size_t(gi) * BT + b] = da_i;
-              da_s[size_t(go) * BT + b] = da_o;
-              if (d.forget_gate) da_s[size_t(gf) * BT + b] = da_f;
+              put_da(b, gi, da_i);
+              put_da(b, go, da_o);
+              if (d.forget_gate) put_da(b, gf, da_f);
             }
           }
         }
