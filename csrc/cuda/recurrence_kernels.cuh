@@ -457,10 +457,9 @@ LSTM_DEV void mma_16816(float (&c)[4], const unsigned (&a)[4], const unsigned (&
 // step_product for a tile of 8 rows on the tensor cores, W in the mma layout (W[o][k], stride mma_ldk(K)):
 // out[b][o] (= init[b][o] +) sum_{k < K} in_s[k][b] W[o][k]. First in_s is rounded to T into in16 ([8][ldk], k
 // contiguous, 0 past K), so that a lane's B fragment is two 32-bit loads; in_s == nullptr: the caller has filled
-// in16 so (and passed a __syncthreads). Each warp then computes up to MT
-// tiles of 16 outputs x 8 rows at once (M = outputs, N = rows, K = the reduction in steps of 16), loading the B
-// fragment of a k16 step once for all of them. The reduction splits into `ks` chunks of whole k16 steps as in
-// step_product. Ends with a __syncthreads.
+// in16 so (and passed a __syncthreads). Each warp then computes up to MT tiles of 16 outputs x 8 rows at once
+// (M = outputs, N = rows, K = the reduction in steps of 16), loading the B fragment of a k16 step once for all of
+// them. The reduction splits into `ks` chunks of whole k16 steps as in step_product. Ends with a __syncthreads.
 constexpr int kMmaTiles = 4;  // MT of the forward; the backward's is 2 (at 4 its tile of 8 rows spilled on sm_90)
 template <typename T, int MT>
 LSTM_DEV void step_product_mma(const float* in_s, T* in16, const T* W, int K, int nout, int ks, const T* init,
@@ -917,20 +916,18 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
     }
   };
 
-  if (product && mma) {  // W[lk][g] = U[g][k(lk)] (0 in the padding)
+  if (product && mma) {  // W[lk][g] = U[g][k(lk)] (0 in the padding); in16_s: 0 past G, which nothing else writes
     const int ldk = mma_ldk(G);
     for (int i = tid; i < mma_rows(rlp) * ldk; i += nthr) {
       const int lk = i / ldk, g = i - lk * ldk;
       W[i] = lk < RL && g < G ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
     }
+    for (int i = tid; i < BT * ldk; i += nthr) in16_s[i] = zero<T>();
   } else if (product) {  // W[g][lk] = U[g][k(lk)] (0 in the padding columns up to rlp)
     for (int i = tid; i < G * rlp; i += nthr) {
       const int g = i / rlp, lk = i - g * rlp;
       W[size_t(g) * rlp + lk] = lk < RL ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
     }
-  }
-  if (product && mma) {  // in16_s: 0 in the padding past G, which nothing else writes
-    for (int i = tid; i < BT * mma_ldk(G); i += nthr) in16_s[i] = zero<T>();
   }
 
   // Prefetch: virtual rows v = tid + j nthr of a step's data: v < GL act, v < GL + CL dy, else s (of the step
