@@ -10,7 +10,7 @@
   header, c10/cuda/impl/cuda_cmake_macros.h: a stub stands in).
 - The kernels' logic runs under a CPU emulation of the CUDA execution model (csrc/cuda/emu/: one host thread
   per CUDA thread, all CTAs at once) against the CPU kernels, for every cell configuration and every launch
-  mode (one CTA per tile, CTA groups with the flag barrier, split reductions, more tiles than groups (looping, side by side), U in
+  mode (one CTA per tile, CTA groups with the flag barrier, split reductions, more tiles than groups (side by side, in one round or several), U in
   global memory), in float64, float32, float16 and bfloat16, with every vector access checked for alignment (a
   GPU faults where a CPU does not); the paper nets' training kernel likewise against the CPU trainer. Needs only g++. It does not replace running on a GPU: no warps, no CUDA memory model, no
   device math.
