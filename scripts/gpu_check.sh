@@ -3,7 +3,7 @@
 # ninja, scikit-build-core, pytest and pytest-benchmark are installed. Run from anywhere:
 #
 #   OUT=/some/dir scripts/gpu_check.sh                 # every stage
-#   OUT=/some/dir scripts/gpu_check.sh build test      # some stages: build test sanitize bench repro
+#   OUT=/some/dir scripts/gpu_check.sh build test      # some stages: build test sanitize bench profile micro repro
 #   OUT=$OUT DEADLINE_S=560 scripts/gpu_check.sh ...   # stop starting work after 560 s (see below)
 #
 # Stages (logs under $WORK, default /tmp/lstm_ext_gpu_check; see "What comes back" below):
@@ -30,6 +30,10 @@
 #             B=64 H=128 and B=256 H=1024, and the backward at B=256 H=1024), each with its SASS and stall
 #             samples per instruction, and the
 #             kernels' SASS            -> profile_timing.log, ncu_*.log, ncu_*_sass.csv, sass.txt
+#   micro     bench/gpu_step_costs.cu (nvcc alone, no build of the package): what a step's building blocks cost
+#             on this GPU: __syncthreads, an L2 / DRAM round trip, a cell's activations, the group barrier with
+#             and without back-off, a cluster barrier, the exchange of r through L2 or distributed shared memory
+#             (about 20 s; its table goes into the summary)               -> step_costs.md
 #   repro     lstm-ext reproduce on the GPU (--device cuda: trials side by side) and on the CPU (a process per
 #             core), the same rows and seeds (LSTM_EXT_REPRO_ARGS, default: the adding problem at T = 100, 10
 #             trials, budget 2x the paper's), wall times and both reports side by side  -> repro_*.log, repro.md
@@ -54,7 +58,7 @@ WORK="${WORK:-/tmp/lstm_ext_gpu_check}"
 mkdir -p "$WORK"
 WORK="$(cd "$WORK" && pwd)"
 STAGES=("$@")
-[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench profile repro)
+[ ${#STAGES[@]} -eq 0 ] && STAGES=(build test sanitize bench profile micro repro)
 PY="${PYTHON:-python}"
 export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-9.0}"
 export LSTM_EXT_REQUIRE_CUDA=1
@@ -381,6 +385,16 @@ if want profile; then
   else
     note "WARN  no SASS dump (cuobjdump or the built extension not found)"
   fi
+  pack
+fi
+
+# ---- what a step's building blocks cost (torch-free; needs only nvcc) ------------------------------------------
+if want micro; then
+  (cd "$ROOT" && run micro-build "$WORK/step_costs_build.log" nvcc -std=c++20 --expt-relaxed-constexpr -O3 -I csrc \
+    -arch=native bench/gpu_step_costs.cu -o "$WORK/step_costs") &&
+    (cd "$ROOT" && run micro "$WORK/step_costs.md" "$WORK/step_costs") &&
+    grep -E "^(#|\|)" "$WORK/step_costs.md" >>"$SUMMARY"
+  [ $? -ne 0 ] && FAILED=1
   pack
 fi
 

@@ -16,6 +16,7 @@
   device math.
 - The launch planner, run on the host with an H100's limits (csrc/cuda/emu/plan_print.cpp), plans the CUDA
   issue's benchmark sizes as intended (tiles side by side in one round; 16-bit backward tiles on the tensor cores).
+- ``bench/gpu_step_costs.cu`` (what a step's building blocks cost; ``scripts/gpu_check.sh micro``) builds for both.
 
 Run with ``pytest tests/test_cuda_compile.py`` (about 3 minutes on 2 cores: nvcc and the emulation are slow).
 """
@@ -156,6 +157,21 @@ def test_no_register_spills(compiled, kernels):
     assert not incomplete, f"could not read ptxas -v for {incomplete}"
     spilling = [k for k, v in kernels.items() if v["spill_stores"] or v["spill_loads"]]
     assert not spilling, f"register spills in {spilling}\n{table}"
+
+
+@needs_nvcc
+def test_step_costs_benchmark_builds(tmp_path):
+    """bench/gpu_step_costs.cu (the per-step building blocks, run by scripts/gpu_check.sh micro on a GPU) compiles
+    and links for both architectures, its cluster kernels included for sm_90."""
+    src = ROOT / "bench" / "gpu_step_costs.cu"
+    gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in ARCHS]
+    cmd = [NVCC, "-std=c++20", "--expt-relaxed-constexpr", "-O3", "-I", str(CSRC), *gencode, "-Xptxas", "-v",
+           str(src), "-o", str(tmp_path / "step_costs")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "step_costs").exists()
+    for kernel in ("cluster_barrier_steps", "dsmem_exchange_steps", "group_barrier_steps", "l2_exchange_steps"):
+        assert re.search(rf"Compiling entry function '\S*{kernel}\S*' for 'sm_90'", proc.stderr), kernel
 
 
 def _cuda_include() -> Path | None:
