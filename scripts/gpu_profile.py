@@ -91,8 +91,9 @@ def plan(dtype, B, H, device, backward):
     bt, group, n_groups, n_tiles, threads, ksplit, u_smem, smem = p[:8]
     side = p[10]  # tiles a group runs side by side, in `serial` rounds one after another
     serial = -(-n_tiles // (n_groups * side))
-    return (f"bt {bt}, group {group}, groups {n_groups}, side by side {side}, serial {serial}, threads {threads}, "
-            f"ksplit {ksplit}, U {'smem' if u_smem else 'global'}, {smem // 1024} KB")  # fmt: skip
+    barrier = "" if group == 1 else ", cluster barrier" if p[11] else ", flag barrier"
+    return (f"bt {bt}, group {group}{barrier}, groups {n_groups}, side by side {side}, serial {serial}, "
+            f"threads {threads}, ksplit {ksplit}, U {'smem' if u_smem else 'global'}, {smem // 1024} KB")  # fmt: skip
 
 
 def timings(cases, T1, T2, device, calls):

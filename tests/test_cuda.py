@@ -114,7 +114,7 @@ def check(cfg, T, B, C, dtype, lengths, seed=0, scale=1.0):
 
 
 def launch_plan(cfg, C, B, dtype, backward=False):
-    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma, tiles)."""
+    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma, tiles, cluster)."""
     return OPS.cuda_launch_plan(
         C, B, dtype, cfg.forget_gate, cfg.block_size, cfg.feedback, cfg.squash, cfg.truncate, backward,
         torch.cuda.current_device(),
@@ -218,7 +218,8 @@ def find_cells(cfg, B, dtype, want, candidates, backward=False):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("cfg", PATH_CFGS, ids=cfg_id)
 def test_path_group_of_ctas(cfg, dtype):
-    """U split over a group of CTAs that synchronise every step (flag barrier, exchange through global memory)."""
+    """U split over a group of CTAs that synchronise every step (the cluster barrier on sm_90, else the flag barrier;
+    exchange through global memory)."""
     B, T = 5, 4
     C, p = find_cells(cfg, B, dtype, lambda p: p[1] > 1 and p[6] == 1, [64, 96, 128, 192, 256, 384, 512])
     check(cfg, T, B, C, dtype, varied_lengths(B, T), scale=2.0)
@@ -288,6 +289,40 @@ def test_tensor_core_product_and_its_switch():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout and "skipped" not in proc.stdout.splitlines()[-1], proc.stdout[-2000:]
+
+
+@requires_cuda
+def test_thread_block_clusters_and_their_switch():
+    """On sm_90 (built for the device's own arch) a group of 2 to 16 CTAs with a per-step barrier is launched as a
+    thread-block cluster and synchronises with the cluster's barrier (where the GPU holds all its groups' clusters
+    at once); the launch-path tests above then run that path. LSTM_EXT_CUDA_CLUSTER=0 turns it off (the flag
+    barrier); it is read once per process, so the launch-path tests run again in a process of their own with it set."""
+    switched_off = os.environ.get("LSTM_EXT_CUDA_CLUSTER") == "0"
+    major, minor = torch.cuda.get_device_capability()
+    own_arch = f"{major}.{minor}" in lstm_ext._build.build_info.CUDA_ARCHS.replace(" ", ";").split(";")
+    cfg, dtype = CellConfig(), torch.float32
+    C, p = find_cells(cfg, 1, dtype, lambda p: 1 < p[1] <= 8 and p[2] == 1, [64, 96, 128, 192, 256, 384])
+    for backward in (False, True):
+        q = launch_plan(cfg, C, 1, dtype, backward)
+        if switched_off or major < 9 or q[1] == 1:
+            assert q[11] == 0, q
+        elif own_arch:
+            assert q[11] == 1, (backward, q)
+    one = launch_plan(cfg, 8, 1, dtype)
+    assert one[1] == 1 and one[11] == 0, one  # a group of one CTA: no barrier, no cluster
+    truncated = CellConfig(True, 1, "cells", "tanh", True)
+    qt = launch_plan(truncated, C, 1, dtype, True)
+    assert qt[11] == 0, qt  # the truncated backward has no per-step barrier
+    if switched_off:
+        return
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__,
+         "-k", "test_path_group_of_ctas or test_path_groups_looping_over_tiles or test_thread_block_clusters"],
+        env={**os.environ, "LSTM_EXT_CUDA_CLUSTER": "0"}, cwd=os.path.dirname(__file__), capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout, proc.stdout[-2000:]
 
 
 # ---- 3. LSTM2000 against cuDNN nn.LSTM, LSTM1997 against its reference ------------------------------------------

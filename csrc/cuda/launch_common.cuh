@@ -73,8 +73,45 @@ inline int current_device() {
   return dev;
 }
 
-// Launch `kernel` with one parameter struct: a plain launch for independent CTAs (group 1), a cooperative one
-// (all CTAs co-resident) when CTAs of a group wait for each other.
+// The launch configuration of a plan whose groups are thread-block clusters (attr: storage for the attribute).
+inline cudaLaunchConfig_t cluster_config(const LaunchPlan& plan, cudaStream_t stream, cudaLaunchAttribute* attr) {
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(unsigned(plan.group * plan.n_groups));
+  cfg.blockDim = dim3(unsigned(plan.threads));
+  cfg.dynamicSmemBytes = plan.smem_bytes;
+  cfg.stream = stream;
+  attr->id = cudaLaunchAttributeClusterDimension;
+  attr->val.clusterDim.x = unsigned(plan.group);
+  attr->val.clusterDim.y = 1;
+  attr->val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cfg;
+}
+
+// Whether the GPU holds all of a plan's groups as thread-block clusters at once (a cluster's CTAs must share one
+// GPC; more than 8 per cluster is a non-portable size the kernel has to allow). Where it does not, the plan keeps
+// the flag barrier and the cooperative launch, which the planner has checked. Leaves no error behind.
+inline LaunchPlan cluster_fits(LaunchPlan plan, const void* kernel, int max_smem) {
+  if (!plan.ok || !plan.cluster || kernel == nullptr) {
+    plan.cluster = false;
+    return plan;
+  }
+  cudaLaunchAttribute attr{};
+  const cudaLaunchConfig_t cfg = cluster_config(plan, nullptr, &attr);
+  int n = 0;
+  const bool ok =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, max_smem) == cudaSuccess &&
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1) == cudaSuccess &&
+      cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) == cudaSuccess && n >= plan.n_groups;
+  (void)cudaGetLastError();
+  plan.cluster = ok;
+  return plan;
+}
+
+// Launch `kernel` with one parameter struct: a plain launch for independent CTAs (group 1), a cluster launch
+// where the groups are thread-block clusters (plan.cluster), a cooperative one (all CTAs co-resident) where CTAs
+// of a group wait for each other at the flag barrier.
 template <typename P>
 cudaError_t launch(const void* kernel, const LaunchPlan& plan, const P& params, const PlanArgs& pa,
                    cudaStream_t stream) {
@@ -89,6 +126,13 @@ cudaError_t launch(const void* kernel, const LaunchPlan& plan, const P& params, 
   const dim3 grid(unsigned(plan.group * plan.n_groups)), block(unsigned(plan.threads));
   void* args[] = {const_cast<P*>(&params)};
   if (plan.group == 1) return cudaLaunchKernel(kernel, grid, block, args, plan.smem_bytes, stream);
+  if (plan.cluster) {
+    err = cudaFuncSetAttribute(kernel, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    if (err != cudaSuccess) return err;
+    cudaLaunchAttribute attr{};
+    const cudaLaunchConfig_t cfg = cluster_config(plan, stream, &attr);
+    return cudaLaunchKernelExC(&cfg, kernel, args);
+  }
   err = cudaMemsetAsync(pa.counters, 0, size_t(plan.n_groups) * sizeof(unsigned), stream);
   if (err != cudaSuccess) return err;
   return cudaLaunchCooperativeKernel(kernel, grid, block, args, plan.smem_bytes, stream);

@@ -34,7 +34,8 @@ LaunchPlan plan_backward(const CellDims& d, int64_t batch, const DeviceInfo& dev
   const int device = current_device();
   return cached_plan(plan_key(4 + type_id<T>(), device, d, batch), [&] {
     OccupancyCtx ctx{&backward_kernel_for<T>, dev.max_smem_per_block};
-    return plan_launch(false, d, batch, dev, int(sizeof(T)), int(sizeof(A)), &occupancy, &ctx);
+    const LaunchPlan plan = plan_launch(false, d, batch, dev, int(sizeof(T)), int(sizeof(A)), &occupancy, &ctx);
+    return cluster_fits(plan, backward_kernel_for<T>(plan.bt), dev.max_smem_per_block);
   });
 }
 

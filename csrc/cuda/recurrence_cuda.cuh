@@ -18,7 +18,8 @@
 //   backward: the U columns of its blocks' entries of r (U[:, k] for its k), exchanging its part of da_t.
 // G_n = 1 (the small-H path): a CTA holds all of U, steps are separated by __syncthreads only. G_n > 1 (the
 // medium-H path): the group synchronises per step with a flag barrier (an epoch counter in global memory);
-// the grid is launched cooperatively so that all CTAs are co-resident. Where there are more batch tiles than
+// the grid is launched cooperatively so that all CTAs are co-resident. On sm_90, a group of at most 16 CTAs is
+// launched as a thread-block cluster instead, and synchronises with the cluster's hardware barrier. Where there are more batch tiles than
 // groups, a group runs its tiles side by side (step t of each of them, then the group barrier: one barrier per
 // step, not one per tile and step), in rounds where their state does not all fit in shared memory.
 // When U does not fit the on-chip memory of the whole GPU, the slices live in a global workspace instead
@@ -77,6 +78,8 @@ struct DeviceInfo {
   int max_threads_per_sm = 0;
   int cooperative = 0;         // cooperative launch supported
   int mma = 0;                 // tensor-core product for 16-bit storage (sm_80+, unless LSTM_EXT_CUDA_MMA=0)
+  int cluster = 0;             // largest thread-block cluster a group may form (sm_90: 16, unless
+                               // LSTM_EXT_CUDA_CLUSTER=0); 0: none
 };
 
 // How one launch runs (see plan_forward / plan_backward). Plain data.
@@ -94,6 +97,8 @@ struct LaunchPlan {
   int max_blocks = 0;           // most memory-cell blocks one CTA owns
   bool u_in_smem = true;        // false: U slices in the global workspace
   bool mma = false;             // the per-step product on the tensor cores (16-bit storage, bt = 8)
+  bool cluster = false;         // each group is a thread-block cluster (sm_90) and its per-step barrier the
+                                // cluster's hardware barrier, not the flag barrier in global memory
   size_t smem_bytes = 0;        // dynamic shared memory per CTA
   size_t workspace_bytes = 0;   // global workspace the caller provides
 };

@@ -50,6 +50,10 @@ DeviceInfo device_info(int device) {
   const bool sm80_code =
       cudaFuncGetAttributes(&fa, forward_kernel_for<__half>(8)) == cudaSuccess && fa.ptxVersion >= 80;
   info.mma = major >= 8 && sm80_code && !(mma != nullptr && std::string(mma) == "0");
+  // thread-block clusters need sm_90 code (the cluster barrier): not where the kernels run from older PTX
+  const char* cluster = std::getenv("LSTM_EXT_CUDA_CLUSTER");
+  const bool sm90_code = sm80_code && fa.ptxVersion >= 90;
+  info.cluster = major >= 9 && sm90_code && !(cluster != nullptr && std::string(cluster) == "0") ? 16 : 0;
   (void)cudaGetLastError();
   cache.emplace(device, info);
   return info;
@@ -61,7 +65,9 @@ LaunchPlan plan_forward(const CellDims& d, int64_t batch, const DeviceInfo& dev)
   const int device = current_device();
   return cached_plan(plan_key(type_id<T>(), device, d, batch), [&] {
                        OccupancyCtx ctx{&forward_kernel_for<T>, dev.max_smem_per_block};
-                       return plan_launch(true, d, batch, dev, int(sizeof(T)), int(sizeof(A)), &occupancy, &ctx);
+                       const LaunchPlan plan =
+                           plan_launch(true, d, batch, dev, int(sizeof(T)), int(sizeof(A)), &occupancy, &ctx);
+                       return cluster_fits(plan, forward_kernel_for<T>(plan.bt), dev.max_smem_per_block);
                      });
 }
 

@@ -67,6 +67,10 @@ LSTM_HD constexpr int prefetch_rows(int tsize, int bt) {
 // registers on sm_90).
 LSTM_HD constexpr int max_batch_tile(int tsize) { return tsize == 8 ? 2 : 8; }
 
+// Whether groups of a storage type may run as thread-block clusters: not float64 (the correctness path; with the
+// cluster barrier's code beside the flag barrier's its forward spills registers on sm_90).
+LSTM_HD constexpr bool cluster_capable(int tsize) { return tsize != 8; }
+
 // ---- storage and accumulation types ------------------------------------------------------------------------
 
 template <typename T>
@@ -235,6 +239,7 @@ struct PlanArgs {
   int glp, clp, rlp;  // strides (from the largest slice)
   bool u_in_smem;
   bool mma;            // the per-step product on the tensor cores (W in the mma layout)
+  bool cluster;        // a group is a thread-block cluster: its barrier is cluster_sync, not group_sync
   unsigned* counters;  // (n_groups) group barrier epochs, zero at launch (group > 1)
   void* exch;          // (n_groups, 2, tiles, BT, R | G) accumulators (group > 1)
   void* u_work;        // (grid, w_slice_elems) U slices when !u_in_smem
@@ -275,6 +280,16 @@ LSTM_DEV unsigned char* lstm_dynamic_smem() {
   extern __shared__ __align__(16) unsigned char lstm_ext_dynamic_smem[];
   return lstm_ext_dynamic_smem;
 }
+// Every thread of every CTA of the thread-block cluster has arrived (sm_90): the hardware barrier, each thread's
+// arrival a release and its wait an acquire at cluster scope, so what a CTA wrote before it (the exchange buffer,
+// in global memory) is visible to the cluster's CTAs after it. No __syncthreads needed around it.
+LSTM_DEV void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#else
+  __trap();  // never planned: DeviceInfo::cluster is 0 where the kernels have no sm_90 code
+#endif
+}
 #endif
 
 // All CTAs of the group have arrived for the `epoch`-th time (epoch counts from 1). Called by every thread.
@@ -297,6 +312,15 @@ LSTM_DEV void group_sync(unsigned* counter, int group, unsigned epoch) {
     }
   }
   __syncthreads();
+}
+
+// The per-step barrier of a group (p.group > 1): the cluster's, or the flag barrier. CLUSTER: cluster_capable.
+template <bool CLUSTER>
+LSTM_DEV void group_barrier(const PlanArgs& p, unsigned* counter, unsigned epoch) {
+  if (CLUSTER && p.cluster)
+    cluster_sync();
+  else
+    group_sync(counter, p.group, epoch);
 }
 
 // ---- the per-step product -------------------------------------------------------------------------------------
@@ -837,7 +861,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
       // 3. grouped: every CTA of the group has written its entries of r_t for all the tiles
       if (grouped && t < maxlen_s[NT]) {
         ++epoch;
-        group_sync(counter, p.group, epoch);
+        group_barrier<cluster_capable(int(sizeof(T)))>(p, counter, epoch);
       }
     }
 
@@ -1183,7 +1207,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
       // 3. exchange: every CTA of the group has written its da_t of all the tiles
       if (exchange && t >= 0 && t < maxlen_s[NT]) {
         ++epoch;
-        group_sync(counter, p.group, epoch);
+        group_barrier<cluster_capable(int(sizeof(T)))>(p, counter, epoch);
       }
     }
 
@@ -1267,6 +1291,7 @@ inline PlanArgs plan_args(bool forward, const CellDims& d, const LaunchPlan& pla
   p.rlp = st.rlp;
   p.u_in_smem = plan.u_in_smem;
   p.mma = plan.mma;
+  p.cluster = plan.cluster;
   p.counters = plan.group > 1 ? reinterpret_cast<unsigned*>(ws + w.counters) : nullptr;
   p.exch = w.u_work > w.exch ? static_cast<void*>(ws + w.exch) : nullptr;
   p.u_work = plan.u_in_smem ? nullptr : static_cast<void*>(ws + w.u_work);
@@ -1314,6 +1339,9 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
     plan.u_in_smem = u_smem || !product;
     // tensor cores: 16-bit storage, a full tile of 8 rows, whole warps in every thread set
     plan.mma = dev.mma && tsize == 2 && bt == 8 && product && threads % (32 * ks) == 0;
+    // a group with a per-step barrier as a thread-block cluster, where the device has them (the launcher drops it
+    // where the GPU cannot hold all groups' clusters at once: cluster_fits)
+    plan.cluster = group > 1 && product && group <= dev.cluster && cluster_capable(tsize);
     const Strides st = plan_strides(d, plan);
     plan.n_tiles = int((batch + bt - 1) / bt);
     auto smem_for = [&](int nt) {

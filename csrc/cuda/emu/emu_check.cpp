@@ -37,6 +37,7 @@ struct Coverage {
   int interleaved_uneven = 0, interleaved_uneven_bwd = 0;  // tiles side by side whose longest rows differ: fwd, bwd
   int rounds = 0, rounds_bwd = 0;  // tiles side by side in several rounds (not all their state fits): fwd, bwd
   int mma = 0, mma_group_n = 0, mma_split = 0, mma_global_u = 0;  // plans with the tensor-core product
+  int cluster = 0, cluster_bwd = 0;  // groups as thread-block clusters (cluster_sync, not the flag barrier): fwd, bwd
 };
 Coverage cov;
 int failures = 0;
@@ -105,29 +106,30 @@ bool close(const char* what, const std::string& ctx, const std::vector<T>& got, 
 template <typename T, typename P>
 void launch_bt(bool fwd, int bt, const LaunchPlan& plan, const P& params) {
   const int grid = plan.group * plan.n_groups;
+  const int cluster = plan.cluster ? plan.group : 0;  // the groups as thread-block clusters
   if constexpr (std::is_same_v<P, FwdKernelParams<T>>) {
     switch (bt) {
-      case 1: emu_launch(&forward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params); break;
-      case 2: emu_launch(&forward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 1: emu_launch(&forward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params, cluster); break;
+      case 2: emu_launch(&forward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params, cluster); break;
       case 4:
         if constexpr (max_batch_tile(int(sizeof(T))) >= 4)
-          emu_launch(&forward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params);
+          emu_launch(&forward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params, cluster);
         break;
       default:
         if constexpr (max_batch_tile(int(sizeof(T))) >= 8)
-          emu_launch(&forward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params);
+          emu_launch(&forward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params, cluster);
     }
   } else {
     switch (bt) {
-      case 1: emu_launch(&backward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params); break;
-      case 2: emu_launch(&backward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params); break;
+      case 1: emu_launch(&backward_kernel<T, 1>, grid, plan.threads, plan.smem_bytes, params, cluster); break;
+      case 2: emu_launch(&backward_kernel<T, 2>, grid, plan.threads, plan.smem_bytes, params, cluster); break;
       case 4:
         if constexpr (max_batch_tile(int(sizeof(T))) >= 4)
-          emu_launch(&backward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params);
+          emu_launch(&backward_kernel<T, 4>, grid, plan.threads, plan.smem_bytes, params, cluster);
         break;
       default:
         if constexpr (max_batch_tile(int(sizeof(T))) >= 8)
-          emu_launch(&backward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params);
+          emu_launch(&backward_kernel<T, 8>, grid, plan.threads, plan.smem_bytes, params, cluster);
     }
   }
 }
@@ -146,10 +148,10 @@ std::string describe(const CellDims& d, int T, int B, int varlen, const LaunchPl
   char buf[400];
   std::snprintf(buf, sizeof buf,
                 "%s fg=%d S=%d C=%d fb=%s sq=%d tr=%d T=%d B=%d varlen=%d | bt=%d group=%d n_groups=%d tiles=%d "
-                "side by side=%d threads=%d ks=%d u_smem=%d mma=%d smem=%zu ws=%zu",
+                "side by side=%d threads=%d ks=%d u_smem=%d mma=%d cluster=%d smem=%zu ws=%zu",
                 dtype, d.forget_gate, d.block_size, d.n_cells, d.feedback_all ? "all" : "cells", int(d.squash),
                 d.truncate, T, B, varlen, p.bt, p.group, p.n_groups, p.n_tiles, p.tiles, p.threads, p.ksplit, p.u_in_smem,
-                p.mma, p.smem_bytes, p.workspace_bytes);
+                p.mma, p.cluster, p.smem_bytes, p.workspace_bytes);
   return buf;
 }
 
@@ -234,6 +236,7 @@ void run_case(const CellDims& d, int T_, int B, int varlen, const DeviceInfo& de
   ++cov.cases;
   for (const LaunchPlan* p : {&pf, &pb}) {
     if (p->group == 1) ++cov.group1; else ++cov.group_n;
+    if (p->cluster) ++(p == &pf ? cov.cluster : cov.cluster_bwd);
     if (p->ksplit > 1) ++cov.split;
     if (p->n_groups < p->n_tiles) ++cov.looping;
     if (p->tiles > 1) {
@@ -283,6 +286,7 @@ std::vector<DeviceInfo> device_variants(const CellDims& d, int B, int ts, int as
       if (mode == Mode::Ci && !((f == 0.35 && sms == 16) || (f == 0.1 && sms == 2))) continue;
       DeviceInfo v = big;
       v.sm_count = sms;
+      v.cluster = sms == 16 ? 16 : 0;  // groups as clusters on the larger device, the flag barrier on the other
       v.max_smem_per_block = int(double(full) * f);
       v.max_smem_per_sm = v.max_smem_per_block;  // one CTA per SM
       out.push_back(v);
@@ -384,14 +388,15 @@ int main(int argc, char** argv) {
   std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, more tiles than groups %d (side by "
               "side: forward %d, backward %d; tiles of different lengths: forward %d, backward %d; in rounds: "
               "forward %d, backward %d), U in global memory %d, padded tiles %d; tensor cores %d (group>1 %d, split %d, "
-              "U in global memory %d)\n",
+              "U in global memory %d); clusters: forward %d, backward %d\n",
               cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.interleaved,
               cov.interleaved_bwd, cov.interleaved_uneven, cov.interleaved_uneven_bwd, cov.rounds, cov.rounds_bwd,
-              cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split, cov.mma_global_u);
+              cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split, cov.mma_global_u, cov.cluster,
+              cov.cluster_bwd);
   const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.interleaved &&
                        cov.interleaved_bwd && cov.interleaved_uneven && cov.interleaved_uneven_bwd && cov.rounds &&
                        cov.rounds_bwd && cov.global_u && cov.padded && cov.mma && cov.mma_group_n && cov.mma_split &&
-                       cov.mma_global_u;
+                       cov.mma_global_u && cov.cluster && cov.cluster_bwd;
   if (!covered) std::printf("not every launch mode was exercised\n");
   return failures == 0 && covered ? 0 : 1;
 }

@@ -94,6 +94,7 @@ inline void emu_check_aligned(const void* p, size_t align, const char* what) {
 
 inline thread_local EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
 inline thread_local std::barrier<>* emu_cta_barrier = nullptr;
+inline thread_local std::barrier<>* emu_cluster_barrier = nullptr;  // all threads of the CTA's cluster, if any
 inline thread_local unsigned char* emu_smem = nullptr;
 
 // A warp, for the warp-wide mma: its 32 threads meet at a barrier and exchange fragments through a, b, c.
@@ -145,6 +146,14 @@ inline unsigned ld_acquire(const unsigned* p) {
   return std::atomic_ref<unsigned>(*const_cast<unsigned*>(p)).load(std::memory_order_acquire);
 }
 inline void fence_acq_rel_gpu() { std::atomic_thread_fence(std::memory_order_acq_rel); }
+// The cluster's barrier (std::barrier orders memory: what a thread wrote before it is visible after it).
+inline void cluster_sync() {
+  if (emu_cluster_barrier == nullptr) {
+    std::fprintf(stderr, "cluster_sync outside a cluster launch\n");
+    std::abort();
+  }
+  emu_cluster_barrier->arrive_and_wait();
+}
 inline void red_relaxed_add(unsigned* p, unsigned v) {
   std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
 }
@@ -231,9 +240,17 @@ inline EmuPool& emu_pool() {
 }
 
 // Run kernel(params) on `grid` CTAs of `block` threads with `smem` bytes of dynamic shared memory, filled with
-// 0xFF bytes (NaN for float and double) so that reading shared memory nobody wrote shows up.
+// 0xFF bytes (NaN for float and double) so that reading shared memory nobody wrote shows up; cluster > 0: the
+// CTAs form thread-block clusters of that many (consecutive CTAs), each with its barrier (cluster_sync).
 template <typename P>
-void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& params) {
+void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& params, int cluster = 0) {
+  if (cluster > 0 && grid % cluster != 0) {
+    std::fprintf(stderr, "grid %d is not a multiple of the cluster size %d\n", grid, cluster);
+    std::abort();
+  }
+  std::vector<std::unique_ptr<std::barrier<>>> cluster_bars;
+  for (int c = 0; cluster > 0 && c < grid / cluster; ++c)
+    cluster_bars.emplace_back(new std::barrier<>(std::ptrdiff_t(cluster) * block));
   std::vector<std::unique_ptr<unsigned char[]>> mem;
   std::vector<std::unique_ptr<std::barrier<>>> bars;
   const int warps = block % 32 == 0 ? block / 32 : 0;  // no warp-wide operations otherwise
@@ -251,6 +268,7 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
     blockDim = {unsigned(block), 1, 1};
     gridDim = {unsigned(grid), 1, 1};
     emu_cta_barrier = bars[size_t(c)].get();
+    emu_cluster_barrier = cluster > 0 ? cluster_bars[size_t(c / cluster)].get() : nullptr;
     emu_warp = warps > 0 ? &warp_state[size_t(c)][t / 32] : nullptr;
     const uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
     emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));
