@@ -92,6 +92,7 @@ def plan(dtype, B, H, device, backward):
     side = p[10]  # tiles a group runs side by side, in `serial` rounds one after another
     serial = -(-n_tiles // (n_groups * side))
     barrier = "" if group == 1 else ", cluster barrier" if p[11] else ", flag barrier"
+    barrier += ", r via DSMEM" if p[12] else ""
     return (f"bt {bt}, group {group}{barrier}, groups {n_groups}, side by side {side}, serial {serial}, "
             f"threads {threads}, ksplit {ksplit}, U {'smem' if u_smem else 'global'}, {smem // 1024} KB")  # fmt: skip
 

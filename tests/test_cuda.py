@@ -114,7 +114,8 @@ def check(cfg, T, B, C, dtype, lengths, seed=0, scale=1.0):
 
 
 def launch_plan(cfg, C, B, dtype, backward=False):
-    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma, tiles, cluster)."""
+    """(bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma, tiles, cluster,
+    dsmem)."""
     return OPS.cuda_launch_plan(
         C, B, dtype, cfg.forget_gate, cfg.block_size, cfg.feedback, cfg.squash, cfg.truncate, backward,
         torch.cuda.current_device(),
@@ -295,7 +296,8 @@ def test_tensor_core_product_and_its_switch():
 def test_thread_block_clusters_and_their_switch():
     """On sm_90 (built for the device's own arch) a group of 2 to 16 CTAs with a per-step barrier is launched as a
     thread-block cluster and synchronises with the cluster's barrier (where the GPU holds all its groups' clusters
-    at once); the launch-path tests above then run that path. LSTM_EXT_CUDA_CLUSTER=0 turns it off (the flag
+    at once), and the forward's CTAs write r_t into each other's shared memory (where it fits); the launch-path
+    tests above then run that path. LSTM_EXT_CUDA_CLUSTER=0 turns it off (the flag
     barrier); it is read once per process, so the launch-path tests run again in a process of their own with it set."""
     switched_off = os.environ.get("LSTM_EXT_CUDA_CLUSTER") == "0"
     major, minor = torch.cuda.get_device_capability()
@@ -305,9 +307,10 @@ def test_thread_block_clusters_and_their_switch():
     for backward in (False, True):
         q = launch_plan(cfg, C, 1, dtype, backward)
         if switched_off or major < 9 or q[1] == 1:
-            assert q[11] == 0, q
+            assert q[11] == 0 and q[12] == 0, q
         elif own_arch:
             assert q[11] == 1, (backward, q)
+            assert q[12] == int(not backward), (backward, q)  # the forward's r_t through distributed shared memory
     one = launch_plan(cfg, 8, 1, dtype)
     assert one[1] == 1 and one[11] == 0, one  # a group of one CTA: no barrier, no cluster
     truncated = CellConfig(True, 1, "cells", "tanh", True)

@@ -94,7 +94,7 @@ inline cudaLaunchConfig_t cluster_config(const LaunchPlan& plan, cudaStream_t st
 // the flag barrier and the cooperative launch, which the planner has checked. Leaves no error behind.
 inline LaunchPlan cluster_fits(LaunchPlan plan, const void* kernel, int max_smem) {
   if (!plan.ok || !plan.cluster || kernel == nullptr) {
-    plan.cluster = false;
+    plan.cluster = plan.dsmem = false;
     return plan;
   }
   cudaLaunchAttribute attr{};
@@ -106,6 +106,7 @@ inline LaunchPlan cluster_fits(LaunchPlan plan, const void* kernel, int max_smem
       cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) == cudaSuccess && n >= plan.n_groups;
   (void)cudaGetLastError();
   plan.cluster = ok;
+  plan.dsmem = plan.dsmem && ok;  // (its shared memory stays reserved: the kernel's layout then needs less)
   return plan;
 }
 

@@ -10,7 +10,8 @@
 // Forward, one step t, one batch tile of BT rows (smem: r_s [R][BT] the full r_{t-1}; W [R][GL] = U^T slice):
 //   1. a[b][lg] = A[t][b][g(lg)] + sum_k r_s[k][b] W[k][lg]      (A[t] was prefetched during step t-1)
 //   2. per (row, owned block): activations, cell state, y_c; stores act, y, s_all; new r entries
-//   3. group > 1: r entries to the exchange buffer, group barrier, full r_t back into r_s
+//   3. group > 1: r entries to the exchange buffer, group barrier, full r_t back into r_s (a thread-block cluster
+//      with dsmem: r entries straight into every CTA's r_s, which holds every tile's r_{t-1} and r_t; the barrier)
 // Backward, one step t (reverse; smem: da_s [G][BT] the full da_{t+1}, or with the tensor cores only its rounded
 // copy in16 [BT][ldk]; W [G][RL] = U column slice):
 //   1. unless truncate: group > 1: full da_{t+1} from the exchange buffer into da_s (group 1: da_s holds it);
@@ -18,6 +19,8 @@
 //   2. per (row, owned block): cell backward from act/s/dy (prefetched) and dr (owned), ds; stores dA;
 //      group > 1: da_t to the exchange buffer
 //   3. group > 1: group barrier                     (after the last step, step 1 once more gives dr0)
+// The group barrier is group_sync (a flag in global memory; cooperative launch) or, where the group is a thread-block
+// cluster (sm_90), the cluster's hardware barrier.
 // A group runs its batch tiles side by side: steps 1-2 for each tile, then one barrier (the tiles' state in smem).
 // Rows past their length are frozen: no store of new state, 0 in act/y/dA; dr and ds pass through.
 // The products of steps 1 (forward) and 2 (backward) are step_product (SIMT, float or double accumulators) or,
@@ -184,12 +187,14 @@ struct FwdSmem {
 
 // R: size of r;  glp / clp / rlp: strides of local gate rows / cells / r entries;  ks: reduction split;  ts / as:
 // sizes of the storage and accumulation types;  nt: tiles run side by side (plan.tiles);  own_r: whether each
-// tile keeps the CTA's own entries of r (group > 1, where r_s holds the tile's full r only during its step).
+// tile keeps the CTA's own entries of r (group > 1, where r_s holds the tile's full r only during its step);
+// cluster: the group is a thread-block cluster whose CTAs write r_t into each other's r_s, which then holds every
+// tile's r_{t-1} and r_t ([2][nt][R][bt]).
 LSTM_HD FwdSmem fwd_smem(int R, int glp, int clp, int rlp, int bt, int ks, int ts, int as, bool u_smem, bool mma,
-                         int nt, bool own_r) {
+                         int nt, bool own_r, bool cluster) {
   FwdSmem L{};
   size_t o = 0;
-  L.r = o;    o = align16(o + size_t(R) * bt * as);
+  L.r = o;    o = align16(o + (cluster ? size_t(2) * nt : 1) * size_t(R) * bt * as);
   L.a = o;    o = align16(o + size_t(bt) * glp * as);
   L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * glp * as : 0));
   L.s = o;    o = align16(o + size_t(nt) * bt * clp * as);
@@ -240,6 +245,7 @@ struct PlanArgs {
   bool u_in_smem;
   bool mma;            // the per-step product on the tensor cores (W in the mma layout)
   bool cluster;        // a group is a thread-block cluster: its barrier is cluster_sync, not group_sync
+  bool dsmem;          // (cluster, forward) the CTAs write r_t into each other's r_s (no exchange buffer)
   unsigned* counters;  // (n_groups) group barrier epochs, zero at launch (group > 1)
   void* exch;          // (n_groups, 2, tiles, BT, R | G) accumulators (group > 1)
   void* u_work;        // (grid, w_slice_elems) U slices when !u_in_smem
@@ -288,6 +294,18 @@ LSTM_DEV void cluster_sync() {
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
 #else
   __trap();  // never planned: DeviceInfo::cluster is 0 where the kernels have no sm_90 code
+#endif
+}
+// *p = v in CTA `rank` of the cluster, p an address in this CTA's shared memory (distributed shared memory; 32-bit
+// shared-window addresses, fewer registers than generic pointers).
+LSTM_DEV void st_cluster(float* p, int rank, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned local = unsigned(__cvta_generic_to_shared(p));
+  unsigned remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+  asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(v) : "memory");
+#else
+  __trap();
 #endif
 }
 #endif
@@ -628,13 +646,18 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
   const int64_t B = a.batch, Tn = a.steps;
   const bool keep = a.act != nullptr;  // act and s_all kept for the backward (both, or neither: inference)
   const bool grouped = p.group > 1;     // r_t goes through the exchange buffer (else r_s holds it across steps)
+  // grouped as a thread-block cluster: every CTA writes its entries of r_t straight into the r_s of each CTA of the
+  // cluster (distributed shared memory), no exchange buffer (compile-time false where clusters do not apply)
+  const bool dsmem = cluster_capable(int(sizeof(T))) && p.dsmem;  // (p.dsmem implies p.cluster)
   const int NT = p.tiles;
 
   const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
   const FwdSmem L = fwd_smem(R, glp, clp, rlp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT,
-                             grouped);
+                             grouped, dsmem);
   unsigned char* sm = lstm_dynamic_smem();
-  A* r_s = reinterpret_cast<A*>(sm + L.r);     // [R][BT]   r_{t-1} of the tile, full
+  // [R][BT] r_{t-1} of the tile, full;  dsmem: [2][NT][R][BT], step t reads r_{t-1} of tile j from [(t + 1) & 1][j]
+  // and the cluster writes r_t to [t & 1][j]
+  A* r_s = reinterpret_cast<A*>(sm + L.r);
   A* a_s = reinterpret_cast<A*>(sm + L.a);     // [BT][glp] net inputs of the owned gate rows
   A* part_s = reinterpret_cast<A*>(sm + L.part);
   A* s_tiles = reinterpret_cast<A*>(sm + L.s);  // [NT][BT][clp] cell states of the owned cells
@@ -694,7 +717,15 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
         const int64_t row0 = row0_of(j);
         rown_tiles[jb * rlp + lk] = b < tile_rows(j) ? to_acc<A>(a.r0[(row0 + b) * R + rec_of(d, sl, lk)]) : A(0);
       }
-    } else if (ntv == 1) {  // r_s holds the tile's full r for all steps
+    }
+    if (dsmem) {  // every tile's r0 in buffer 1 (read at step 0), buffer 0 zeroed; then the cluster may write
+      for (int i = tid; i < ntv * R * BT; i += nthr) {
+        const int j = i / (R * BT), kb = i - j * R * BT, k = kb / BT, b = kb - k * BT;
+        r_s[(size_t(NT) + j) * R * BT + kb] = b < tile_rows(j) ? to_acc<A>(a.r0[(row0_of(j) + b) * R + k]) : A(0);
+        r_s[size_t(j) * R * BT + kb] = A(0);
+      }
+      cluster_sync();
+    } else if (!grouped && ntv == 1) {  // r_s holds the tile's full r for all steps
       const int64_t row0 = row0_of(0);
       for (int i = tid; i < R * BT; i += nthr) {
         const int k = i / BT, b = i - k * BT;
@@ -753,8 +784,9 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
           }
         }
         if (live) {
-          // 0. grouped: r_{t-1} of the tile's running rows, r0 or what the group wrote in the step before
-          if (grouped) {
+          // 0. grouped: r_{t-1} of the tile's running rows, r0 or what the group wrote in the step before (dsmem:
+          //    the cluster wrote it into r_s)
+          if (grouped && !dsmem) {
             const int64_t row0 = row0_of(j);
             const unsigned mask = active_mask<BT>(len_tiles + j * BT, t);
             const A* r_in = exch + (size_t((epoch - 1) & 1u) * NT + j) * BT * R;
@@ -767,7 +799,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
             __syncthreads();
           }
           // 1. net inputs of the owned gate rows
-          step_product_any<BT, kMmaTiles>(p.u_in_smem, mma, r_s, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s,
+          const A* r_in = dsmem ? r_s + (size_t((t + 1) & 1) * NT + j) * R * BT : r_s;
+          step_product_any<BT, kMmaTiles>(p.u_in_smem, mma, r_in, in16_s, W_smem, W_glob, glp, R, GL, p.ksplit, st_s,
                                           glp, a_s, glp, part_s, (1u << BT) - 1u);
         }
 
@@ -825,7 +858,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
             }
             const int kr = d.r_cells() + jg;
             if (grouped) {
-              st_cg(r_out + size_t(b) * R + kr, yc);
+              if (!dsmem) st_cg(r_out + size_t(b) * R + kr, yc);
               r_own[b * rlp + rl_cells + blk * S + k] = yc;
             } else {
               r_s[kr * BT + b] = yc;
@@ -837,7 +870,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
             for (int q = 0; q < d.gates_per_block(); ++q) {
               const int kr = q * n + gb;
               if (grouped) {
-                st_cg(r_out + size_t(b) * R + kr, gates[q]);
+                if (!dsmem) st_cg(r_out + size_t(b) * R + kr, gates[q]);
                 r_own[b * rlp + q * nbl + blk] = gates[q];
               } else {
                 r_s[kr * BT + b] = gates[q];
@@ -857,6 +890,19 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) forward_kernel(const FwdKernelP
           }
         }
         __syncthreads();  // r_s complete (group 1), stage filled, a_s consumed
+        // dsmem: the running rows' new entries of r (this CTA's) into r_t of the tile in every CTA of the cluster
+        if constexpr (cluster_capable(int(sizeof(T)))) {  // (A is float)
+          if (dsmem && live) {
+            const unsigned running = active_mask<BT>(len_tiles + j * BT, t);  // (mask, again: registers)
+            for (int i = tid; i < BT * RL; i += nthr) {
+              const int b = i / RL, lk = i - b * RL;
+              if (!(running >> b & 1u)) continue;
+              const A v = r_own[b * rlp + lk];
+              A* dst = r_s + (size_t(t & 1) * NT + j) * R * BT + rec_of(d, sl, lk) * BT + b;
+              for (int q = 0; q < p.group; ++q) st_cluster(dst, q, v);
+            }
+          }
+        }
       }
       // 3. grouped: every CTA of the group has written its entries of r_t for all the tiles
       if (grouped && t < maxlen_s[NT]) {
@@ -1292,6 +1338,7 @@ inline PlanArgs plan_args(bool forward, const CellDims& d, const LaunchPlan& pla
   p.u_in_smem = plan.u_in_smem;
   p.mma = plan.mma;
   p.cluster = plan.cluster;
+  p.dsmem = plan.dsmem;
   p.counters = plan.group > 1 ? reinterpret_cast<unsigned*>(ws + w.counters) : nullptr;
   p.exch = w.u_work > w.exch ? static_cast<void*>(ws + w.exch) : nullptr;
   p.u_work = plan.u_in_smem ? nullptr : static_cast<void*>(ws + w.u_work);
@@ -1339,14 +1386,11 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
     plan.u_in_smem = u_smem || !product;
     // tensor cores: 16-bit storage, a full tile of 8 rows, whole warps in every thread set
     plan.mma = dev.mma && tsize == 2 && bt == 8 && product && threads % (32 * ks) == 0;
-    // a group with a per-step barrier as a thread-block cluster, where the device has them (the launcher drops it
-    // where the GPU cannot hold all groups' clusters at once: cluster_fits)
-    plan.cluster = group > 1 && product && group <= dev.cluster && cluster_capable(tsize);
     const Strides st = plan_strides(d, plan);
     plan.n_tiles = int((batch + bt - 1) / bt);
     auto smem_for = [&](int nt) {
       return forward ? fwd_smem(R, st.glp, st.clp, st.rlp, bt, ks, tsize, asize, plan.u_in_smem, plan.mma, nt,
-                                group > 1).total
+                                group > 1, plan.dsmem).total
                      : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem && product,
                                 plan.mma, nt).total;
     };
@@ -1373,6 +1417,18 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
           }
         }
       }
+    }
+    // A group with a per-step barrier as a thread-block cluster, where the device has them (the launcher drops it
+    // where the GPU cannot hold all groups' clusters at once: cluster_fits); the forward then exchanges r_t through
+    // distributed shared memory where its layout (r_s holding every tile's r_{t-1} and r_t) fits as many CTAs per SM.
+    plan.cluster = group > 1 && product && group <= dev.cluster && cluster_capable(tsize);
+    if (plan.cluster && forward) {
+      plan.dsmem = true;
+      const size_t s = smem_for(plan.tiles);
+      if (s <= size_t(dev.max_smem_per_block) && occ(bt, threads, s, occ_ctx) >= per_sm)
+        smem = s;
+      else
+        plan.dsmem = false;
     }
     plan.smem_bytes = smem;
     plan.workspace_bytes = workspace_layout(forward, d, plan, tsize, asize).total;

@@ -38,6 +38,8 @@ struct Coverage {
   int rounds = 0, rounds_bwd = 0;  // tiles side by side in several rounds (not all their state fits): fwd, bwd
   int mma = 0, mma_group_n = 0, mma_split = 0, mma_global_u = 0;  // plans with the tensor-core product
   int cluster = 0, cluster_bwd = 0;  // groups as thread-block clusters (cluster_sync, not the flag barrier): fwd, bwd
+  int dsmem = 0, cluster_l2 = 0;  // forward clusters exchanging r_t through distributed shared memory, through L2
+  int dsmem_tiles = 0, dsmem_rounds = 0;  // the former with tiles side by side (r_s per tile); in several rounds
 };
 Coverage cov;
 int failures = 0;
@@ -148,10 +150,10 @@ std::string describe(const CellDims& d, int T, int B, int varlen, const LaunchPl
   char buf[400];
   std::snprintf(buf, sizeof buf,
                 "%s fg=%d S=%d C=%d fb=%s sq=%d tr=%d T=%d B=%d varlen=%d | bt=%d group=%d n_groups=%d tiles=%d "
-                "side by side=%d threads=%d ks=%d u_smem=%d mma=%d cluster=%d smem=%zu ws=%zu",
+                "side by side=%d threads=%d ks=%d u_smem=%d mma=%d cluster=%d dsmem=%d smem=%zu ws=%zu",
                 dtype, d.forget_gate, d.block_size, d.n_cells, d.feedback_all ? "all" : "cells", int(d.squash),
                 d.truncate, T, B, varlen, p.bt, p.group, p.n_groups, p.n_tiles, p.tiles, p.threads, p.ksplit, p.u_in_smem,
-                p.mma, p.cluster, p.smem_bytes, p.workspace_bytes);
+                p.mma, p.cluster, p.dsmem, p.smem_bytes, p.workspace_bytes);
   return buf;
 }
 
@@ -237,6 +239,9 @@ void run_case(const CellDims& d, int T_, int B, int varlen, const DeviceInfo& de
   for (const LaunchPlan* p : {&pf, &pb}) {
     if (p->group == 1) ++cov.group1; else ++cov.group_n;
     if (p->cluster) ++(p == &pf ? cov.cluster : cov.cluster_bwd);
+    if (p == &pf && p->cluster) ++(p->dsmem ? cov.dsmem : cov.cluster_l2);
+    if (p == &pf && p->dsmem && p->tiles > 1) ++cov.dsmem_tiles;
+    if (p == &pf && p->dsmem && int64_t(p->tiles) * p->n_groups < p->n_tiles) ++cov.dsmem_rounds;
     if (p->ksplit > 1) ++cov.split;
     if (p->n_groups < p->n_tiles) ++cov.looping;
     if (p->tiles > 1) {
@@ -286,7 +291,7 @@ std::vector<DeviceInfo> device_variants(const CellDims& d, int B, int ts, int as
       if (mode == Mode::Ci && !((f == 0.35 && sms == 16) || (f == 0.1 && sms == 2))) continue;
       DeviceInfo v = big;
       v.sm_count = sms;
-      v.cluster = sms == 16 ? 16 : 0;  // groups as clusters on the larger device, the flag barrier on the other
+      v.cluster = sms == 2 ? 16 : 0;  // groups as clusters on the smaller device, the flag barrier on the other
       v.max_smem_per_block = int(double(full) * f);
       v.max_smem_per_sm = v.max_smem_per_block;  // one CTA per SM
       out.push_back(v);
@@ -345,25 +350,32 @@ void run_all() {
     dev.mma = 1;
     run_case<T>(d, 2, 8, 1, dev, rng);
   }
-  // tiles side by side in rounds: shared memory for the state of some of a group's tiles, not all (forward, then
-  // backward)
-  for (bool fwd : {true, false}) {
-    const CellDims d = make_cell_dims(6, 1, true, true, false, Squash::Tanh);
-    const int B = 37;
-    DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
-    dev.sm_count = 2;
-    DeviceInfo c = dev;
-    const size_t full = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
-    for (size_t lim = full; lim > 64; lim -= 16) {
-      dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
-      c = dev;
-      const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
-      if (p.ok && p.group > 1 && p.tiles > 1 && int64_t(p.tiles) * p.n_groups < p.n_tiles) {
-        for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
-        break;
+  // tiles side by side, in one round and in rounds (shared memory for the state of some of a group's tiles, not
+  // all), forward and backward, with the flag barrier and as clusters (whose forward keeps every tile's r_{t-1} and
+  // r_t, so it needs more room: 40 cells, few tiles): shared memory shrunk from more than the plan needs
+  for (bool fwd : {true, false})
+    for (int cluster : {0, 16})
+      for (auto [C, B] : {std::pair{6, 37}, std::pair{40, 16}, std::pair{40, 24}}) {
+        if (cluster == 0 && C != 6) continue;
+        const CellDims d = make_cell_dims(C, 1, true, true, false, Squash::Tanh);
+        DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
+        dev.sm_count = 2;
+        dev.max_threads_per_sm = kMaxThreads;  // one CTA per SM
+        dev.cluster = cluster;
+        DeviceInfo c = dev;
+        const size_t full = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
+        bool one_round = cluster == 0, rounds = false;  // done (one round with the flag barrier: covered above)
+        for (size_t lim = full + 65536; lim > 64 && !(one_round && rounds); lim -= 16) {
+          dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
+          c = dev;
+          const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
+          if (!p.ok || p.group == 1 || p.tiles == 1 || p.cluster != (cluster > 0)) continue;
+          bool& done = int64_t(p.tiles) * p.n_groups < p.n_tiles ? rounds : one_round;
+          if (done) continue;
+          done = true;
+          for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
+        }
       }
-    }
-  }
   // empty sequences
   const CellDims d = make_cell_dims(4, 2, true, true, false, Squash::Paper);
   DeviceInfo big = devices_for(d, 2, int(sizeof(T)), int(sizeof(A)))[0];
@@ -388,15 +400,17 @@ int main(int argc, char** argv) {
   std::printf("cases %d, failures %d | plans: group=1 %d, group>1 %d, split %d, more tiles than groups %d (side by "
               "side: forward %d, backward %d; tiles of different lengths: forward %d, backward %d; in rounds: "
               "forward %d, backward %d), U in global memory %d, padded tiles %d; tensor cores %d (group>1 %d, split %d, "
-              "U in global memory %d); clusters: forward %d, backward %d\n",
+              "U in global memory %d); clusters: forward %d (r_t through distributed shared memory %d: tiles side "
+              "by side %d, several rounds %d; through L2 %d), backward %d\n",
               cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.interleaved,
               cov.interleaved_bwd, cov.interleaved_uneven, cov.interleaved_uneven_bwd, cov.rounds, cov.rounds_bwd,
               cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split, cov.mma_global_u, cov.cluster,
-              cov.cluster_bwd);
+              cov.dsmem, cov.dsmem_tiles, cov.dsmem_rounds, cov.cluster_l2, cov.cluster_bwd);
   const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.interleaved &&
                        cov.interleaved_bwd && cov.interleaved_uneven && cov.interleaved_uneven_bwd && cov.rounds &&
                        cov.rounds_bwd && cov.global_u && cov.padded && cov.mma && cov.mma_group_n && cov.mma_split &&
-                       cov.mma_global_u && cov.cluster && cov.cluster_bwd;
+                       cov.mma_global_u && cov.cluster && cov.dsmem && cov.dsmem_tiles &&
+                       cov.dsmem_rounds && cov.cluster_l2 && cov.cluster_bwd;
   if (!covered) std::printf("not every launch mode was exercised\n");
   return failures == 0 && covered ? 0 : 1;
 }

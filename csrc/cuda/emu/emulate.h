@@ -95,6 +95,8 @@ inline void emu_check_aligned(const void* p, size_t align, const char* what) {
 inline thread_local EmuDim3 threadIdx, blockIdx, blockDim, gridDim;
 inline thread_local std::barrier<>* emu_cta_barrier = nullptr;
 inline thread_local std::barrier<>* emu_cluster_barrier = nullptr;  // all threads of the CTA's cluster, if any
+inline thread_local unsigned char* const* emu_cluster_smem = nullptr;  // the shared memory of its CTAs, by rank
+inline thread_local unsigned emu_cluster_size = 0;
 inline thread_local unsigned char* emu_smem = nullptr;
 
 // A warp, for the warp-wide mma: its 32 threads meet at a barrier and exchange fragments through a, b, c.
@@ -153,6 +155,19 @@ inline void cluster_sync() {
     std::abort();
   }
   emu_cluster_barrier->arrive_and_wait();
+}
+// Distributed shared memory: *p = v in CTA `rank` of the cluster, p an address in this CTA's shared memory.
+inline void st_cluster(float* p, int rank, float v) {
+  if (emu_cluster_smem == nullptr || rank < 0 || rank >= int(emu_cluster_size)) {
+    std::fprintf(stderr, "st_cluster: rank %d outside the cluster\n", rank);
+    std::abort();
+  }
+  const std::ptrdiff_t off = reinterpret_cast<unsigned char*>(p) - emu_smem;
+  if (off < 0) {
+    std::fprintf(stderr, "st_cluster: not a shared-memory address\n");
+    std::abort();
+  }
+  *reinterpret_cast<float*>(emu_cluster_smem[rank] + off) = v;
 }
 inline void red_relaxed_add(unsigned* p, unsigned v) {
   std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
@@ -261,6 +276,11 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
     bars.emplace_back(new std::barrier<>(block));
     warp_state.emplace_back(warps > 0 ? new EmuWarp[size_t(warps)] : nullptr);
   }
+  std::vector<unsigned char*> bases;  // each CTA's shared memory, 16-byte aligned (what emu_smem points to)
+  for (int c = 0; c < grid; ++c) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
+    bases.push_back(reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15)));
+  }
   emu_pool().run(grid * block, [&](int i) {
     const int c = i / block, t = i % block;
     threadIdx = {unsigned(t), 0, 0};
@@ -269,6 +289,8 @@ void emu_launch(void (*kernel)(P), int grid, int block, size_t smem, const P& pa
     gridDim = {unsigned(grid), 1, 1};
     emu_cta_barrier = bars[size_t(c)].get();
     emu_cluster_barrier = cluster > 0 ? cluster_bars[size_t(c / cluster)].get() : nullptr;
+    emu_cluster_smem = cluster > 0 ? bases.data() + (c / cluster) * cluster : nullptr;
+    emu_cluster_size = unsigned(cluster);
     emu_warp = warps > 0 ? &warp_state[size_t(c)][t / 32] : nullptr;
     const uintptr_t p = reinterpret_cast<uintptr_t>(mem[size_t(c)].get());
     emu_smem = reinterpret_cast<unsigned char*>((p + 15) & ~uintptr_t(15));

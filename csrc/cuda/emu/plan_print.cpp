@@ -50,9 +50,9 @@ int main() {
       const LaunchPlan p = plan_launch(forward, d, c.B, h100, c.tsize, 4, &occupancy, &h100);
       const int rounds = p.ok ? (p.n_tiles + p.n_groups * p.tiles - 1) / (p.n_groups * p.tiles) : 0;
       std::printf("%s B=%d H=%d %s ok=%d bt=%d n_tiles=%d group=%d n_groups=%d tiles=%d rounds=%d threads=%d ks=%d "
-                  "u_smem=%d mma=%d cluster=%d smem=%zu\n",
+                  "u_smem=%d mma=%d cluster=%d dsmem=%d smem=%zu\n",
                   c.dtype, c.B, c.H, forward ? "fwd" : "bwd", p.ok, p.bt, p.n_tiles, p.group, p.n_groups, p.tiles,
-                  rounds, p.threads, p.ksplit, p.u_in_smem, p.mma, p.cluster, p.smem_bytes);
+                  rounds, p.threads, p.ksplit, p.u_in_smem, p.mma, p.cluster, p.dsmem, p.smem_bytes);
     }
   }
 }
