@@ -296,8 +296,8 @@ def test_tensor_core_product_and_its_switch():
 def test_thread_block_clusters_and_their_switch():
     """On sm_90 (built for the device's own arch) a group of 2 to 16 CTAs with a per-step barrier is launched as a
     thread-block cluster and synchronises with the cluster's barrier (where the GPU holds all its groups' clusters
-    at once), and the forward's CTAs write r_t into each other's shared memory (where it fits); the launch-path
-    tests above then run that path. LSTM_EXT_CUDA_CLUSTER=0 turns it off (the flag
+    at once), and its CTAs write r_t (forward) or da_t (backward) into each other's shared memory (where that
+    fits); the launch-path tests above then run that path. LSTM_EXT_CUDA_CLUSTER=0 turns it off (the flag
     barrier); it is read once per process, so the launch-path tests run again in a process of their own with it set."""
     switched_off = os.environ.get("LSTM_EXT_CUDA_CLUSTER") == "0"
     major, minor = torch.cuda.get_device_capability()
@@ -310,7 +310,7 @@ def test_thread_block_clusters_and_their_switch():
             assert q[11] == 0 and q[12] == 0, q
         elif own_arch:
             assert q[11] == 1, (backward, q)
-            assert q[12] == int(not backward), (backward, q)  # the forward's r_t through distributed shared memory
+            assert q[12] == 1, (backward, q)  # r_t (da_t) through distributed shared memory
     one = launch_plan(cfg, 8, 1, dtype)
     assert one[1] == 1 and one[11] == 0, one  # a group of one CTA: no barrier, no cluster
     truncated = CellConfig(True, 1, "cells", "tanh", True)

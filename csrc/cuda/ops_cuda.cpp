@@ -219,7 +219,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> recurrence_backward_cuda(
 // [bt, group, n_groups, n_tiles, threads, ksplit, u_in_smem, smem_bytes, workspace_bytes, mma, tiles, cluster,
 // dsmem] for the forward (backward=false) or backward kernel, or raises when no plan exists. tiles: batch tiles a
 // group runs side by side (group > 1 with a per-step product; else 1); cluster: the groups are thread-block clusters
-// (sm_90); dsmem: the forward's CTAs exchange r_t through distributed shared memory.
+// (sm_90); dsmem: their CTAs exchange r_t (forward) or da_t (backward) through distributed shared memory.
 std::vector<int64_t> cuda_launch_plan(int64_t n_cells, int64_t batch, c10::ScalarType dtype, bool forget_gate,
                                       int64_t block_size, c10::string_view feedback, c10::string_view squash,
                                       bool truncate, bool backward, int64_t device) {

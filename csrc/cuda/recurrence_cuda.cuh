@@ -19,8 +19,8 @@
 // G_n = 1 (the small-H path): a CTA holds all of U, steps are separated by __syncthreads only. G_n > 1 (the
 // medium-H path): the group synchronises per step with a flag barrier (an epoch counter in global memory);
 // the grid is launched cooperatively so that all CTAs are co-resident. On sm_90, a group of at most 16 CTAs is
-// launched as a thread-block cluster instead, and synchronises with the cluster's hardware barrier; in the forward
-// its CTAs then write r_t straight into each other's shared memory (where that fits). Where there are more batch tiles than
+// launched as a thread-block cluster instead, and synchronises with the cluster's hardware barrier; its CTAs then
+// write r_t (forward) or da_t (backward) straight into each other's shared memory (where that fits). Where there are more batch tiles than
 // groups, a group runs its tiles side by side (step t of each of them, then the group barrier: one barrier per
 // step, not one per tile and step), in rounds where their state does not all fit in shared memory.
 // When U does not fit the on-chip memory of the whole GPU, the slices live in a global workspace instead
@@ -100,8 +100,8 @@ struct LaunchPlan {
   bool mma = false;             // the per-step product on the tensor cores (16-bit storage, bt = 8)
   bool cluster = false;         // each group is a thread-block cluster (sm_90) and its per-step barrier the
                                 // cluster's hardware barrier, not the flag barrier in global memory
-  bool dsmem = false;           // (cluster, forward) r_t goes straight into the group's CTAs' shared memory
-                                // (distributed shared memory), not through the exchange buffer in global memory
+  bool dsmem = false;           // (cluster) r_t (forward) or da_t (backward) goes straight into the group's CTAs'
+                                // shared memory (distributed), not through the exchange buffer in global memory
   size_t smem_bytes = 0;        // dynamic shared memory per CTA
   size_t workspace_bytes = 0;   // global workspace the caller provides
 };

@@ -20,7 +20,8 @@
 //      group > 1: da_t to the exchange buffer
 //   3. group > 1: group barrier                     (after the last step, step 1 once more gives dr0)
 // The group barrier is group_sync (a flag in global memory; cooperative launch) or, where the group is a thread-block
-// cluster (sm_90), the cluster's hardware barrier.
+// cluster (sm_90), the cluster's hardware barrier; with dsmem its CTAs then write da_t straight into each other's
+// da_s (in16), which holds every tile's da_{t+1} and da_t.
 // A group runs its batch tiles side by side: steps 1-2 for each tile, then one barrier (the tiles' state in smem).
 // Rows past their length are frozen: no store of new state, 0 in act/y/dA; dr and ds pass through.
 // The products of steps 1 (forward) and 2 (backward) are step_product (SIMT, float or double accumulators) or,
@@ -213,12 +214,14 @@ struct BwdSmem {
 };
 
 // G: gate rows;  rlp / glp / clp: strides of local r entries / gate rows / cells;  nt: tiles run side by side
-// (plan.tiles).
+// (plan.tiles);  cluster: the group is a thread-block cluster whose CTAs write da_t into each other's da_s (or
+// in16), which then holds every tile's da_{t+1} and da_t.
 LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int ts, int as, bool u_smem,
-                         bool mma, int nt) {
+                         bool mma, int nt, bool cluster) {
+  const size_t nda = cluster ? size_t(2) * nt : 1;  // da buffers
   BwdSmem L{};
   size_t o = 0;
-  L.da = o;   o = align16(o + (mma ? 0 : size_t(G) * bt * as));  // mma: da only in in16, rounded
+  L.da = o;   o = align16(o + (mma ? 0 : nda * G * bt * as));  // mma: da only in in16, rounded
   L.dr = o;   o = align16(o + size_t(nt) * bt * rlp * as);
   L.ds = o;   o = align16(o + size_t(nt) * bt * clp * as);
   L.part = o; o = align16(o + (ks > 1 ? size_t(ks) * bt * rlp * as : 0));
@@ -227,7 +230,7 @@ LSTM_HD BwdSmem bwd_smem(int G, int rlp, int glp, int clp, int bt, int ks, int t
   L.s = o;    o = align16(o + size_t(nt) * 2 * bt * clp * ts);
   L.len = o;  o = align16(o + size_t(nt) * bt * sizeof(int64_t));
   L.maxlen = o; o = align16(o + size_t(2 * nt + 1) * sizeof(int64_t));
-  L.in16 = o; o = align16(o + (mma ? size_t(bt) * mma_ldk(G) * ts : 0));
+  L.in16 = o; o = align16(o + (mma ? nda * bt * mma_ldk(G) * ts : 0));
   L.u = o;    o = align16(o + (u_smem ? w_slice_elems(mma, G, rlp) * ts : 0));
   L.total = o;
   return L;
@@ -245,7 +248,7 @@ struct PlanArgs {
   bool u_in_smem;
   bool mma;            // the per-step product on the tensor cores (W in the mma layout)
   bool cluster;        // a group is a thread-block cluster: its barrier is cluster_sync, not group_sync
-  bool dsmem;          // (cluster, forward) the CTAs write r_t into each other's r_s (no exchange buffer)
+  bool dsmem;          // (cluster) the CTAs write r_t / da_t into each other's r_s / da_s (no exchange buffer)
   unsigned* counters;  // (n_groups) group barrier epochs, zero at launch (group > 1)
   void* exch;          // (n_groups, 2, tiles, BT, R | G) accumulators (group > 1)
   void* u_work;        // (grid, w_slice_elems) U slices when !u_in_smem
@@ -298,14 +301,28 @@ LSTM_DEV void cluster_sync() {
 }
 // *p = v in CTA `rank` of the cluster, p an address in this CTA's shared memory (distributed shared memory; 32-bit
 // shared-window addresses, fewer registers than generic pointers).
-LSTM_DEV void st_cluster(float* p, int rank, float v) {
+LSTM_DEV unsigned cluster_addr(const void* p, int rank) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   const unsigned local = unsigned(__cvta_generic_to_shared(p));
   unsigned remote;
   asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
-  asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(remote), "f"(v) : "memory");
+  return remote;
 #else
   __trap();
+  return 0;
+#endif
+}
+LSTM_DEV void st_cluster(float* p, int rank, float v) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("st.shared::cluster.f32 [%0], %1;" ::"r"(cluster_addr(p, rank)), "f"(v) : "memory");
+#endif
+}
+template <typename T16>  // __half, __nv_bfloat16
+LSTM_DEV void st_cluster(T16* p, int rank, T16 v) {
+  static_assert(sizeof(T16) == 2, "16-bit storage types only");
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const unsigned short bits = *reinterpret_cast<const unsigned short*>(&v);
+  asm volatile("st.shared::cluster.b16 [%0], %1;" ::"r"(cluster_addr(p, rank)), "h"(bits) : "memory");
 #endif
 }
 #endif
@@ -952,12 +969,18 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   const int64_t B = a.batch, Tn = a.steps;
   const bool product = !d.truncate;              // the gradient through r_{t-1}
   const bool exchange = p.group > 1 && product;  // da_t goes through the exchange buffer (else da_s holds it)
+  // a thread-block cluster: every CTA writes its da_t straight into the da_s (in16_s) of each CTA of the cluster
+  // (compile-time false where clusters do not apply; p.dsmem implies p.cluster and the product)
+  const bool dsmem = cluster_capable(int(sizeof(T))) && p.dsmem;
   const int NT = p.tiles;
 
   const bool mma = sizeof(T) == 2 && BT == 8 && p.mma;  // compile-time false where the tensor cores do not apply
-  const BwdSmem L = bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT);
+  const BwdSmem L =
+      bwd_smem(G, rlp, glp, clp, BT, p.ksplit, int(sizeof(T)), int(sizeof(A)), p.u_in_smem, mma, NT, dsmem);
   unsigned char* sm = lstm_dynamic_smem();
-  A* da_s = reinterpret_cast<A*>(sm + L.da);      // [G][BT]   da_{t+1} of the tile, full (not with mma: in16_s)
+  // [G][BT] da_{t+1} of the tile, full (not with mma: in16_s);  dsmem: [2][NT][G][BT], step t reads da_{t+1} of tile
+  // j from [(t + 1) & 1][j] and the cluster writes da_t to [t & 1][j] (the same for in16_s, [2][NT][BT][ldk])
+  A* da_s = reinterpret_cast<A*>(sm + L.da);
   A* dr_tiles = reinterpret_cast<A*>(sm + L.dr);  // [NT][BT][rlp] gradient on the owned entries of r_t
   A* ds_tiles = reinterpret_cast<A*>(sm + L.ds);  // [NT][BT][clp] gradient on the owned cell states s_t
   A* part_s = reinterpret_cast<A*>(sm + L.part);
@@ -969,20 +992,24 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
   // short, as in the forward)
   int64_t* maxlen_s = reinterpret_cast<int64_t*>(sm + L.maxlen);
   int64_t* row0_s = maxlen_s + NT + 1;
-  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da_{t+1} rounded for the tensor cores (mma)
+  T* in16_s = reinterpret_cast<T*>(sm + L.in16);  // [BT][ldk] da_{t+1} rounded for the tensor cores (mma; dsmem above)
   T* W_smem = reinterpret_cast<T*>(sm + L.u);    // [G][rlp] U column slice, or [rows][ldk] its transpose (mma)
   T* W_glob = p.u_in_smem ? nullptr : static_cast<T*>(p.u_work) + blockIdx.x * w_slice_elems(mma, G, rlp);
   T* W = p.u_in_smem ? W_smem : W_glob;
   A* exch = exchange ? static_cast<A*>(p.exch) + size_t(grp) * 2 * NT * BT * G : nullptr;  // [2][NT][BT][G]
   unsigned* counter = exchange ? p.counters + grp : nullptr;
   auto s_buf = [&](int j, int64_t u) { return s_tiles + size_t(2 * j + int(u & 1)) * BT * clp; };
-  // da[b][g] of the tile into the product's operand: da_s, or (mma) rounded straight into in16_s, which then holds
-  // it alone (bwd_smem leaves no room for da_s: a tile of 8 rows fits where it would not)
-  auto put_da = [&](int b, int g, A v) {
+  // The da buffer of tile j and step u (dsmem; else the one buffer): its offset in da_s or in16_s (mma).
+  auto da_buf = [&](int j, int64_t u) {
+    return dsmem ? (size_t(int(u & 1)) * NT + j) * BT * (mma ? size_t(mma_ldk(G)) : size_t(G)) : size_t(0);
+  };
+  // da[b][g] of the tile into the product's operand at offset `buf`: da_s, or (mma) rounded straight into in16_s,
+  // which then holds it alone (bwd_smem leaves no room for da_s: a tile of 8 rows fits where it would not)
+  auto put_da = [&](size_t buf, int b, int g, A v) {
     if (mma) {
-      in16_s[size_t(b) * mma_ldk(G) + g] = from_acc<T>(v);
+      in16_s[buf + size_t(b) * mma_ldk(G) + g] = from_acc<T>(v);
     } else {
-      da_s[size_t(g) * BT + b] = v;
+      da_s[buf + size_t(g) * BT + b] = v;
     }
   };
 
@@ -992,7 +1019,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
       const int lk = i / ldk, g = i - lk * ldk;
       W[i] = lk < RL && g < G ? a.U[size_t(g) * R + rec_of(d, sl, lk)] : zero<T>();
     }
-    for (int i = tid; i < BT * ldk; i += nthr) in16_s[i] = zero<T>();
+    for (int i = tid; i < (dsmem ? 2 * NT : 1) * BT * ldk; i += nthr) in16_s[i] = zero<T>();
   } else if (product) {  // W[g][lk] = U[g][k(lk)] (0 in the padding columns up to rlp)
     for (int i = tid; i < G * rlp; i += nthr) {
       const int g = i / rlp, lk = i - g * rlp;
@@ -1027,6 +1054,9 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
     load_round<BT>(p, a.lengths, Tn, B, grp, c0, ntv, NT, row0_s, len_tiles, maxlen_s);
     auto row0_of = [&](int j) { return row0_s[j]; };
     auto tile_rows = [&](int j) { return int(B - row0_s[j] < BT ? B - row0_s[j] : BT); };
+    // dsmem: the cluster's CTAs are done with the round before (the dr0 pass reads the buffers the first step of
+    // this round may write)
+    if (dsmem) cluster_sync();
     // The round's gradients on r_T and s_T (owned entries).
     for (int i = tid; i < ntv * BT * RL; i += nthr) {
       const int jb = i / RL, lk = i - jb * RL, j = jb / BT, b = jb - j * BT;
@@ -1114,16 +1144,18 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
         //    (exchange: what the group wrote before the last barrier; else what step 2 left in da_s)
         if (product && t + 1 < maxlen_s[j]) {
           const unsigned mask1 = active_mask<BT>(len_tiles + j * BT, t + 1);
-          if (exchange) {
+          if (exchange && !dsmem) {
             const A* da_in = exch + (size_t((epoch - 1) & 1u) * NT + j) * BT * G;
             for (int i = tid; i < BT * G; i += nthr) {
               const int b = i / G, g = i - b * G;
-              if (mask1 >> b & 1u) put_da(b, g, ld_cg(da_in + i));
+              if (mask1 >> b & 1u) put_da(0, b, g, ld_cg(da_in + i));
             }
             __syncthreads();
           }
-          step_product_any<BT, 2>(p.u_in_smem, mma, mma ? nullptr : da_s, in16_s, W_smem, W_glob, rlp, G, RL,
-                                  p.ksplit, static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s, mask1);  // syncs
+          const size_t in_buf = da_buf(j, t + 1);  // (dsmem: written by the cluster before the last barrier)
+          step_product_any<BT, 2>(p.u_in_smem, mma, mma ? nullptr : da_s + in_buf, in16_s + in_buf, W_smem, W_glob,
+                                  rlp, G, RL, p.ksplit, static_cast<const T*>(nullptr), 0, dr_s, rlp, part_s,
+                                  mask1);  // syncs
         } else {
           __syncthreads();  // the stage filled by the item before
         }
@@ -1157,6 +1189,8 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
         const int nrows = tile_rows(j);
         const unsigned mask = active_mask<BT>(len_tiles + j * BT, t);
         A* da_out = exchange ? exch + (size_t(epoch & 1u) * NT + j) * BT * G : nullptr;
+        const size_t out_buf = da_buf(j, t);  // where put_da writes da_t (dsmem: this CTA's copy)
+        const bool to_exch = exchange && !dsmem;
         for (int item = tid; item < BT * nbl; item += nthr) {
           const int b = item / nbl, blk = item - b * nbl;
           if (b >= nrows) continue;
@@ -1209,7 +1243,7 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
             const int g = d.z_row() + jg;
             dA_t[g] = from_acc<T>(c.da_z);
             if (product) {
-              if (exchange) st_cg(da_out + size_t(b) * G + g, c.da_z); else put_da(b, g, c.da_z);
+              if (to_exch) st_cg(da_out + size_t(b) * G + g, c.da_z); else put_da(out_buf, b, g, c.da_z);
             }
           }
           const A da_i = gate_grad(d_iota, y_iota), da_o = gate_grad(d_omega, y_omega);
@@ -1223,19 +1257,39 @@ LSTM_KERNEL void LSTM_LAUNCH_BOUNDS(kMaxThreads) backward_kernel(const BwdKernel
             dA_t[gf] = from_acc<T>(da_f);
           }
           if (product) {
-            if (exchange) {
+            if (to_exch) {
               A* o = da_out + size_t(b) * G;
               st_cg(o + gi, da_i);
               st_cg(o + go, da_o);
               if (d.forget_gate) st_cg(o + gf, da_f);
             } else {
-              put_da(b, gi, da_i);
-              put_da(b, go, da_o);
-              if (d.forget_gate) put_da(b, gf, da_f);
+              put_da(out_buf, b, gi, da_i);
+              put_da(out_buf, b, go, da_o);
+              if (d.forget_gate) put_da(out_buf, b, gf, da_f);
             }
           }
         }
         __syncthreads();  // the stage consumed; da_s complete (no exchange)
+        // dsmem: the running rows' da_t of the owned gate rows (this CTA's copy) into the other CTAs of the cluster
+        if constexpr (cluster_capable(int(sizeof(T)))) {
+          if (dsmem) {
+            const unsigned running = active_mask<BT>(len_tiles + j * BT, t);
+            for (int i = tid; i < BT * GL; i += nthr) {
+              const int b = i / GL, lg = i - b * GL;
+              if (!(running >> b & 1u)) continue;
+              const int g = gate_of(d, sl, lg);
+              if (mma) {
+                T* src = in16_s + out_buf + size_t(b) * mma_ldk(G) + g;
+                for (int q = 0; q < p.group; ++q)
+                  if (q != rank) st_cluster(src, q, *src);
+              } else {
+                A* src = da_s + out_buf + size_t(g) * BT + b;
+                for (int q = 0; q < p.group; ++q)
+                  if (q != rank) st_cluster(src, q, *src);
+              }
+            }
+          }
+        }
 
         // the next live item's data into the stage (made visible by the __syncthreads that opens it)
         if (prefetch) {
@@ -1392,7 +1446,7 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
       return forward ? fwd_smem(R, st.glp, st.clp, st.rlp, bt, ks, tsize, asize, plan.u_in_smem, plan.mma, nt,
                                 group > 1, plan.dsmem).total
                      : bwd_smem(G, st.rlp, st.glp, st.clp, bt, ks, tsize, asize, plan.u_in_smem && product,
-                                plan.mma, nt).total;
+                                plan.mma, nt, plan.dsmem).total;
     };
     size_t smem = smem_for(1);
     if (smem > size_t(dev.max_smem_per_block)) return false;
@@ -1419,10 +1473,11 @@ inline LaunchPlan plan_launch(bool forward, const CellDims& d, int64_t batch, co
       }
     }
     // A group with a per-step barrier as a thread-block cluster, where the device has them (the launcher drops it
-    // where the GPU cannot hold all groups' clusters at once: cluster_fits); the forward then exchanges r_t through
-    // distributed shared memory where its layout (r_s holding every tile's r_{t-1} and r_t) fits as many CTAs per SM.
+    // where the GPU cannot hold all groups' clusters at once: cluster_fits); its CTAs then exchange r_t (forward) or
+    // da_t (backward) through distributed shared memory where that layout (every tile's r or da of two steps) fits
+    // as many CTAs per SM.
     plan.cluster = group > 1 && product && group <= dev.cluster && cluster_capable(tsize);
-    if (plan.cluster && forward) {
+    if (plan.cluster) {
       plan.dsmem = true;
       const size_t s = smem_for(plan.tiles);
       if (s <= size_t(dev.max_smem_per_block) && occ(bt, threads, s, occ_ctx) >= per_sm)

@@ -40,6 +40,8 @@ struct Coverage {
   int cluster = 0, cluster_bwd = 0;  // groups as thread-block clusters (cluster_sync, not the flag barrier): fwd, bwd
   int dsmem = 0, cluster_l2 = 0;  // forward clusters exchanging r_t through distributed shared memory, through L2
   int dsmem_tiles = 0, dsmem_rounds = 0;  // the former with tiles side by side (r_s per tile); in several rounds
+  int dsmem_bwd = 0, dsmem_bwd_tiles = 0, dsmem_mma = 0;  // backward clusters with da_t through distributed shared
+                                                          // memory; with tiles side by side; either, tensor cores
 };
 Coverage cov;
 int failures = 0;
@@ -242,6 +244,9 @@ void run_case(const CellDims& d, int T_, int B, int varlen, const DeviceInfo& de
     if (p == &pf && p->cluster) ++(p->dsmem ? cov.dsmem : cov.cluster_l2);
     if (p == &pf && p->dsmem && p->tiles > 1) ++cov.dsmem_tiles;
     if (p == &pf && p->dsmem && int64_t(p->tiles) * p->n_groups < p->n_tiles) ++cov.dsmem_rounds;
+    if (p == &pb && p->dsmem) ++cov.dsmem_bwd;
+    if (p == &pb && p->dsmem && p->tiles > 1) ++cov.dsmem_bwd_tiles;
+    if (p->dsmem && p->mma) ++cov.dsmem_mma;
     if (p->ksplit > 1) ++cov.split;
     if (p->n_groups < p->n_tiles) ++cov.looping;
     if (p->tiles > 1) {
@@ -350,6 +355,30 @@ void run_all() {
     dev.mma = 1;
     run_case<T>(d, 2, 8, 1, dev, rng);
   }
+  // 16-bit storage: clusters exchanging through distributed shared memory with the tensor-core product (a group of
+  // CTAs: shared memory shrunk until U no longer fits one), forward and backward, one tile and two side by side
+  if constexpr (sizeof(T) == 2) {
+    for (bool fwd : {true, false})
+      for (int B : {8, 16}) {
+        const CellDims d = make_cell_dims(40, 1, true, false, false, Squash::Tanh);
+        DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
+        dev.sm_count = 2;
+        dev.max_threads_per_sm = kMaxThreads;  // one CTA per SM
+        dev.mma = 1;
+        dev.cluster = 16;
+        DeviceInfo c = dev;
+        const size_t full = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
+        for (size_t lim = full; lim > 64; lim -= 16) {
+          dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
+          c = dev;
+          const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
+          if (p.ok && p.group > 1 && p.dsmem && p.mma) {
+            for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
+            break;
+          }
+        }
+      }
+  }
   // tiles side by side, in one round and in rounds (shared memory for the state of some of a group's tiles, not
   // all), forward and backward, with the flag barrier and as clusters (whose forward keeps every tile's r_{t-1} and
   // r_t, so it needs more room: 40 cells, few tiles): shared memory shrunk from more than the plan needs
@@ -401,16 +430,19 @@ int main(int argc, char** argv) {
               "side: forward %d, backward %d; tiles of different lengths: forward %d, backward %d; in rounds: "
               "forward %d, backward %d), U in global memory %d, padded tiles %d; tensor cores %d (group>1 %d, split %d, "
               "U in global memory %d); clusters: forward %d (r_t through distributed shared memory %d: tiles side "
-              "by side %d, several rounds %d; through L2 %d), backward %d\n",
+              "by side %d, several rounds %d; through L2 %d), backward %d (da_t through distributed shared "
+              "memory %d, tiles side by side %d); distributed shared memory with the tensor cores %d\n",
               cov.cases, failures, cov.group1, cov.group_n, cov.split, cov.looping, cov.interleaved,
               cov.interleaved_bwd, cov.interleaved_uneven, cov.interleaved_uneven_bwd, cov.rounds, cov.rounds_bwd,
               cov.global_u, cov.padded, cov.mma, cov.mma_group_n, cov.mma_split, cov.mma_global_u, cov.cluster,
-              cov.dsmem, cov.dsmem_tiles, cov.dsmem_rounds, cov.cluster_l2, cov.cluster_bwd);
+              cov.dsmem, cov.dsmem_tiles, cov.dsmem_rounds, cov.cluster_l2, cov.cluster_bwd, cov.dsmem_bwd,
+              cov.dsmem_bwd_tiles, cov.dsmem_mma);
   const bool covered = cov.group1 && cov.group_n && cov.split && cov.looping && cov.interleaved &&
                        cov.interleaved_bwd && cov.interleaved_uneven && cov.interleaved_uneven_bwd && cov.rounds &&
                        cov.rounds_bwd && cov.global_u && cov.padded && cov.mma && cov.mma_group_n && cov.mma_split &&
                        cov.mma_global_u && cov.cluster && cov.dsmem && cov.dsmem_tiles &&
-                       cov.dsmem_rounds && cov.cluster_l2 && cov.cluster_bwd;
+                       cov.dsmem_rounds && cov.cluster_l2 && cov.cluster_bwd && cov.dsmem_bwd &&
+                       cov.dsmem_bwd_tiles && cov.dsmem_mma;
   if (!covered) std::printf("not every launch mode was exercised\n");
   return failures == 0 && covered ? 0 : 1;
 }

@@ -157,7 +157,8 @@ inline void cluster_sync() {
   emu_cluster_barrier->arrive_and_wait();
 }
 // Distributed shared memory: *p = v in CTA `rank` of the cluster, p an address in this CTA's shared memory.
-inline void st_cluster(float* p, int rank, float v) {
+template <typename V>
+void st_cluster(V* p, int rank, V v) {
   if (emu_cluster_smem == nullptr || rank < 0 || rank >= int(emu_cluster_size)) {
     std::fprintf(stderr, "st_cluster: rank %d outside the cluster\n", rank);
     std::abort();
@@ -167,7 +168,7 @@ inline void st_cluster(float* p, int rank, float v) {
     std::fprintf(stderr, "st_cluster: not a shared-memory address\n");
     std::abort();
   }
-  *reinterpret_cast<float*>(emu_cluster_smem[rank] + off) = v;
+  *reinterpret_cast<V*>(emu_cluster_smem[rank] + off) = v;
 }
 inline void red_relaxed_add(unsigned* p, unsigned v) {
   std::atomic_ref<unsigned>(*p).fetch_add(v, std::memory_order_relaxed);
