@@ -18,7 +18,8 @@
 #                                                                                -> tests_*.log, tests_*.xml, float32_error.log
 #   sanitize  compute-sanitizer memcheck and racecheck (failing stages), synccheck and initcheck (logged) on a
 #             small script running every kernel instantiation and launch path, the paper nets' training
-#             kernel included (state in shared memory and in the global workspace) -> sanitize_*.log
+#             kernel included (state in shared memory and in the global workspace); the groups of CTAs a second
+#             time with LSTM_EXT_CUDA_CLUSTER=0 (sm_90 runs them as thread-block clusters)  -> sanitize_*.log
 #             (LSTM_EXT_SANITIZE_TOOLS="memcheck" etc. picks tools, e.g. one per call under a time limit)
 #   bench     pytest bench/test_bench_cuda.py --benchmark-only in groups, most important first: the fused
 #             ops and cuDNN, then the per-step loops, then FlashRNN (LSTM_EXT_BENCH_ARGS: one group of your
@@ -175,7 +176,8 @@ if want sanitize; then
   CASES="$WORK/sanitize_cases.py"
   cat >"$CASES" <<'PYEOF'
 """Every CUDA kernel instantiation of lstm_ext (forward and backward; float32/float16/bfloat16 with batch tiles
-1, 2, 4, 8, float64 with 1, 2) plus each launch path (one CTA per tile, CTA groups, groups with tiles side by side,
+1, 2, 4, 8, float64 with 1, 2) plus each launch path (one CTA per tile, CTA groups (thread-block clusters on sm_90),
+groups with tiles side by side,
 U in global memory, truncate, the tensor-core product alone and in a group), and the paper nets' training kernel (float32/float64, state in shared memory and
 in the global workspace), small, for compute-sanitizer."""
 import sys
@@ -210,10 +212,14 @@ def run(cfg, T, B, C, dtype, varlen=True):
     print(f"ok {dtype} T={T} B={B} C={C} {cfg} fwd plan {f} bwd plan {b}", flush=True)
 
 
+# --groups-only: just the cases with groups of CTAs (run again with LSTM_EXT_CUDA_CLUSTER=0 on sm_90, where they
+# are thread-block clusters by default: the flag barrier and the exchange through L2)
+groups_only = "--groups-only" in sys.argv
 cfgs = [CellConfig(), CellConfig(False, 2, "all", "paper", True), CellConfig(True, 3, "all", "sigmoid_identity")]
 for dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64):
     for B in (1, 2, 3, 9):  # batch tiles 1, 2, 4, 8 (float64: 2), padded tiles
-        run(cfgs[B % 3], 3, B, 6, dtype)
+        if not groups_only:
+            run(cfgs[B % 3], 3, B, 6, dtype)
 # a group of CTAs (flag barrier + exchange), and more tiles than groups (side by side, forward and backward):
 # from one tile more than the groups that fit, the first batch whose plan has fewer groups than tiles (the planner
 # widens groups, which can change their count)
@@ -234,7 +240,7 @@ for C in (128, 192, 256, 384, 512):
         run(cfgs[0], 3, 9, C, torch.bfloat16)
         break
 # U in global memory
-if "--no-global" not in sys.argv:
+if "--no-global" not in sys.argv and not groups_only:
     for C in (1024, 1536, 2048, 3072):
         if plan(CellConfig(), C, 1, torch.float32)[6] == 0:
             run(CellConfig(), 2, 1, C, torch.float32, varlen=False)
@@ -257,9 +263,10 @@ def paper_batch(spec, n, T, onehot):
         lengths=lengths, targets=rng.uniform(0, 1, (n, T, spec.outputs)), target_mask=mask)
 
 
-for spec, onehot in ((PaperNetSpec(2, 1, 2, 2, bias="all"), False), (PaperNetSpec(7, 7, 3, 2, bias="ga"), True),
-                     (PaperNetSpec(3, 2, 2, 1, bias="all", forget_gate=True, squash="tanh"), False),
-                     (PaperNetSpec(30000, 2, 1, 1, bias="none"), True)):
+for spec, onehot in () if groups_only else (
+        (PaperNetSpec(2, 1, 2, 2, bias="all"), False), (PaperNetSpec(7, 7, 3, 2, bias="ga"), True),
+        (PaperNetSpec(3, 2, 2, 1, bias="all", forget_gate=True, squash="tanh"), False),
+        (PaperNetSpec(30000, 2, 1, 1, bias="none"), True)):
     for dtype in (torch.float32, torch.float64):
         net = PaperNet(spec, dtype=dtype, device="cuda").init_(torch.Generator().manual_seed(0), 0.2)
         b = paper_batch(spec, 4, 6, onehot)
@@ -282,6 +289,11 @@ PYEOF
       [ "$tool" = racecheck ] && extra=(--racecheck-report all)
       (cd "$WORK" && run "sanitize-$tool" "$WORK/sanitize_$tool.log" "$SANITIZER" --tool "$tool" \
         ${extra[@]+"${extra[@]}"} --error-exitcode 1 --report-api-errors no --print-limit 200 "$PY" "$CASES")
+      [ $? -ne 0 ] && FAILED=1
+      # the groups again without thread-block clusters (sm_90 makes them clusters): the flag barrier
+      (cd "$WORK" && run "sanitize-$tool-flag-barrier" "$WORK/sanitize_${tool}_flag_barrier.log" \
+        env LSTM_EXT_CUDA_CLUSTER=0 "$SANITIZER" --tool "$tool" ${extra[@]+"${extra[@]}"} --error-exitcode 1 \
+        --report-api-errors no --print-limit 200 "$PY" "$CASES" --groups-only)
       [ $? -ne 0 ] && FAILED=1
       pack
     done
