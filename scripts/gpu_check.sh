@@ -26,7 +26,8 @@
 #             own instead); each group's results are rewritten after every benchmark, so a group cut off by a
 #             time limit keeps what it measured; then the Markdown table   -> bench_*.log, gpu.json, gpu.md
 #   profile   scripts/gpu_profile.py: the ops alone, cost per step and fixed cost per call beside cuDNN's, with
-#             the launch plans (its table goes into the summary); then Nsight Compute (`ncu --clock-control none
+#             the launch plans (its table goes into the summary), and the grouped cases again without thread-block
+#             clusters (LSTM_EXT_CUDA_CLUSTER=0); then Nsight Compute (`ncu --clock-control none
 #             --set full`) on one op call of each of LSTM_EXT_NCU_CASES (default: the forward at fp32 B=1 H=32,
 #             B=64 H=128 and B=256 H=1024, and the backward at B=256 H=1024), each with its SASS and stall
 #             samples per instruction, and the
@@ -359,6 +360,13 @@ fi
 if want profile; then
   (cd "$ROOT" && run profile-timing "$WORK/profile_timing.log" "$PY" scripts/gpu_profile.py) &&
     grep "^|" "$WORK/profile_timing.log" >>"$SUMMARY"
+  [ $? -ne 0 ] && FAILED=1
+  # the groups of CTAs again with the flag barrier and the exchange through L2 (sm_90 runs them as thread-block
+  # clusters): what the clusters change, in the same run
+  note "the same, groups without thread-block clusters (LSTM_EXT_CUDA_CLUSTER=0):"
+  (cd "$ROOT" && run profile-timing-flag-barrier "$WORK/profile_timing_flag_barrier.log" env LSTM_EXT_CUDA_CLUSTER=0 \
+    "$PY" scripts/gpu_profile.py --cases float32:1:128 float32:64:128 float32:64:256 bfloat16:16:256 bfloat16:64:512) &&
+    grep "^|" "$WORK/profile_timing_flag_barrier.log" >>"$SUMMARY"
   [ $? -ne 0 ] && FAILED=1
   pack
   NCU="$(command -v ncu || true)"

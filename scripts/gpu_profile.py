@@ -27,7 +27,8 @@ from lstm_ext.config import CellConfig
 
 OPS = torch.ops.lstm_ext
 DEFAULT_CASES = ["float32:1:8", "float32:1:32", "float32:64:32", "float32:1:128", "float32:64:128",
-                 "float32:64:256", "float32:256:1024", "bfloat16:64:512", "bfloat16:64:1024"]  # fmt: skip
+                 "float32:64:256", "float32:256:1024", "bfloat16:16:256", "bfloat16:64:512",
+                 "bfloat16:64:1024"]  # fmt: skip
 CFG = CellConfig()  # the 2000 cell, blocks of 1, feedback "cells", tanh: nn.LSTM's
 CONFIG_ARGS = (CFG.forget_gate, CFG.block_size, CFG.feedback, CFG.squash, CFG.truncate)
 
