@@ -2,8 +2,8 @@
 // __syncthreads, a dependent load from L2 or from DRAM, one cell's activations, the group barrier of the recurrence
 // kernels (csrc/cuda/recurrence_kernels.cuh: group_sync, and the same without its back-off), a thread-block cluster
 // barrier (sm_90), and the exchange of r between the CTAs of a group, through L2 (what the kernels do) or through
-// distributed shared memory (sm_90). The per-step floor of the fused kernels is a sum of these; the CUDA issue's
-// targets at small H (<= 1 us per step) need to know which of them dominates.
+// distributed shared memory (sm_90); and the SM clock while one CTA runs. The per-step floor of the fused kernels
+// is a sum of these; the CUDA issue's targets at small H (<= 1 us per step) need to know which of them dominates.
 //
 // Each figure is (time of 2N steps - time of N steps) / N, so the launch cancels: the median of 5 such pairs.
 // torch-free; scripts/gpu_check.sh micro builds and runs it:
@@ -45,6 +45,23 @@ constexpr int kThreads = 256;         // threads per CTA where the figure does n
 constexpr size_t kOneCtaPerSm = 120 * 1024;  // dynamic shared memory that keeps a second CTA off the SM
 
 // ---- kernels (each runs `steps` steps; `sink` keeps the compiler from dropping the work) --------------------
+
+// The SM clock while one CTA runs (what a persistent kernel of one group sees: the GPU may not boost for one SM):
+// SM cycles (clock64) and nanoseconds (the global timer) over a dependent chain of `steps` multiply-adds.
+__global__ void clock_steps(long steps, long long* out) {
+  unsigned long long g0, g1;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g0));
+  const long long c0 = clock64();
+  float v = float(threadIdx.x);
+  for (long t = 0; t < steps; ++t) v = v * 0.999f + 1.0f;
+  const long long c1 = clock64();
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(g1));
+  if (threadIdx.x == 0) {
+    out[0] = c1 - c0;
+    out[1] = (long long)(g1 - g0);
+    out[2] = v == -1.0f;  // keeps the chain
+  }
+}
 
 // __syncthreads between a write and a read of shared memory (two buffers, so one barrier per step suffices).
 __global__ void sync_steps(long steps, float* sink) {
@@ -252,6 +269,20 @@ int main(int argc, char** argv) {
 
   float* sink = nullptr;
   CHECK(cudaMalloc(&sink, sizeof(float)));
+
+  {  // the SM clock seen by one CTA, over about 20 ms (after a warm-up of as long)
+    long long* d = nullptr;
+    long long h[3] = {0, 0, 0};
+    CHECK(cudaMalloc(&d, sizeof h));
+    for (int i = 0; i < 2; ++i) {
+      clock_steps<<<1, 32>>>(5000000L, d);
+      CHECK(cudaGetLastError());
+      CHECK(cudaMemcpy(h, d, sizeof h, cudaMemcpyDeviceToHost));
+    }
+    CHECK(cudaFree(d));
+    row("SM clock while one CTA runs (clock64 cycles / global timer)", std::to_string(h[0]) + " cycles in " +
+        std::to_string(h[1]) + " ns: MHz in the last column", h[1] > 0 ? 1e3 * double(h[0]) / double(h[1]) : 0);
+  }
 
   for (int threads : {128, 256, 512})
     row("__syncthreads (a shared-memory write, barrier, read)", std::to_string(threads) + " threads",
