@@ -290,8 +290,9 @@ LSTM_DEV unsigned char* lstm_dynamic_smem() {
   return lstm_ext_dynamic_smem;
 }
 // Every thread of every CTA of the thread-block cluster has arrived (sm_90): the hardware barrier, each thread's
-// arrival a release and its wait an acquire at cluster scope, so what a CTA wrote before it (the exchange buffer,
-// in global memory) is visible to the cluster's CTAs after it. No __syncthreads needed around it.
+// arrival a release and its wait an acquire at cluster scope, so what a CTA wrote before it (to the exchange buffer
+// in global memory, or into another CTA's shared memory: st_cluster) is visible to the cluster's CTAs after it. No
+// __syncthreads needed around it.
 LSTM_DEV void cluster_sync() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
