@@ -355,28 +355,37 @@ void run_all() {
     dev.mma = 1;
     run_case<T>(d, 2, 8, 1, dev, rng);
   }
+  // A device of 2 SMs, one CTA each, whose shared memory shrinks from `from` bytes 16 at a time: the first plan that
+  // `want` accepts runs (T = 4, all rows full and lengths by runs of rows).
+  auto run_first_plan = [&](bool fwd, const CellDims& d, int B, DeviceInfo dev, size_t from, auto want) {
+    for (size_t lim = from; lim > 64; lim -= 16) {
+      dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
+      DeviceInfo c = dev;
+      const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
+      if (p.ok && want(p)) {
+        for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
+        return;
+      }
+    }
+  };
+  auto two_sms = [&](bool fwd, const CellDims& d, int B, int cluster, int mma) {  // and its plan's shared memory
+    DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
+    dev.sm_count = 2;
+    dev.max_threads_per_sm = kMaxThreads;  // one CTA per SM
+    dev.cluster = cluster;
+    dev.mma = mma;
+    DeviceInfo c = dev;
+    return std::pair{dev, size_t(plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c)
+                                     .smem_bytes)};
+  };
   // 16-bit storage: clusters exchanging through distributed shared memory with the tensor-core product (a group of
   // CTAs: shared memory shrunk until U no longer fits one), forward and backward, one tile and two side by side
   if constexpr (sizeof(T) == 2) {
     for (bool fwd : {true, false})
       for (int B : {8, 16}) {
         const CellDims d = make_cell_dims(40, 1, true, false, false, Squash::Tanh);
-        DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
-        dev.sm_count = 2;
-        dev.max_threads_per_sm = kMaxThreads;  // one CTA per SM
-        dev.mma = 1;
-        dev.cluster = 16;
-        DeviceInfo c = dev;
-        const size_t full = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
-        for (size_t lim = full; lim > 64; lim -= 16) {
-          dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
-          c = dev;
-          const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
-          if (p.ok && p.group > 1 && p.dsmem && p.mma) {
-            for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
-            break;
-          }
-        }
+        const auto [dev, full] = two_sms(fwd, d, B, 16, 1);
+        run_first_plan(fwd, d, B, dev, full, [](const LaunchPlan& p) { return p.group > 1 && p.dsmem && p.mma; });
       }
   }
   // tiles side by side, in one round and in rounds (shared memory for the state of some of a group's tiles, not
@@ -387,22 +396,13 @@ void run_all() {
       for (auto [C, B] : {std::pair{6, 37}, std::pair{40, 16}, std::pair{40, 24}}) {
         if (cluster == 0 && C != 6) continue;
         const CellDims d = make_cell_dims(C, 1, true, true, false, Squash::Tanh);
-        DeviceInfo dev = devices_for(d, B, int(sizeof(T)), int(sizeof(A)))[0];
-        dev.sm_count = 2;
-        dev.max_threads_per_sm = kMaxThreads;  // one CTA per SM
-        dev.cluster = cluster;
-        DeviceInfo c = dev;
-        const size_t full = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c).smem_bytes;
-        bool one_round = cluster == 0, rounds = false;  // done (one round with the flag barrier: covered above)
-        for (size_t lim = full + 65536; lim > 64 && !(one_round && rounds); lim -= 16) {
-          dev.max_smem_per_block = dev.max_smem_per_sm = int(lim);
-          c = dev;
-          const LaunchPlan p = plan_launch(fwd, d, B, dev, int(sizeof(T)), int(sizeof(A)), &emu_occupancy, &c);
-          if (!p.ok || p.group == 1 || p.tiles == 1 || p.cluster != (cluster > 0)) continue;
-          bool& done = int64_t(p.tiles) * p.n_groups < p.n_tiles ? rounds : one_round;
-          if (done) continue;
-          done = true;
-          for (int varlen : {0, 2}) run_case<T>(d, 4, B, varlen, dev, rng);
+        const auto [dev, full] = two_sms(fwd, d, B, cluster, 0);
+        for (bool rounds : {false, true}) {
+          if (cluster == 0 && !rounds) continue;  // one round with the flag barrier: covered above
+          run_first_plan(fwd, d, B, dev, full + 65536, [&](const LaunchPlan& p) {
+            return p.group > 1 && p.tiles > 1 && p.cluster == (cluster > 0) &&
+                   (int64_t(p.tiles) * p.n_groups < p.n_tiles) == rounds;
+          });
         }
       }
   // empty sequences
