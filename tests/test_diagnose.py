@@ -30,6 +30,20 @@ def test_long_lag_probe_compares_the_papers_net_with_one_without_gate_feedback()
     assert "| F | 0 | 664 |" in md and "| cells | 0 | 640 |" in md
 
 
+def test_initial_drift_probe_measures_each_trials_untrained_net():
+    d = diagnose.long_lag_initial_drift(n=4, trials=2, keys={"2c-q50-p50", "2c-q200-p200"})
+    assert [r["row"] for r in d["rows"]] == ["2c-q50-p50", "2c-q200-p200"]
+    for r in d["rows"]:
+        assert r["paper_success_pct"] == 100 and [t["trial"] for t in r["trials"]] == [0, 1]
+        for t in r["trials"]:
+            assert t["abs_s_end"] > 0 and 0 < t["h_factor"] <= 1
+    again = diagnose.long_lag_initial_drift(n=4, trials=2, keys={"2c-q50-p50", "2c-q200-p200"})
+    assert again["rows"] == d["rows"]  # the row's seeds: the same initial nets and sequences
+    md = diagnose.markdown({"2c-drift": d}, "lstm-ext diagnose --probe 2c-drift")
+    assert "## Table 3 (2c, every row): the drift before training" in md
+    assert "| q = 50, p = 50 | 2 |" in md and "## Table 1" not in md
+
+
 def test_cli_writes_json_and_markdown(tmp_path):
     out = tmp_path / "d"
     subprocess.run([sys.executable, "-m", "lstm_ext", "diagnose", "--probe", "adding", "--out", str(out)],

@@ -28,8 +28,8 @@ MISS_NOTES: dict[str, str] = {
         "trials had the recall step right on every training string but the steps after XX and XV (whose "
         "successors depend on the symbol before the last) wrong at 39 of their 71 and 12 of their 44 occurrences; "
         "two others were wrong at the recall step on about half the strings. Other learning "
-        "rates, initial ranges, gate-bias schedules, no gate feedback and targets on every possible next symbol "
-        "(`scripts/try_row_variant.py`) gave 0-3 of 10."
+        "rates, initial ranges, gate-bias schedules, no gate feedback, targets on every possible next symbol and "
+        "weight changes once per string (`scripts/try_row_variant.py`) gave 0-3 of 10."
     ),
     "2a": (
         "The local transitions are right within about 2,560 sequences, but the chunks' error keeps falling by "
@@ -50,7 +50,10 @@ MISS_NOTES: dict[str, str] = {
         "spec.connectivity=cells`). Without that drift our learning time still grows with the lag, where the "
         "paper's barely does: the same variant with initial weights in [-0.1, 0.1] needs 58,687, 86,901 and "
         "159,340 sequences (10, 10 and 4 of 10 trials within 330,000) at q = 50, 100 and 200, the paper 30,000, "
-        "31,000 and 33,000."
+        "31,000 and 33,000. The drift grows with the lag: before any training, at q = 1000, at least half of the "
+        "rows' initial nets pass less than a thousandth of h'(0) into their cells (`lstm-ext diagnose --probe "
+        "2c-drift`), yet the paper's nets learned every q = 1000 row in all 20 trials; so they cannot have "
+        "started as drifted as ours, and what in HS97's 2c nets kept the states near 0 is not in the paper."
     ),
     "3a": _LATE_TRIALS + "With a cap of 8,600,000 every trial of T = 100, N = 3 learns (mean 2.8x the paper's; "
     "one trial needs 818,100); with a cap of 5x the paper's mean, T = 1000 meets the paper.",
