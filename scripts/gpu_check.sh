@@ -13,7 +13,8 @@
 #   test      pytest tests/test_cuda.py tests/test_paper_cuda.py (the CUDA tests) first, then the rest of tests/ (on pytest-xdist
 #             workers when it is installed: LSTM_EXT_TEST_WORKERS, default 8; 0 = none);
 #             LSTM_EXT_TEST_K="cuda" runs only the rest's tests whose ids match (-k: those the CPU CI cannot run);
-#             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure; then scripts/float32_error.py --device cuda
+#             LSTM_EXT_REQUIRE_CUDA=1 makes a CPU-only build a failure; when the CUDA tests fail, test_cuda.py
+#             again with LSTM_EXT_CUDA_CLUSTER=0 (were the clusters the cause?); then scripts/float32_error.py --device cuda
 #             (the CUDA kernel's float32 error by width; its table goes into the summary)
 #                                                                                -> tests_*.log, tests_*.xml, float32_error.log
 #   sanitize  compute-sanitizer memcheck and racecheck (failing stages), synccheck and initcheck (logged) on a
@@ -156,7 +157,14 @@ if want test; then
   # on pytest-xdist workers when it is installed.
   (cd "$ROOT" && run tests-cuda "$WORK/tests_cuda.log" pytest tests/test_cuda.py tests/test_paper_cuda.py -ra -q \
     -p no:cacheprovider --junitxml="$WORK/tests_cuda.xml")
-  [ $? -ne 0 ] && FAILED=1
+  if [ $? -ne 0 ]; then
+    FAILED=1
+    # a diagnosis in the same call: do the CUDA tests pass without thread-block clusters (sm_90)?
+    if [ "${LSTM_EXT_CUDA_CLUSTER:-1}" != 0 ]; then
+      (cd "$ROOT" && run tests-cuda-noclusters "$WORK/tests_cuda_noclusters.log" env LSTM_EXT_CUDA_CLUSTER=0 \
+        pytest tests/test_cuda.py -ra -q -p no:cacheprovider)
+    fi
+  fi
   pack
   WORKERS="${LSTM_EXT_TEST_WORKERS:-8}"
   XDIST=()

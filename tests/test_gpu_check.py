@@ -61,6 +61,25 @@ def test_a_stage_that_cannot_start_before_the_deadline_is_skipped_and_fails(tmp_
     assert not (out / "gpu.json").exists()
 
 
+def test_failing_cuda_tests_are_run_again_without_clusters(tmp_path):
+    """The test stage with a stand-in pytest (first on PATH) whose CUDA tests fail unless LSTM_EXT_CUDA_CLUSTER=0:
+    the stage fails, and its summary says the same tests pass without thread-block clusters."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "pytest"
+    fake.write_text('#!/usr/bin/env bash\necho "pytest $* cluster=${LSTM_EXT_CUDA_CLUSTER-unset}"\n'
+                    'if [ "$1" = tests/test_cuda.py ] && [ "${LSTM_EXT_CUDA_CLUSTER-}" != 0 ]; then exit 1; fi\n')
+    fake.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    proc, out = _run(tmp_path, "test", PATH=path, PYTHON="true")
+    summary = (out / "summary.txt").read_text()
+    assert proc.returncode != 0
+    assert "FAIL  tests-cuda " in summary and "PASS  tests-cuda-noclusters " in summary, summary
+    assert "PASS  tests-rest " in summary, summary
+    proc, out = _run(tmp_path, "test", PATH=path, PYTHON="true", LSTM_EXT_CUDA_CLUSTER="0")  # clusters already off
+    assert "tests-cuda-noclusters" not in (out / "summary.txt").read_text()
+
+
 @pytest.mark.parametrize("stage", ["build", "test", "sanitize", "bench", "repro"])
 def test_every_stage_is_documented(stage):
     head = SCRIPT.read_text().split("set -uo pipefail")[0]
