@@ -50,8 +50,8 @@ MISS_NOTES: dict[str, str] = {
         "spec.connectivity=cells`). Without that drift our learning time still grows with the lag, where the "
         "paper's barely does: the same variant with initial weights in [-0.1, 0.1] needs 58,687, 86,901 and "
         "159,340 sequences (10, 10 and 4 of 10 trials within 330,000) at q = 50, 100 and 200, the paper 30,000, "
-        "31,000 and 33,000. The drift grows with the lag: before any training, at q = 1000, at least half of the "
-        "rows' initial nets pass less than a thousandth of h'(0) into their cells (`lstm-ext diagnose --probe "
+        "31,000 and 33,000. The drift grows with the lag: before any training, at least half of each q = 1000 "
+        "row's 20 initial nets pass less than a thousandth of h'(0) into their cells (`lstm-ext diagnose --probe "
         "2c-drift`), yet the paper's nets learned every q = 1000 row in all 20 trials; so they cannot have "
         "started as drifted as ours, and what in HS97's 2c nets kept the states near 0 is not in the paper."
     ),
