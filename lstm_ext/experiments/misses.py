@@ -53,7 +53,9 @@ MISS_NOTES: dict[str, str] = {
         "31,000 and 33,000. The drift grows with the lag: before any training, at least half of each q = 1000 "
         "row's 20 initial nets pass less than a thousandth of h'(0) into their cells (`lstm-ext diagnose --probe "
         "2c-drift`), yet the paper's nets learned every q = 1000 row in all 20 trials; so they cannot have "
-        "started as drifted as ours, and what in HS97's 2c nets kept the states near 0 is not in the paper."
+        "started as drifted as ours, and what in HS97's 2c nets kept the states near 0 is not in the paper. Drift "
+        "is not all, though: in the whole run (cap 3x) none of the trials whose initial nets drift little (h'(s)/h'(0) "
+        "> 0.1 at the end, 2-11 of 20 per row at q >= 100) learned either."
     ),
     "3a": _LATE_TRIALS + "With a cap of 8,600,000 every trial of T = 100, N = 3 learns (mean 2.8x the paper's; "
     "one trial needs 818,100); with a cap of 5x the paper's mean, T = 1000 meets the paper.",
