@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)
     p = sub.add_parser("diagnose", help="measured probes of why rows of the reproduction miss the paper")
-    p.add_argument("--probe", action="append", choices=["adding", "2a", "2c", "2c-drift", "reber"], help="run only this probe (repeatable)")
+    p.add_argument("--probe", action="append", choices=["adding", "2a", "2c", "2c-drift", "6b", "reber"], help="run only this probe (repeatable)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", default="runs/diagnose", help="directory for diagnosis.json and diagnosis.md")
     p.set_defaults(func=diagnose)

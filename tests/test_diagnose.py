@@ -44,6 +44,18 @@ def test_initial_drift_probe_measures_each_trials_untrained_net():
     assert "| q = 50, p = 50 | 2 |" in md and "## Table 1" not in md
 
 
+def test_temporal_order_probe_follows_each_trial_and_its_classes():
+    o = diagnose.temporal_order_classes(sequences=512, every=256, test=40, trials=2)
+    assert o["classes"] == ["XXX", "XXY", "XYX", "XYY", "YXX", "YXY", "YYX", "YYY"]  # HS97's Q, R, S, U, V, A, B, C
+    for run in o["trials"]:
+        assert [p["sequences"] for p in run["points"]] == [256, 512]  # chunks of CHUNK = 256, as in a run
+        assert all(0 <= p["right"] <= 1 for p in run["points"])
+        assert 0 <= run["longest_right_run"] <= run["longest_right_run_end"] <= 512
+        assert sum(map(sum, run["confusion"])) == 40
+    md = diagnose.markdown({"6b": o}, "lstm-ext diagnose --probe 6b")
+    assert "## Table 9 (6b): the classes of the trials that do not learn" in md and "| 1 | " in md
+
+
 def test_cli_writes_json_and_markdown(tmp_path):
     out = tmp_path / "d"
     subprocess.run([sys.executable, "-m", "lstm_ext", "diagnose", "--probe", "adding", "--out", str(out)],
