@@ -188,6 +188,16 @@ def test_prefetched_chunks_give_the_same_trial(key, budget):
     assert a == b
 
 
+@pytest.mark.parametrize("after", [512, 1_024])
+def test_cells_join_after_a_given_number_of_sequences(after):
+    """grow_cell_after (a probe of 2a's miss): the cell joins after the chunk that brings the sequences seen to
+    that number, not when the error stops falling (about 9,000 here)."""
+    row = select_rows("2a")[0]
+    assert "cells_added_after" not in run_trial(row, 0, seed=0, budget=1_500)
+    rec = run_trial(row.with_(grow_cell_after=after), 0, seed=0, budget=1_500)
+    assert rec["cells_added_after"] == after
+
+
 def test_reber_trial_learns_the_grammar():
     """Exp 1's protocol end to end: train until every string of both sets is predicted right."""
     row = select_rows("reber")[4].with_(gradient="full")  # 3 x 2, lr 0.5; the full gradient learns it fastest

@@ -190,7 +190,7 @@ def two_sequence_abuse(seed: int = 0, sequences: int = 30_720, trials: int = 2, 
         for seen in range(CHUNK, sequences + 1, CHUNK):
             b = row.generate(CHUNK, data_rng)
             stats = net.train(b, row.lr, update=row.update, return_outputs=True)
-            if joined is None and grow.after_chunk(float(stats.loss.double().mean())):
+            if joined is None and grow.after_chunk(float(stats.loss.double().mean()), seen):
                 joined = seen
             if seen % every:
                 continue

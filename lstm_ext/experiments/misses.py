@@ -38,7 +38,10 @@ MISS_NOTES: dict[str, str] = {
         "the last step; in the first chunk after it joins its weights to the outputs go to about -60, the cell "
         "acts as a bias (HS97's abuse problem) and the local predictions break before the long-lag one is "
         "learned (`lstm-ext diagnose`). With a cap of 400,000, 2a learned in 35,662 sequences (7x the paper's "
-        "5,040); 2b did not learn."
+        "5,040); 2b did not learn. Joining earlier does not help: with the cell joining after a fixed 2,560 or "
+        "5,120 sequences, 7 and 8 of 2a's 18 trials learn within 60,000 (mean 43,278 and 37,458), against 8 "
+        "(33,674) with the rule, and 2b none of 8 either way (`scripts/try_row_variant.py 2a-p100 --budget 60000 "
+        "--set grow_cell_after=2560`); after 256 or 1,024, none of 4."
     ),
     "2c": (
         "With connectivity F and no biases the gates' activations (about 0.5) enter every cell's net input like "

@@ -102,7 +102,8 @@ def final_test(net: PaperNet, row: Row, rng: np.random.Generator, size: int) -> 
 
 class _CellGrower:
     """HS97's sequential construction (Exp 2): the cells' connections to the outputs start absent and
-    are added once the mean error of a chunk is no longer 1 % below the previous chunk's."""
+    are added once the mean error of a chunk is no longer 1 % below the previous chunk's, or, where the row
+    sets ``grow_cell_after``, after the chunk that brings the sequences seen to that many."""
 
     def __init__(self, net: PaperNet, row: Row, generator: torch.Generator):
         self.net, self.row, self.generator = net, row, generator
@@ -113,10 +114,13 @@ class _CellGrower:
         self.previous = None
         self.done = False
 
-    def after_chunk(self, mean_loss: float) -> bool:
+    def after_chunk(self, mean_loss: float, seen: int) -> bool:
         if self.done:
             return False
-        stalled = self.previous is not None and mean_loss > 0.99 * self.previous
+        if self.row.grow_cell_after is not None:
+            stalled = seen >= self.row.grow_cell_after
+        else:
+            stalled = self.previous is not None and mean_loss > 0.99 * self.previous
         self.previous = mean_loss
         if not stalled:
             return False
@@ -275,7 +279,7 @@ def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunk
                 hit = int(met[0]) if len(met) else None
             if hit is None:
                 seen += n
-                if grow is not None and grow.after_chunk(float(stats.loss.double().mean())):
+                if grow is not None and grow.after_chunk(float(stats.loss.double().mean()), seen):
                     record["cells_added_after"] = seen
                 tail_ok = np.concatenate([tail_ok, ok])[-window:]
                 tail_sq = np.concatenate([tail_sq, sq])[-window:]

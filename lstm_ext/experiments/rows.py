@@ -74,6 +74,7 @@ class Row:
     update: str = "sequence"  # weight changes once per sequence, or after every step with error
     gradient: str = "truncated"  # the 1997 learning rule, or "full" (BPTT; HS97 Sec. 6)
     grow_cell: bool = False  # Exps 2a/2b: the cells join the net only when the error stops falling
+    grow_cell_after: int | None = None  # with grow_cell: they join after this many sequences instead (a probe)
     budget: int = 5_000_000  # training sequences before a trial counts as failed
     final_test: int = 2560  # fresh sequences tested after success (0: none)
     mean_length: float = 100.0  # for the ETA
