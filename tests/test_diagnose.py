@@ -6,7 +6,9 @@ import sys
 
 import numpy as np
 
-from lstm_ext.experiments import diagnose
+from lstm_ext.experiments import diagnose, select_rows
+from lstm_ext.experiments.protocol import trial_net
+from lstm_ext.paper.net import forward_ref
 
 
 def test_adding_probe_bins_every_test_sequence():
@@ -52,6 +54,14 @@ def test_temporal_order_probe_follows_each_trial_and_its_classes():
         assert all(0 <= p["right"] <= 1 for p in run["points"])
         assert 0 <= run["longest_right_run"] <= run["longest_right_run_end"] <= 512
         assert sum(map(sum, run["confusion"])) == 40
+    # the cell states at the sequence end, here recomputed for trial 0 after its first chunk
+    row = select_rows("6b")[0]
+    net, data_rng, _, _ = trial_net(row, 0, 0)
+    net.train(row.generate(256, data_rng), row.lr)
+    probe = row.generate(40, np.random.default_rng([0, 6, 2]))
+    _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), probe, return_states=True)
+    end = states[np.arange(40), probe.lengths - 1].abs().mean(0)
+    np.testing.assert_allclose(o["trials"][0]["points"][0]["abs_s_end_cells"], end.numpy(), rtol=1e-9)
     md = diagnose.markdown({"6b": o}, "lstm-ext diagnose --probe 6b")
     assert "## Table 9 (6b): the classes of the trials that do not learn" in md and "| 1 | " in md
 

@@ -142,12 +142,13 @@ def temporal_order_classes(seed: int = 0, sequences: int = 400_000, every: int =
     """Exp 6b, every trial (or the first ``trials``): trained on the sequences of its run (the row's seeds,
     chunks of CHUNK), on past the point where the run stopped, and tested at the first chunk end past every
     ``every`` sequences on ``test`` fresh sequences: the fraction right (every output within the row's
-    threshold); the longest run of right training sequences; at the end, the confusion of the classes (true
-    class x the class of the largest output)."""
+    threshold) and each cell's mean |s| at the sequence end (on the first 256 of them); the longest run of right
+    training sequences; at the end, the confusion of the classes (true class x the class of the largest output)."""
     torch.set_num_threads(1)
     row = select_rows("6b")[0]
     probe = row.generate(test, np.random.default_rng([seed, 6, 2]))
     label = probe.extra["label"]
+    states_of = probe.take(np.arange(min(test, 256)))
     out = {"row": row.key, "seed": seed, "threshold": row.rule.threshold, "test_size": test,
            "classes": ["".join("XY"[c >> (2 - i) & 1] for i in range(3)) for c in range(8)],
            "paper_mean_sequences": row.paper["mean_sequences"], "trials": []}  # fmt: skip
@@ -165,7 +166,9 @@ def temporal_order_classes(seed: int = 0, sequences: int = 400_000, every: int =
                         best, best_end = run, seen
             y = net.evaluate(probe).y_last.double().numpy()  # (n, 8)
             right = (np.abs(y - np.eye(8)[label]).max(1) < row.rule.threshold).mean()
-            points.append({"sequences": seen, "right": float(right)})
+            _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), states_of, return_states=True)
+            end = states[np.arange(states_of.n), states_of.lengths - 1]  # (n, C)
+            points.append({"sequences": seen, "right": float(right), "abs_s_end_cells": end.abs().mean(0).tolist()})
         confusion = np.zeros((8, 8), dtype=np.int64)
         np.add.at(confusion, (label, y.argmax(1)), 1)
         out["trials"].append({"trial": trial, "points": points, "longest_right_run": best,
@@ -382,7 +385,8 @@ def markdown(results: dict, command: str) -> str:
             f"sequences (right: every output within {o['threshold']} of its target). The paper's mean is "
             f"{o['paper_mean_sequences']:,} sequences. Last column: at the end, the classes whose sequences mostly get "
             "the largest output on another class (the class's three relevant symbols -> the answer, and how many of "
-            "the class's test sequences).",
+            "the class's test sequences). In brackets after each fraction right: the largest of the six cells' mean "
+            "|s| at the sequence end (h = tanh(s/2), so h'(s)/h'(0) = 1 - tanh(s/2)^2 is below 1e-3 beyond about 8).",
             "",
         ]
         head = ["trial", *[f"right at {n:,}" for n in seqs], "longest run of right training sequences (ending at)",
@@ -396,13 +400,16 @@ def markdown(results: dict, command: str) -> str:
                 a = int(conf[c].argmax())
                 if a != c:
                     wrong.append(f"{names[c]} -> {names[a]} ({conf[c, a]} of {conf[c].sum()})")
-            rows.append([str(run["trial"]), *[f"{p['right']:.2f}" for p in run["points"]],
+            rows.append([str(run["trial"]), *[f"{p['right']:.2f} ({max(p['abs_s_end_cells']):.0f})" for p in run["points"]],
                          f"{run['longest_right_run']:,} ({run['longest_right_run_end']:,})", "; ".join(wrong) or "none"])
         lines += _table(head, rows)
         lines += ["", "- A trial stops in a run at the first 2000 right training sequences in a row (with the mean "
                   "error below 0.1): those whose longest run stays below 2000 are the ones that fail. They are not at "
                   "chance: at the end they answer whole classes as one other class, and the rest right. Some had more "
                   "of the test right before (the 'right at' columns): on-line training loses what it had learned.",
+                  "- Where they lose it, the largest cell state jumps (the brackets): a block of cells runs away, "
+                  "its state growing by up to about 2 a step, to where h' lets almost no error into it, and stays "
+                  "there. A trial that learns can have such a block as well.",
                   ""]  # fmt: skip
     r = results.get("reber")
     if r:
