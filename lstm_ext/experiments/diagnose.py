@@ -77,11 +77,17 @@ def adding_extremes(seed: int = 0, sequences: int = 200_000, test: int = 20_000,
             "wall_s": time.perf_counter() - start}  # fmt: skip
 
 
+def _states(net: PaperNet, batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cell states of ``batch`` in ``net`` (float64): after every step (n, T, C), and at each sequence's end
+    (n, C)."""
+    _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), batch, return_states=True)
+    return states, states[np.arange(batch.n), batch.lengths - 1]
+
+
 def _cell_probe(net: PaperNet, batch) -> dict:
     """Cell states of ``batch``: mean |s| at each sequence's end, the factor h'(s)/h'(0) by which the error
     entering a cell there is scaled, and how far apart the two classes are in s after step 2 (the x/y)."""
-    _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), batch, return_states=True)  # (n, T, C)
-    end = states[np.arange(batch.n), batch.lengths - 1]  # (n, C)
+    states, end = _states(net, batch)
     label = torch.as_tensor(batch.extra["label"])
     s2 = states[:, 1]
     return {"abs_s_end": float(end.abs().mean()), "h_factor": float((1 - torch.tanh(end / 2) ** 2).mean()),
@@ -166,8 +172,7 @@ def temporal_order_classes(seed: int = 0, sequences: int = 400_000, every: int =
                         best, best_end = run, seen
             y = net.evaluate(probe).y_last.double().numpy()  # (n, 8)
             right = (np.abs(y - np.eye(8)[label]).max(1) < row.rule.threshold).mean()
-            _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), states_of, return_states=True)
-            end = states[np.arange(states_of.n), states_of.lengths - 1]  # (n, C)
+            end = _states(net, states_of)[1]
             points.append({"sequences": seen, "right": float(right), "abs_s_end_cells": end.abs().mean(0).tolist()})
         confusion = np.zeros((8, 8), dtype=np.int64)
         np.add.at(confusion, (label, y.argmax(1)), 1)
@@ -202,7 +207,7 @@ def two_sequence_abuse(seed: int = 0, sequences: int = 30_720, trials: int = 2, 
             final = b.extra["final_step"]
             final_err = err[rows_, final].max(axis=1)
             err[rows_, final] = 0
-            _, states = forward_ref(net.spec, net.Wh.double(), net.Wo.double(), b, return_states=True)  # (n, T, C)
+            states, _ = _states(net, b)  # (n, T, C)
             w_cell = net.Wo[:, 0].double()  # the cell's weights to the 101 outputs (0 until it joins)
             points.append({"sequences": seen, "local_right": float((err.max(axis=(1, 2)) < row.rule.threshold).mean()),
                            "final_right": float((final_err < row.rule.threshold).mean()),
@@ -400,8 +405,9 @@ def markdown(results: dict, command: str) -> str:
                 a = int(conf[c].argmax())
                 if a != c:
                     wrong.append(f"{names[c]} -> {names[a]} ({conf[c, a]} of {conf[c].sum()})")
-            rows.append([str(run["trial"]), *[f"{p['right']:.2f} ({max(p['abs_s_end_cells']):.0f})" for p in run["points"]],
-                         f"{run['longest_right_run']:,} ({run['longest_right_run_end']:,})", "; ".join(wrong) or "none"])
+            right = [f"{p['right']:.2f} ({max(p['abs_s_end_cells']):.0f})" for p in run["points"]]
+            rows.append([str(run["trial"]), *right, f"{run['longest_right_run']:,} ({run['longest_right_run_end']:,})",
+                         "; ".join(wrong) or "none"])
         lines += _table(head, rows)
         lines += ["", "- A trial stops in a run at the first 2000 right training sequences in a row (with the mean "
                   "error below 0.1): those whose longest run stays below 2000 are the ones that fail. They are not at "
