@@ -19,6 +19,7 @@ plus the peer, so that bench/report.py can put both cells of a case side by side
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import time
@@ -221,13 +222,40 @@ class FlashRNNLSTM(torch.nn.Module):
         return out[0].reshape(B, T, self.H).transpose(0, 1), None
 
 
-def _flashrnn_peer(case: Case, device, dtype):
-    """FlashRNN's fused CUDA kernel where it runs at this size and dtype, else its alternating CUDA kernel;
-    skips with FlashRNN's own error where neither does (its reasons are part of the result)."""
-    try:
-        import flashrnn  # noqa: F401
-    except ImportError as e:
-        pytest.skip(f"flashrnn is not installed ({e}); scripts/gpu_check.sh installs the wheels in bench/wheels")
+class _NoWait:
+    @staticmethod
+    def random() -> float:
+        return 0.0
+
+
+def patch_flashrnn_builds(cuda_init=None) -> None:
+    """Make FlashRNN's kernel builds findable again. FlashRNN names a build after its flags, cut to 64 characters:
+    that drops the flags its autotuning varies, so every variant of a configuration is built in one directory,
+    each replacing the last, in every process anew. Here each build is named after a hash of all its flags (a
+    build made once, e.g. by bench/flashrnn_prebuild.py, is found again), and FlashRNN's random wait of up to
+    10 s before each build or load (for processes building one name at once, which these names avoid) is gone.
+    ``cuda_init``: flashrnn.flashrnn.cuda_init (by default, imported)."""
+    if cuda_init is None:
+        from flashrnn.flashrnn import cuda_init
+    if getattr(cuda_init, "lstm_ext_patched", False):
+        return
+    torch_load = cuda_init._load
+
+    def load(name, sources, **kwargs):
+        flags = repr([kwargs.get(k) for k in ("extra_cflags", "extra_cuda_cflags", "extra_ldflags")])
+        return torch_load(f"{name}_{hashlib.sha1(flags.encode()).hexdigest()[:12]}", sources, **kwargs)
+
+    cuda_init._load = load
+    cuda_init.random = _NoWait
+    cuda_init.lstm_ext_patched = True
+
+
+def flashrnn_module(case: Case, device, dtype) -> tuple[FlashRNNLSTM | None, list[str]]:
+    """FlashRNN's fused CUDA kernel where it runs at this size and dtype, else its alternating CUDA kernel, after
+    one small forward+backward (which builds the kernels on first use): (the module, []), or (None, each
+    backend's error). FlashRNN builds a kernel per hidden size, batch size and dtype (bench/flashrnn_prebuild.py
+    builds those of the grid in parallel beforehand)."""
+    patch_flashrnn_builds()
     errors = []
     for backend in ("cuda_fused", "cuda"):
         m = FlashRNNLSTM(case.D, case.H, backend, device, dtype)
@@ -236,10 +264,22 @@ def _flashrnn_peer(case: Case, device, dtype):
             y, _ = m(x)
             y.sum().backward()
             torch.cuda.synchronize()
-            return m
+            return m, []
         except Exception as e:  # noqa: BLE001  (FlashRNN refuses sizes and dtypes with assorted errors)
             errors.append(f"{backend}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")
-    pytest.skip("FlashRNN does not run this case: " + "; ".join(errors))
+    return None, errors
+
+
+def _flashrnn_peer(case: Case, device, dtype):
+    """flashrnn_module's module, or a skip with FlashRNN's own errors (its reasons are part of the result)."""
+    try:
+        import flashrnn  # noqa: F401
+    except ImportError as e:
+        pytest.skip(f"flashrnn is not installed ({e}); scripts/gpu_check.sh installs the wheels in bench/wheels")
+    m, errors = flashrnn_module(case, device, dtype)
+    if m is None:
+        pytest.skip("FlashRNN does not run this case: " + "; ".join(errors))
+    return m
 
 
 def _check_same_as_reference(scripted, ref, case: Case):

@@ -23,7 +23,8 @@
 #             time with LSTM_EXT_CUDA_CLUSTER=0 (sm_90 runs them as thread-block clusters)  -> sanitize_*.log
 #             (LSTM_EXT_SANITIZE_TOOLS="memcheck" etc. picks tools, e.g. one per call under a time limit)
 #   bench     pytest bench/test_bench_cuda.py --benchmark-only in groups, most important first: the fused
-#             ops and cuDNN, then the per-step loops, then FlashRNN (LSTM_EXT_BENCH_ARGS: one group of your
+#             ops and cuDNN, then the per-step loops, then FlashRNN, its kernels built in parallel first
+#             (bench/flashrnn_prebuild.py) (LSTM_EXT_BENCH_ARGS: one group of your
 #             own instead); each group's results are rewritten after every benchmark, so a group cut off by a
 #             time limit keeps what it measured; then the Markdown table   -> bench_*.log, gpu.json, gpu.md
 #   profile   scripts/gpu_profile.py: the ops alone, cost per step and fixed cost per call beside cuDNN's, with
@@ -335,6 +336,10 @@ if want bench; then
       flashrnn) ARGS=(bench/test_bench_cuda.py -k flashrnn) ;;
       loops) ARGS=(bench/test_bench_cuda.py -k "ref2000 or jit2000 or ref1997 or jit1997") ;;
     esac
+    if [ "$group" = flashrnn ]; then  # its kernels, one build per case, in parallel first (one by one: over 400 s)
+      (cd "$ROOT" && run bench-flashrnn-build "$WORK/bench_flashrnn_build.log" "$PY" bench/flashrnn_prebuild.py)
+      [ $? -ne 0 ] && FAILED=1
+    fi
     (cd "$ROOT" && run "bench-$group" "$WORK/bench_$group.log" env LSTM_EXT_BENCH_PARTIAL_JSON="$WORK/bench_$group.json" \
       pytest "${ARGS[@]}" --benchmark-only -p no:cacheprovider)
     [ $? -ne 0 ] && FAILED=1

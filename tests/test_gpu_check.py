@@ -99,3 +99,22 @@ def test_gpu_profile_script_times_the_ops_on_the_cpu(tmp_path):
     proc = subprocess.run([sys.executable, script, "--device", "cpu", "--ncu", "float32:2:8:5:bwd"], capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)  # fmt: skip
     assert proc.returncode == 0 and "ran bwd torch.float32 B=2 H=8 T=5 twice" in proc.stdout, proc.stderr[-3000:]
+
+
+def test_flashrnn_kernels_are_built_in_parallel_before_their_benchmarks(tmp_path):
+    """The bench stage's groups, with a stand-in pytest and python that log their calls: the fused ops first,
+    then the per-step loops, then bench/flashrnn_prebuild.py, then FlashRNN's benchmarks."""
+    bin_dir, calls = tmp_path / "bin", tmp_path / "calls.txt"
+    bin_dir.mkdir()
+    for name in ("pytest", "python"):
+        fake = bin_dir / name
+        fake.write_text(f'#!/usr/bin/env bash\necho "{name} $*" >>{calls}\n')
+        fake.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    proc, out = _run(tmp_path, "bench", PATH=path, PYTHON=str(bin_dir / "python"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = calls.read_text().splitlines()
+    selections = [ln.split(" -k ")[1].split(" --")[0] for ln in lines if ln.startswith("pytest ")]
+    assert selections == ["nn.LSTM or LSTM2000 or LSTM1997", "ref2000 or jit2000 or ref1997 or jit1997", "flashrnn"]
+    assert lines.index("python bench/flashrnn_prebuild.py") == len(lines) - 2, lines  # just before FlashRNN's
+    assert "PASS  bench-flashrnn-build" in (out / "summary.txt").read_text()
