@@ -58,7 +58,10 @@ def main(argv=None) -> int:
         print(f"flashrnn is not installed ({e}): nothing to build; its benchmark cases will skip")
         return 0
     keys = build_keys(benchlib.cuda_cases())
-    print(f"building FlashRNN for {len(keys)} cases on {args.jobs} workers", flush=True)
+    # torch's builds run ninja with MAX_JOBS compilers (default: every core): share the cores among the workers
+    os.environ.setdefault("MAX_JOBS", str(max(1, (os.cpu_count() or 2) // args.jobs)))
+    print(f"building FlashRNN for {len(keys)} cases on {args.jobs} workers, MAX_JOBS={os.environ['MAX_JOBS']} each",
+          flush=True)
     start = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(build, keys))
