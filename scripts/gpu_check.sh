@@ -339,6 +339,7 @@ if want bench; then
     if [ "$group" = flashrnn ]; then  # its kernels, one build per case, in parallel first (one by one: over 400 s)
       (cd "$ROOT" && run bench-flashrnn-build "$WORK/bench_flashrnn_build.log" "$PY" bench/flashrnn_prebuild.py)
       [ $? -ne 0 ] && FAILED=1
+      grep -E "cases built in|: refused" "$WORK/bench_flashrnn_build.log" >>"$SUMMARY"
     fi
     (cd "$ROOT" && run "bench-$group" "$WORK/bench_$group.log" env LSTM_EXT_BENCH_PARTIAL_JSON="$WORK/bench_$group.json" \
       pytest "${ARGS[@]}" --benchmark-only -p no:cacheprovider)

@@ -118,3 +118,18 @@ def test_flashrnn_kernels_are_built_in_parallel_before_their_benchmarks(tmp_path
     assert selections == ["nn.LSTM or LSTM2000 or LSTM1997", "ref2000 or jit2000 or ref1997 or jit1997", "flashrnn"]
     assert lines.index("python bench/flashrnn_prebuild.py") == len(lines) - 2, lines  # just before FlashRNN's
     assert "PASS  bench-flashrnn-build" in (out / "summary.txt").read_text()
+
+
+def test_the_flashrnn_builds_outcome_goes_into_the_summary(tmp_path):
+    """What bench/flashrnn_prebuild.py reports (here a stand-in python's lines) reaches summary.txt."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "pytest").write_text("#!/usr/bin/env bash\nexit 0\n")
+    (bin_dir / "python").write_text('#!/usr/bin/env bash\necho "float16 B=16 H=768: refused: cuda_fused: E"\n'
+                                     'echo "20 of 21 cases built in 150 s wall"\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+    _, out = _run(tmp_path, "bench", PATH=path, PYTHON=str(bin_dir / "python"))
+    summary = (out / "summary.txt").read_text()
+    assert "20 of 21 cases built in 150 s wall" in summary and "H=768: refused" in summary, summary
