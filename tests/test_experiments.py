@@ -17,7 +17,7 @@ from lstm_ext.experiments import all_rows, run_trial, select_rows
 from lstm_ext.experiments.protocol import _rngs, _runs, protocol_version
 from lstm_ext.experiments.runner import _append, _key, _task_key, load_checkpoint
 from lstm_ext.experiments.misses import MISS_NOTES
-from lstm_ext.experiments.report import markdown, summarize_row, verdict
+from lstm_ext.experiments.report import chance_of_so_few_successes, markdown, rewrite_report, summarize_row, verdict
 
 CLI = [sys.executable, "-m", "lstm_ext"]
 
@@ -136,6 +136,21 @@ def test_verdict():
     assert "success 90% < 100%" in verdict(line)
     assert "undecided" not in verdict(line | {"budget": 2000})
     assert "undecided: the budget of 1,999 sequences" in verdict(line | {"budget": 1999})
+    counted = line | {"trials": 10, "paper_trials": 10}
+    assert "success 90% < 100%, p = 0.5" in verdict(counted)
+    assert "success 0% < 100%, p < 0.001" in verdict(counted | {"success_pct": 0.0, "sequences": None})
+
+
+def test_chance_of_so_few_successes_is_fishers_one_sided_test():
+    """Hypergeometric tail, computed by hand: of 19 successes in 20 trials, the one failure falls among our 10
+    with probability 1/2; of 17, all three failures do with C(17,7)/C(20,10); of 20 in 40, none among ours."""
+    assert chance_of_so_few_successes(9, 10, 10, 10) == 0.5
+    assert chance_of_so_few_successes(7, 10, 10, 10) == pytest.approx(19448 / 184756, rel=1e-12)
+    assert chance_of_so_few_successes(0, 20, 20, 20) == pytest.approx(1 / 137846528820, rel=1e-12)
+    assert chance_of_so_few_successes(10, 10, 10, 10) == 1.0
+    assert chance_of_so_few_successes(29, 30, 29, 30) > 0.5  # the same rate: nothing unusual
+    # the paper's 97 % of 30 trials is 29 successes: 3 of 30 against that is far from chance
+    assert chance_of_so_few_successes(3, 30, 29, 30) < 1e-10
 
 
 def _summary(records_by_row: dict, quick: bool = False) -> dict:
@@ -161,6 +176,19 @@ def test_report_says_why_a_row_misses():
     undecided = recs([True] * 9 + [False], 50_000, 100_000)  # a cap below twice the paper's 74,000
     assert "**Why it misses**" not in markdown(_summary({"4-T100": undecided}))
     assert set(MISS_NOTES) <= {r.experiment for r in all_rows()}
+
+
+def test_rewrite_report_brings_the_verdicts_up_to_date(tmp_path):
+    """A finished run's report and results.json get the verdicts as this version gives them."""
+    missing = [{"success": ok, "sequences": 50_000 if ok else 148_000, "wall_s": 1.0, "ns_per_step": 100.0,
+                "budget": 148_000} for ok in [True] * 7 + [False] * 3]  # fmt: skip
+    summary = _summary({"4-T100": missing})
+    summary["rows"][0]["lines"][0]["verdict"] = "misses (an older wording)"
+    (tmp_path / "results.json").write_text(json.dumps(summary))
+    report = rewrite_report(tmp_path).read_text()
+    expected = "misses (success 70% < 100%, p = 0.11)"
+    assert expected in report and "older wording" not in report
+    assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["lines"][0]["verdict"] == expected
 
 
 def test_streak_stop_is_exact_and_deterministic():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from math import comb
 from pathlib import Path
 
 import numpy as np
@@ -42,14 +43,35 @@ def _one_line(row: Row, recs: list[dict], paper: dict, sequences_of=lambda r: r[
     return line
 
 
+def chance_of_so_few_successes(k: int, n: int, k_paper: int, n_paper: int) -> float:
+    """One-sided Fisher exact test: if our n trials and the paper's n_paper shared one success rate, the
+    probability that k or fewer of the k + k_paper successes fall among ours (hypergeometric)."""
+    total = k + k_paper
+    lo = max(0, total - n_paper)
+    hits = sum(comb(n, x) * comb(n_paper, total - x) for x in range(lo, k + 1))
+    return hits / comb(n + n_paper, total)
+
+
+def _chance(line: dict) -> str:
+    """', p = ...' after a lower success rate than the paper's, where both trial counts are known."""
+    n, n_paper = line.get("trials"), line.get("paper_trials")
+    if not n or not n_paper:
+        return ""
+    k = round(line["success_pct"] * n / 100)
+    k_paper = round(line["paper"].get("success_pct", 100) * n_paper / 100)
+    p = chance_of_so_few_successes(k, n, k_paper, n_paper)
+    return ", p < 0.001" if p < 0.001 else f", p = {p:.2g}"
+
+
 def verdict(line: dict) -> str:
-    """'meets' the fidelity target, or 'misses (...)' with the reason, or 'no paper figure'."""
+    """'meets' the fidelity target, or 'misses (...)' with the reason, or 'no paper figure'. A lower success
+    rate than the paper's carries p, the chance of so few successes if ours and the paper's were alike."""
     p = line["paper"]
     if "mean_sequences" not in p or line["success_pct"] is None:
         return "no paper figure"
     reasons = []
     if line["success_pct"] < p.get("success_pct", 100):
-        reasons.append(f"success {line['success_pct']:.0f}% < {p.get('success_pct', 100)}%")
+        reasons.append(f"success {line['success_pct']:.0f}% < {p.get('success_pct', 100)}%{_chance(line)}")
     if line["sequences"] is None:
         reasons.append("no successful trial")
     elif line["sequences"]["mean"] > 2 * p["mean_sequences"]:
@@ -103,6 +125,9 @@ def markdown(summary: dict) -> str:
     if summary["quick"]:
         out.append("- **--quick smoke run**: tiny budgets, one trial per row; not comparable with the paper.")
     out.append(f"- fidelity target per row: {FIDELITY}.")
+    out.append("- p after a lower success rate than the paper's: if our trials and the paper's shared one success "
+               "rate, the chance that so few of all their successes fall among ours (one-sided Fisher exact test "
+               "on the two trial counts). A small p means the gap is more than the luck of the draw.")  # fmt: skip
     out.append("")
     out.append("Each cell: ours (paper). Sequences: training sequences until success, mean over successful "
                "trials [min–max].")  # fmt: skip
@@ -206,8 +231,13 @@ def write_outputs(summary: dict, rows: list[Row], records: list[dict], out: Path
 
 
 def rewrite_report(out: Path) -> Path:
-    """Write ``out``/report.md again from ``out``/results.json (the notes as this version has them)."""
+    """Write ``out``/report.md again from ``out``/results.json, with the verdicts and notes as this version
+    gives them (the verdicts in results.json are brought up to date as well)."""
     summary = json.loads((out / "results.json").read_text())
+    for row in summary["rows"]:
+        for line in row["lines"]:
+            line["verdict"] = verdict(line)
+    (out / "results.json").write_text(json.dumps(summary, indent=1))
     (out / "report.md").write_text(markdown(summary))
     return out / "report.md"
 
