@@ -7,7 +7,7 @@ import sys
 import numpy as np
 
 from lstm_ext.experiments import diagnose, select_rows
-from lstm_ext.experiments.protocol import trial_net
+from lstm_ext.experiments.protocol import reber_sets, run_trial, trial_net
 from lstm_ext.paper.net import forward_ref
 
 
@@ -74,6 +74,21 @@ def test_cli_writes_json_and_markdown(tmp_path):
     assert list(results) == ["adding"]
     md = (out / "diagnosis.md").read_text()
     assert "## Table 7 (adding, T = 100)" in md and "## Table 3" not in md
+
+
+def test_reber_failures_probe_follows_the_reproductions_trials():
+    """The trials are the reproduction's (run_trial: the same record), and each that has not learned is probed on
+    its training set as the trial left it."""
+    f = diagnose.reber_failures(budget=300, trials=2)
+    row = next(r for r in select_rows("reber") if r.key == "1-3x2-lr0.5")
+    for t in f["trials"]:
+        rec, net = run_trial(row, t["trial"], 0, 300, prefetch=False, return_net=True)
+        assert rec["sequences"] == t["sequences"] and not t["success"]  # 300 strings: too few to learn
+        assert t["strings_right"] <= t["recall_right"] <= 1 and 0 <= t["other_steps_wrong"] <= 1
+        assert t["recall_right"] == diagnose._recall_probe(net, reber_sets(0, t["trial"])[0])["recall_right"]
+    md = diagnose.markdown({"reber-failures": f}, "lstm-ext diagnose --probe reber-failures")
+    assert "## Table 1 (Reber, 3 blocks x 2, lr 0.5): the trials that do not learn" in md
+    assert "0 learn." in md and "| 1 | " in md and "Of the 2 that do not learn" in md
 
 
 def test_reber_probe_runs_both_rules_on_the_same_seeds():

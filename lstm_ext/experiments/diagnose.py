@@ -22,6 +22,8 @@ measures what stops it, writing numbers, not opinions:
 * ``reber``: Exp 1 learns with the full gradient and mostly not with the truncated rule, which HS97 says
   make no significant difference. The probe trains Table 1's 3x2, lr 0.5 row under both rules on the same
   seeds and follows the strings right, the recall step (T or P, the long-range item) and the cell states.
+* ``reber-failures``: the same row's 30 trials as the reproduction runs them, with a longer cap: which of the
+  trials that do not learn miss the recall step and which only the local transitions.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ import torch
 
 from ..paper import PaperNet
 from ..paper.net import forward_ref
-from .protocol import CHUNK, _CellGrower, trial_net
+from .protocol import CHUNK, _CellGrower, reber_sets, run_trial, trial_net
 from .rows import select_rows
 
-PROBES = ("adding", "2a", "2c", "2c-drift", "6b", "reber")
+PROBES = ("adding", "2a", "2c", "2c-drift", "6b", "reber", "reber-failures")
 
 
 def _end_errors(net: PaperNet, batch) -> tuple[np.ndarray, np.ndarray]:
@@ -229,7 +231,10 @@ def _recall_probe(net: PaperNet, batch) -> dict:
     recall = batch.lengths - 3  # input: the inner E; target: the remembered T/P
     rows = np.arange(batch.n)
     s = states[rows, recall]  # (n, C)
+    other = batch.target_mask > 0
+    other[rows, recall] = False
     return {"strings_right": float(ok.all(axis=1).mean()), "recall_right": float(ok[rows, recall].mean()),
+            "other_steps_wrong": float((~ok & other).sum() / other.sum()),
             "abs_s_recall_max_cell": float(s.abs().mean(0).max()),
             "h_factor_recall": float((1 - torch.tanh(s / 2) ** 2).mean())}  # fmt: skip
 
@@ -237,8 +242,6 @@ def _recall_probe(net: PaperNet, batch) -> dict:
 def reber_recall(seed: int = 0, sequences: int = 60_000, trials: int = 3, every: int = 10_000) -> dict:
     """Exp 1, Table 1's row 3 blocks x 2, lr 0.5: the truncated rule against the full gradient, on the same
     training set, initial weights and exemplar order, probed on the training set every ``every`` sequences."""
-    from .. import tasks
-
     torch.set_num_threads(1)
     row = next(r for r in select_rows("reber") if r.key == "1-3x2-lr0.5")
     out = {"row": row.key, "seed": seed, "lr": row.lr, "paper_mean_sequences": row.paper["mean_sequences"],
@@ -248,8 +251,7 @@ def reber_recall(seed: int = 0, sequences: int = 60_000, trials: int = 3, every:
         runs = []
         for trial in range(trials):
             net, data_rng, _, _ = trial_net(row, trial, seed)
-            pair = np.random.default_rng(np.random.SeedSequence([seed, trial // 10, 1997]))  # as run_trial
-            train_set, _ = tasks.reber_train_test(pair)
+            train_set, _ = reber_sets(seed, trial)
             points = []
             for seen in range(every, sequences + 1, every):
                 batch = train_set.take(data_rng.integers(0, train_set.n, size=every))
@@ -260,6 +262,23 @@ def reber_recall(seed: int = 0, sequences: int = 60_000, trials: int = 3, every:
                 points.append({"sequences": seen, **_recall_probe(net, train_set)})
             runs.append({"trial": trial, "points": points})
         out["gradients"][gradient] = runs
+    out["wall_s"] = time.perf_counter() - start
+    return out
+
+
+def reber_failures(seed: int = 0, budget: int = 200_000, trials: int | None = None) -> dict:
+    """Exp 1, Table 1's row 3 blocks x 2, lr 0.5: its trials run as in the reproduction (run_trial) with a cap of
+    ``budget`` strings; each that has not learned by then is probed on its training set as it stopped."""
+    row = next(r for r in select_rows("reber") if r.key == "1-3x2-lr0.5")
+    out = {"row": row.key, "seed": seed, "budget": budget, "paper_mean_sequences": row.paper["mean_sequences"],
+           "trials": []}  # fmt: skip
+    start = time.perf_counter()
+    for trial in range(row.trials if trials is None else trials):
+        rec, net = run_trial(row, trial, seed, budget, prefetch=False, return_net=True)
+        entry = {"trial": trial, "success": rec["success"], "sequences": rec["sequences"]}
+        if not rec["success"]:
+            entry |= _recall_probe(net, reber_sets(seed, trial)[0])
+        out["trials"].append(entry)
     out["wall_s"] = time.perf_counter() - start
     return out
 
@@ -445,6 +464,34 @@ def markdown(results: dict, command: str) -> str:
                   "(0.5) for tens of thousands, or learns it and then loses local transitions. HS97 reports no "
                   "significant difference between the two rules; we have not found what in the paper's setup makes "
                   "the truncated rule learn the recall as fast.", ""]  # fmt: skip
+    f = results.get("reber-failures")
+    if f:
+        failed = [t for t in f["trials"] if not t["success"]]
+        learned = [t["sequences"] for t in f["trials"] if t["success"]]
+        lines += [
+            "## Table 1 (Reber, 3 blocks x 2, lr 0.5): the trials that do not learn",
+            "",
+            f"Row {f['row']} (seed {f['seed']}): its {len(f['trials'])} trials as the reproduction runs them, each "
+            f"stopped at {f['budget']:,} strings if it has not learned (the paper's mean: "
+            f"{f['paper_mean_sequences']:,}). {len(learned)} learn"
+            + (f" (mean {np.mean(learned):,.0f})" if learned else "")
+            + ". Each that does not is probed on its 256 training strings as it stopped: the strings predicted "
+            "right throughout, the recall step right (the inner E, whose successor is the remembered T or P), the "
+            "other steps wrong, and the cell states at the recall step.",
+            "",
+        ]
+        head = ["trial", "strings right", "recall right", "other steps wrong",
+                "mean abs s at the recall step, most-drifted cell", "h'(s)/h'(0) there"]  # fmt: skip
+        rows = [[str(t["trial"]), f"{t['strings_right']:.2f}", f"{t['recall_right']:.2f}",
+                 f"{t['other_steps_wrong']:.3f}", f"{t['abs_s_recall_max_cell']:.1f}", f"{t['h_factor_recall']:.2f}"]
+                for t in failed]  # fmt: skip
+        lines += _table(head, rows)
+        recalled = sum(t["recall_right"] >= 0.95 for t in failed)
+        chance = sum(t["recall_right"] <= 0.6 for t in failed)
+        lines += ["", f"- Of the {len(failed)} that do not learn, {recalled} give back the T or P on at least 95 % of "
+                  "the training strings and miss mostly other steps (the local transitions, whose successors depend "
+                  f"on the symbols before the current one), and {chance} are at or near chance (<= 0.6) at the "
+                  "recall step.", ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -462,4 +509,6 @@ def run(probes=PROBES, seed: int = 0) -> dict:
         results["6b"] = temporal_order_classes(seed)
     if "reber" in probes:
         results["reber"] = reber_recall(seed)
+    if "reber-failures" in probes:
+        results["reber-failures"] = reber_failures(seed)
     return results

@@ -183,19 +183,26 @@ def trial_net(row: Row, trial: int, seed: int = 0, dtype=torch.float32, device="
     return net, data_rng, init_gen, set_seed
 
 
+def reber_sets(seed: int, trial: int):
+    """Exp 1's training and test set of trial ``trial``: 3 pairs, trial k uses pair k // 10."""
+    return tasks.reber_train_test(np.random.default_rng(np.random.SeedSequence([seed, trial // 10, 1997])))
+
+
 def run_trial(row: Row, trial: int, seed: int = 0, budget: int | None = None, dtype=torch.float32,
-              prefetch: bool = True, device="cpu") -> dict:  # fmt: skip
+              prefetch: bool = True, device="cpu", return_net: bool = False):  # fmt: skip
     """Train one net of ``row`` (trial number ``trial``) and return its record. ``prefetch``: generate the
     next chunk of sequences while the current one trains (the same record either way, faster). ``device``:
-    where the net trains ("cpu", or a CUDA device: the op's kernel on the current stream)."""
+    where the net trains ("cpu", or a CUDA device: the op's kernel on the current stream). ``return_net``:
+    return (record, the net as the trial left it) instead, for probes."""
     chunks = _Chunks(row, prefetch)
     try:  # (the worker thread is joined whatever happens)
-        return _run_trial(row, trial, seed, budget, dtype, chunks, device)
+        record, net = _run_trial(row, trial, seed, budget, dtype, chunks, device)
     finally:
         chunks.close()
+    return (record, net) if return_net else record
 
 
-def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunks: _Chunks, device="cpu") -> dict:
+def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunks: _Chunks, device="cpu"):
     torch.set_num_threads(1)
     start = time.perf_counter()
     net, data_rng, init_gen, set_seed = trial_net(row, trial, seed, dtype, device)
@@ -217,8 +224,7 @@ def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunk
         return net.train(batch, row.lr, update=row.update)
 
     if rule.kind == "reber":
-        pair = np.random.default_rng(np.random.SeedSequence([seed, trial // 10, 1997]))
-        train_set, test_set = tasks.reber_train_test(pair)
+        train_set, test_set = reber_sets(seed, trial)
         if row.reber_targets not in ("next", "possible"):
             raise ValueError(f"reber_targets must be 'next' or 'possible', got {row.reber_targets!r}")
         if row.reber_targets == "possible":
@@ -347,4 +353,4 @@ def _run_trial(row: Row, trial: int, seed: int, budget: int | None, dtype, chunk
 
     wall = time.perf_counter() - start
     record |= {"wall_s": wall, "steps": steps, "ns_per_step": wall / max(steps, 1) * 1e9, "curve": curve.thinned()}
-    return record
+    return record, net
