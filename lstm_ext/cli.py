@@ -225,8 +225,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)
     p = sub.add_parser("diagnose", help="measured probes of why rows of the reproduction miss the paper")
-    probes = ["adding", "2a", "2c", "2c-drift", "6b", "reber", "reber-failures"]  # diagnose.PROBES (not imported here)
-    p.add_argument("--probe", action="append", choices=probes, help="run only this probe (repeatable)")
+    from lstm_ext.experiments.diagnose import PROBES
+
+    p.add_argument("--probe", action="append", choices=PROBES, help="run only this probe (repeatable)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
     p.add_argument("--out", default="runs/diagnose", help="directory for diagnosis.json and diagnosis.md")
     p.set_defaults(func=diagnose)
