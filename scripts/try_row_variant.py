@@ -9,7 +9,8 @@ the variant and the row compare trial by trial. Nothing is written; one line per
     python scripts/try_row_variant.py 2c-q100-p100 --set spec.connectivity=cells --budget 62000
 
 ``--set FIELD=VALUE``: a field of the row (``lstm_ext.experiments.rows.Row``: lr, init_range, input_gate_bias,
-output_gate_bias, update, gradient, ...) or of its net (``spec.FIELD``: connectivity, bias, squash, output, ...);
+output_gate_bias, update, gradient, ...), of its net (``spec.FIELD``: connectivity, bias, squash, output, ...) or a
+keyword of its sequence generator (``generate.KW``: e.g. ``generate.variant=a`` gives 3b's row 3a's sequences);
 VALUE is a Python literal (a bare word is a string).
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import time
 from multiprocessing import get_context
 
@@ -35,7 +37,8 @@ def _literal(text: str):
 
 
 def variant(row: rows_mod.Row, settings: list[str]) -> rows_mod.Row:
-    """``row`` with each ``FIELD=VALUE`` of ``settings`` applied (``spec.FIELD`` for the net's topology)."""
+    """``row`` with each ``FIELD=VALUE`` of ``settings`` applied (``spec.FIELD`` for the net's topology,
+    ``generate.KW`` for a keyword of its sequence generator)."""
     row_kw, spec_kw = {}, {}
     fields = {f.name for f in dataclasses.fields(row)}
     spec_fields = {f.name for f in dataclasses.fields(row.spec)}
@@ -47,6 +50,12 @@ def variant(row: rows_mod.Row, settings: list[str]) -> rows_mod.Row:
             if name[5:] not in spec_fields:
                 raise SystemExit(f"--set {item!r}: the net spec has no field {name[5:]!r} ({sorted(spec_fields)})")
             spec_kw[name[5:]] = _literal(value)
+        elif name.startswith("generate."):
+            gen = row_kw.get("generate", row.generate)
+            keywords = gen.keywords if isinstance(gen, functools.partial) else {}
+            if name[9:] not in keywords:
+                raise SystemExit(f"--set {item!r}: the row's generator has no keyword {name[9:]!r} ({sorted(keywords)})")
+            row_kw["generate"] = functools.partial(gen.func, *gen.args, **{**keywords, name[9:]: _literal(value)})
         elif name in fields:
             row_kw[name] = _literal(value)
         else:

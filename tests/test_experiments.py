@@ -350,8 +350,9 @@ def test_cli_rejects_bad_arguments(tmp_path):
 
 
 def test_try_row_variant_changes_the_row_and_keeps_its_seeds():
-    """scripts/try_row_variant.py (the fidelity probes of the session notes): FIELD=VALUE and spec.FIELD=VALUE change
-    the row, the seeds stay the row's, unknown fields are refused; a run prints one line per call."""
+    """scripts/try_row_variant.py (the fidelity probes of the session notes): FIELD=VALUE, spec.FIELD=VALUE and
+    generate.KW=VALUE change the row, the seeds stay the row's, unknown fields are refused; a run prints one line per
+    call."""
     import importlib.util
     from pathlib import Path
 
@@ -363,9 +364,14 @@ def test_try_row_variant_changes_the_row_and_keeps_its_seeds():
     v = mod.variant(row, ["lr=0.5", "input_gate_bias=[-1.0, -2.0]", "spec.connectivity=cells", "update=step"])
     assert (v.lr, v.input_gate_bias, v.spec.connectivity, v.update) == (0.5, [-1.0, -2.0], "cells", "step")
     assert v.spec.inputs == row.spec.inputs and v.seeds_from == row.seeds_from
-    for bad in (["lr"], ["nope=1"], ["spec.nope=1"]):
+    for bad in (["lr"], ["nope=1"], ["spec.nope=1"], ["generate.nope=1"]):
         with pytest.raises(SystemExit):
             mod.variant(row, bad)
+    b3 = next(r for r in all_rows() if r.key == "3b-T1000-N1")
+    a3 = mod.variant(b3, ["generate.variant=a", "generate.T=100"])  # 3a's sequences (no noise on the first), T = 100
+    assert a3.generate.keywords == {**b3.generate.keywords, "variant": "a", "T": 100} and a3.rule == b3.rule
+    rng = np.random.default_rng(0)
+    assert a3.generate(4, rng).x.shape[1] <= 110 and set(np.abs(a3.generate(4, rng).x[:, 0, 0])) == {1.0}
     proc = subprocess.run([sys.executable, str(path), "4-T100", "--trials", "2", "--budget", "300", "--set", "lr=1.0"],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
