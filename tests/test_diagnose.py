@@ -85,7 +85,9 @@ def test_reber_failures_probe_follows_the_reproductions_trials():
         rec, net = run_trial(row, t["trial"], 0, 300, prefetch=False, return_net=True)
         assert rec["sequences"] == t["sequences"] and not t["success"]  # 300 strings: too few to learn
         assert t["strings_right"] <= t["recall_right"] <= 1 and 0 <= t["other_steps_wrong"] <= 1
-        assert t["recall_right"] == diagnose._recall_probe(net, reber_sets(0, t["trial"])[0])["recall_right"]
+        probe = diagnose._recall_probe(net, reber_sets(0, t["trial"])[0])
+        assert t["recall_right"] == probe["recall_right"] and t["worst_step"] == probe["worst_step"]
+        assert 0 < t["worst_step"]["wrong"] <= t["worst_step"]["of"]  # 300 strings: local steps still wrong
     md = diagnose.markdown({"reber-failures": f}, "lstm-ext diagnose --probe reber-failures")
     assert "## Table 1 (Reber, 3 blocks x 2, lr 0.5): the trials that do not learn" in md
     assert "0 learn." in md and "| 1 | " in md and "Of the 2 that do not learn" in md
@@ -117,3 +119,47 @@ def test_two_sequence_probe_follows_the_cell_joining():
             assert q["w_cell_min"] == q["w_cell_max"] == 0
     md = diagnose.markdown({"2a": t}, "lstm-ext diagnose --probe 2a")
     assert "## Table 2 (2a, p = 100)" in md and "| 0 | 512" in md
+
+
+def test_worst_step_names_the_context_most_often_wrong():
+    from lstm_ext import tasks
+
+    batch = tasks.reber_batch(["BTBTXSETE", "BPBPVPSEPE"])
+    steps = batch.target_mask > 0
+    ok = np.ones_like(steps)
+    ok[1, 5] = False  # input P after V (successor S)
+    ok[0, 0] = ok[1, 0] = False  # the first step, after the string's start
+    ok[0, 1] = False  # T after B
+    assert diagnose._worst_step(ok, steps, batch.x_index) == {"after": "^B", "wrong": 2, "of": 2}
+    ok[0, 0] = ok[1, 0] = True
+    assert diagnose._worst_step(ok, steps, batch.x_index)["after"] in ("BT", "VP")
+    ok[0, 1] = True
+    assert diagnose._worst_step(ok, steps, batch.x_index) == {"after": "VP", "wrong": 1, "of": 1}
+    assert diagnose._worst_step(np.ones_like(steps), steps, batch.x_index) == {"after": None, "wrong": 0, "of": 0}
+
+
+def test_gsc00_standard_lstm_is_gsc00s_reber_net_without_forget_gates():
+    import dataclasses
+
+    row = next(r for r in select_rows("reber") if r.key == "1-3x2-lr0.5")
+    gsc = diagnose.gsc00_standard_lstm(row)
+    assert gsc.spec.num_weights == 360 and gsc.lr == 0.5
+    assert dataclasses.replace(gsc.spec, forget_gate=True).num_weights == 424  # GSC00's stated count
+    assert gsc.seeds_from == row.seeds_from and gsc.reber_sets and gsc.update == "step"
+
+
+def test_reber_topology_probe_runs_the_rows_trials_on_each_net():
+    t = diagnose.reber_topology(budget=300, trials=2, keys=("1-3x2-lr0.5",))
+    assert [(n["net"], n["weights"]) for n in t["nets"]] == [
+        ("paper", 276), ("outputs see inputs", 276 + 7 * 7), ("GSC00 standard LSTM", 360)]  # fmt: skip
+    row = next(r for r in select_rows("reber") if r.key == "1-3x2-lr0.5")
+    for n, net_row in zip(t["nets"], [row, None, diagnose.gsc00_standard_lstm(row)]):
+        for r in n["trials"]:
+            assert not r["success"] and r["sequences"] == 300 and 0 <= r["recall_right"] <= 1
+            if net_row is not None:  # the same record as run_trial gives for that net
+                rec, net = run_trial(net_row, r["trial"], 0, 300, prefetch=False, return_net=True)
+                assert rec["sequences"] == r["sequences"]
+                assert r["worst_step"] == diagnose._recall_probe(net, reber_sets(0, r["trial"])[0])["worst_step"]
+    md = diagnose.markdown({"reber-topology": t}, "lstm-ext diagnose --probe reber-topology")
+    assert "## Table 1 (Reber): the paper's net against nets whose outputs also see the inputs" in md
+    assert "| LSTM 3 blocks x 2, lr 0.5 | GSC00 standard LSTM | 360 | 0.5 | 0 of 2 (100) | - (8,440) |" in md
