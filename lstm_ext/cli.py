@@ -136,6 +136,11 @@ def reproduce(args) -> int:
         rows = [r.variant("-linear", "Output units: linear (y = net input; --output linear), not the paper's "
                           "logistic units.", spec=replace(r.spec, output=args.output))
                 for r in rows]  # fmt: skip
+    if args.output_shortcut:
+        rows = [r.variant("-shortcut", "Output units: they also see the inputs (--output-shortcut; GSC00's shortcut "
+                          "connections, I x O weights beyond the paper's count, which rules them out).",
+                          spec=replace(r.spec, output_shortcut=True))
+                for r in rows]  # fmt: skip
     out = Path(args.out)
     command = args.command_line
     start = time.perf_counter()
@@ -221,6 +226,9 @@ def main(argv=None) -> int:
                         "time, one weight change per sequence); both run in the fused training op")
     p.add_argument("--output", choices=["logistic", "linear"], default="logistic",
                    help="the output units: the paper's logistic sigmoid, or linear (not in the paper)")
+    p.add_argument("--output-shortcut", action="store_true",
+                   help="the output units also see the inputs (GSC00's shortcut connections; not the paper's "
+                        "weight counts)")
     p.add_argument("--quick", action="store_true", help="smoke run: one trial per row, tiny budgets")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=reproduce)

@@ -265,6 +265,19 @@ def test_cli_variants_have_their_own_keys_and_notes(tmp_path):
     assert "Output units: linear" in report and "Gradient: the full gradient" in report
 
 
+def test_cli_output_shortcut_adds_the_inputs_to_the_outputs_sources(tmp_path):
+    from lstm_ext import cli
+
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "1-4x1-lr0.1", "--quick", "--output-shortcut", "--out", str(out),
+                     "--no-progress"]) == 0  # fmt: skip
+    summary = json.loads((out / "results.json").read_text())
+    (row,) = summary["rows"]
+    assert row["row"] == "1-4x1-lr0.1-shortcut"
+    assert row["weights"] == 264 + 7 * 7 and row["lines"][0]["paper"]["weights"] == 264  # the report shows both
+    assert "Output units: they also see the inputs" in (out / "report.md").read_text()
+
+
 def test_quick_reproduction_of_every_experiment(tmp_path):
     """The CI smoke run: every row, one trial, a tiny budget; JSON, Markdown and plots are written."""
     start = time.perf_counter()
