@@ -140,6 +140,7 @@ def reproduce(args) -> int:
         rows = [r.variant("-shortcut", "Output units: they also see the inputs (--output-shortcut; GSC00's shortcut "
                           "connections, I x O weights beyond the paper's count, which rules them out).",
                           spec=replace(r.spec, output_shortcut=True))
+                if not r.spec.output_shortcut else r  # (2a/2b's outputs see the inputs in the paper already)
                 for r in rows]  # fmt: skip
     out = Path(args.out)
     command = args.command_line

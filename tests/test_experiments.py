@@ -269,10 +269,11 @@ def test_cli_output_shortcut_adds_the_inputs_to_the_outputs_sources(tmp_path):
     from lstm_ext import cli
 
     out = tmp_path / "out"
-    assert cli.main(["reproduce", "1-4x1-lr0.1", "--quick", "--output-shortcut", "--out", str(out),
+    assert cli.main(["reproduce", "1-4x1-lr0.1,2a-p100", "--quick", "--output-shortcut", "--out", str(out),
                      "--no-progress"]) == 0  # fmt: skip
     summary = json.loads((out / "results.json").read_text())
-    (row,) = summary["rows"]
+    row, two_a = summary["rows"]
+    assert two_a["row"] == "2a-p100"  # the paper's 2a net has the shortcuts already: the row as it is
     assert row["row"] == "1-4x1-lr0.1-shortcut"
     assert row["weights"] == 264 + 7 * 7 and row["lines"][0]["paper"]["weights"] == 264  # the report shows both
     assert "Output units: they also see the inputs" in (out / "report.md").read_text()

@@ -20,7 +20,7 @@ _LATE_TRIALS = (
 MISS_NOTES: dict[str, str] = {
     "reber": (
         "With HS97's net and truncated gradient our nets stay near chance at the recall step (the T or P after the "
-        "inner string) for tens of thousands of strings, or learn it and then miss one local step on every string "
+        "inner string) for tens of thousands of strings, or learn it and then miss one local step wherever it comes "
         "(of 1-3x2-lr0.5's 16 trials that have not learned by 200,000 strings, 6 and 10; e.g. every P after V, whose "
         "successor the net must tell from that of the inner BP's P: `lstm-ext diagnose --probe reber-failures`). "
         "The same rule learns where the outputs also see the inputs (GSC00's shortcut connections, 49 weights "
