@@ -163,3 +163,22 @@ def test_reber_topology_probe_runs_the_rows_trials_on_each_net():
     md = diagnose.markdown({"reber-topology": t}, "lstm-ext diagnose --probe reber-topology")
     assert "## Table 1 (Reber): the paper's net against nets whose outputs also see the inputs" in md
     assert "| LSTM 3 blocks x 2, lr 0.5 | GSC00 standard LSTM | 360 | 0.5 | 0 of 2 (100) | - (8,440) |" in md
+
+
+def test_adding_plateau_probe_follows_each_blocks_weights():
+    p = diagnose.adding_plateau(T=100, sequences=2_000, every=1_000)
+    assert p["row"] == "4-T100" and p["input_gate_bias"] == [-3.0, -6.0] and np.isclose(p["chance_mse"], 1 / 24)
+    assert [q["sequences"] for q in p["points"]] == [0, 1_000, 2_000]
+    net, _, _, _ = trial_net(select_rows("adding", 100)[0], 0, 0)
+    first = p["points"][0]["blocks"]
+    assert len(first) == net.spec.n_blocks == 2
+    for b, block in enumerate(first):  # the untrained net's weights, read from the rows they live in
+        iota = net.spec.iota_rows.start + b
+        assert np.isclose(block["w_gate_marker"], float(net.Wh[iota, 1])) and np.isclose(block["w_gate_value"], float(net.Wh[iota, 0]))
+        assert np.isclose(block["w_out"], float(net.Wo[:, 2 * b : 2 * b + 2].abs().max()))
+    for q in p["points"]:
+        assert q["mse"] >= 0 and all(0 < b["h_factor"] <= 1 and b["w_cell_value"] >= 0 for b in q["blocks"])
+    md = diagnose.markdown({"adding-plateau": [p]}, "lstm-ext diagnose --probe adding-plateau")
+    assert "## Table 7 (adding, T = 100): the plateau at chance" in md and "| 2,000 |" in md
+    left = dict(p, points=[p["points"][0], dict(p["points"][1], mse=0.001)])
+    assert "leaves chance (MSE below half of it) between 0 and 1,000 sequences" in diagnose.markdown({"adding-plateau": [left]}, "x")
