@@ -55,6 +55,15 @@ def _end_errors(net: PaperNet, batch) -> tuple[np.ndarray, np.ndarray]:
     return t, stats.y_last[:, 0].double().numpy() - t
 
 
+PROBE_CHUNK = 1000  # training sequences per op call in the probes
+
+
+def _train_on(net: PaperNet, row, data_rng, n: int) -> list:
+    """Train ``net`` on-line on the next ``n`` sequences of ``row``'s stream ``data_rng`` (``n // PROBE_CHUNK`` op
+    calls); the training stats of each call."""
+    return [net.train(row.generate(PROBE_CHUNK, data_rng), row.lr) for _ in range(n // PROBE_CHUNK)]
+
+
 def adding_extremes(seed: int = 0, sequences: int = 200_000, test: int = 20_000, every: int = 50_000) -> dict:
     """Exp 4, T = 100, trial 0: wrong test sequences over training, and by target at the end."""
     torch.set_num_threads(1)
@@ -65,8 +74,7 @@ def adding_extremes(seed: int = 0, sequences: int = 200_000, test: int = 20_000,
     progress = []
     start = time.perf_counter()
     for seen in range(every, sequences + 1, every):
-        for _ in range(every // 1000):
-            net.train(row.generate(1000, data_rng), row.lr)
+        _train_on(net, row, data_rng, every)
         t, d = _end_errors(net, test_batch)
         wrong = np.abs(d) >= threshold
         progress.append({"sequences": seen, "wrong": int(wrong.sum()), "mse": float((d**2).mean()),
@@ -109,7 +117,7 @@ def _block_weights(net: PaperNet, batch) -> list[dict]:
 
 def adding_plateau(seed: int = 0, T: int = 500, sequences: int = 900_000, every: int = 100_000, trial: int = 0) -> dict:
     """Exp 4 at ``T`` (default 500), one trial (the row's seeds and initial weights, sequences from the trial's data
-    stream in chunks of 1000): the MSE at the sequence end on 256 fixed sequences, and per block the cell drift and
+    stream, :func:`_train_on`): the MSE at the sequence end on 256 fixed sequences, and per block the cell drift and
     the weights that decide whether it stores the marked values (:func:`_block_weights`), every ``every``."""
     torch.set_num_threads(1)
     row = select_rows("adding", T)[0]
@@ -123,8 +131,7 @@ def adding_plateau(seed: int = 0, T: int = 500, sequences: int = 900_000, every:
 
     points = [point(0)]
     for seen in range(every, sequences + 1, every):
-        for _ in range(every // 1000):
-            net.train(row.generate(1000, data_rng), row.lr)
+        _train_on(net, row, data_rng, every)
         points.append(point(seen))
     return {"row": row.key, "seed": seed, "trial": trial, "lr": row.lr, "chance_mse": CHANCE_MSE,
             "input_gate_bias": list(row.input_gate_bias), "paper_mean_sequences": row.paper["mean_sequences"],
@@ -163,11 +170,7 @@ def long_lag_gate_feedback(seed: int = 0, sequences: int = 150_000, trials: int 
             first = _cell_probe(net, probe)
             points = []
             for seen in range(every, sequences + 1, every):
-                ok = []
-                for _ in range(every // 1000):
-                    b = r.generate(1000, data_rng)
-                    stats = net.train(b, r.lr)
-                    ok.append(stats.err_last.double().numpy() < r.rule.threshold)
+                ok = [st.err_last.double().numpy() < r.rule.threshold for st in _train_on(net, r, data_rng, every)]
                 points.append({"sequences": seen, "correct": float(np.concatenate(ok)[-5000:].mean())})
             runs.append({"trial": trial, "weights": net.num_weights, "points": points, "start": first,
                          "end": _cell_probe(net, probe)})  # fmt: skip
@@ -430,7 +433,7 @@ def _plateau_markdown(p: dict) -> list[str]:
             for q in pts]  # fmt: skip
     lines = [f"## Table 7 (adding, T = {p['row'].split('-T')[1]}): the plateau at chance", "",
              f"Trial {p['trial']} of row {p['row']} (seed {p['seed']}, lr {p['lr']}, input-gate biases "
-             f"{', '.join(f'{b:g}' for b in p['input_gate_bias'])}), trained on its sequences in chunks of 1000, probed on "
+             f"{', '.join(f'{b:g}' for b in p['input_gate_bias'])}), trained on its sequences in chunks of {PROBE_CHUNK}, probed on "
              f"256 fixed sequences. Always answering 0.5 gives an MSE of {p['chance_mse']:.4f}. Each cell: block "
              f"{' / '.join(str(b + 1) for b in range(n_b))}. The paper's mean is {p['paper_mean_sequences']:,} "
              "sequences.", ""]  # fmt: skip
