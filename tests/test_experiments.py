@@ -279,6 +279,37 @@ def test_cli_output_shortcut_adds_the_inputs_to_the_outputs_sources(tmp_path):
     assert "Output units: they also see the inputs" in (out / "report.md").read_text()
 
 
+def test_cli_init_range_widens_every_initial_weight_but_not_the_gate_biases(tmp_path, monkeypatch):
+    from lstm_ext import cli
+    from lstm_ext.experiments import protocol
+
+    seen = {}
+    trial_net = protocol.trial_net
+
+    def spy(row, trial, seed, *args):  # the nets the run trains, as initialised
+        net, *rest = trial_net(row, trial, seed, *args)
+        seen[row.key] = (row, net.Wh.clone(), net.Wo.clone())
+        return (net, *rest)
+
+    monkeypatch.setattr(protocol, "trial_net", spy)
+    out = tmp_path / "out"
+    assert cli.main(["reproduce", "adding", "--T", "100", "--quick", "--init-range", "0.5", "--jobs", "1",
+                     "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    summary = json.loads((out / "results.json").read_text())
+    assert [r["row"] for r in summary["rows"]] == ["4-T100-init0.5"]
+    assert "Initial weights: uniform in [-0.5, 0.5] (--init-range), not the paper's [-0.1, 0.1]" in (out / "report.md").read_text()
+    row, Wh, Wo = seen["4-T100-init0.5"]
+    paper_net, _, _, _ = trial_net(select_rows("adding", 100)[0], 0, 0)
+    iota = row.spec.iota_rows
+    assert torch.equal(Wh[iota, -1], paper_net.Wh[iota, -1])  # input-gate biases -3, -6: the paper's schedule
+    weights = torch.cat([Wh[row.spec.z_rows].flatten(), Wo.flatten()])
+    weights = weights[weights != 0]
+    assert 0.1 < weights.abs().max() <= 0.5  # the paper's draw would stay within 0.1
+    for bad in ("0", "-1", "nan", "inf", "x"):
+        with pytest.raises(SystemExit):
+            cli.main(["reproduce", "adding", "--quick", "--init-range", bad, "--out", str(out)])
+
+
 def test_quick_reproduction_of_every_experiment(tmp_path):
     """The CI smoke run: every row, one trial, a tiny budget; JSON, Markdown and plots are written."""
     start = time.perf_counter()
