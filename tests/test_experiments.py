@@ -446,3 +446,7 @@ def test_reber_numpy_rtrl_script():
     lines = proc.stdout.splitlines()
     assert len(lines) == 2 and re.fullmatch(r"trial 0: not within 200 \(\d+ s\)", lines[0]), proc.stdout
     assert lines[1] == "0 of 1 trials learned within 200 strings"
+    proc = subprocess.run([sys.executable, str(path), "--caption-squashes", "--first", "3", "--trials", "1", "--budget",
+                           "200"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(r"trial 3: not within 200 \(\d+ s\)\n", proc.stdout), proc.stdout
