@@ -46,6 +46,20 @@ def test_initial_drift_probe_measures_each_trials_untrained_net():
     assert "| q = 50, p = 50 | 2 |" in md and "## Table 1" not in md
 
 
+def test_small_init_probe_follows_a_trial_from_weights_within_the_range():
+    si = diagnose.long_lag_small_init(init=0.02, runs=(("2c-q50-p50", 2_000, 1_000),))
+    (r,) = si["rows"]
+    assert r["row"] == "2c-q50-p50" and r["paper_mean_sequences"] == 30_000
+    assert [p["sequences"] for p in r["points"]] == [0, 1_000, 2_000] and r["points"][0]["right"] is None
+    assert 0 < r["points"][0]["max_abs_w"] <= 0.02  # the untrained net: every weight within [-0.02, 0.02]
+    for p in r["points"]:
+        assert p["abs_s_end"] >= 0 and 0 < p["h_factor"] <= 1 and p["separation"] >= 0
+        assert p["right"] is None or 0 <= p["right"] <= 1
+    md = diagnose.markdown({"2c-init": si}, "lstm-ext diagnose --probe 2c-init")
+    assert "## Table 3 (2c): a start without drift" in md and "[-0.02, 0.02]" in md
+    assert "| q = 50, p = 50 | 0 | - |" in md and "| q = 50, p = 50 | 2,000 |" in md
+
+
 def test_temporal_order_probe_follows_each_trial_and_its_classes():
     o = diagnose.temporal_order_classes(sequences=512, every=256, test=40, trials=2)
     assert o["classes"] == ["XXX", "XXY", "XYX", "XYY", "YXX", "YXY", "YYX", "YYY"]  # HS97's Q, R, S, U, V, A, B, C
