@@ -68,6 +68,13 @@ def _train_on(net: PaperNet, row, data_rng, n: int) -> list:
     return [net.train(row.generate(PROBE_CHUNK, data_rng), row.lr) for _ in range(n // PROBE_CHUNK)]
 
 
+def _train_right(net: PaperNet, row, data_rng, n: int) -> np.ndarray:
+    """``_train_on``, and which of the ``n`` sequences came out right at their end (``err_last`` below the row's
+    threshold) while ``net`` trained on them."""
+    stats = _train_on(net, row, data_rng, n)
+    return np.concatenate([st.err_last.double().numpy() < row.rule.threshold for st in stats])
+
+
 def adding_extremes(seed: int = 0, sequences: int = 200_000, test: int = 20_000, every: int = 50_000) -> dict:
     """Exp 4, T = 100, trial 0: wrong test sequences over training, and by target at the end."""
     torch.set_num_threads(1)
@@ -174,8 +181,8 @@ def long_lag_gate_feedback(seed: int = 0, sequences: int = 150_000, trials: int 
             first = _cell_probe(net, probe)
             points = []
             for seen in range(every, sequences + 1, every):
-                ok = [st.err_last.double().numpy() < r.rule.threshold for st in _train_on(net, r, data_rng, every)]
-                points.append({"sequences": seen, "correct": float(np.concatenate(ok)[-5000:].mean())})
+                right = _train_right(net, r, data_rng, every)
+                points.append({"sequences": seen, "correct": float(right[-5000:].mean())})
             runs.append({"trial": trial, "weights": net.num_weights, "points": points, "start": first,
                          "end": _cell_probe(net, probe)})  # fmt: skip
         out["variants"][name] = runs
@@ -223,8 +230,7 @@ def long_lag_small_init(seed: int = 0, init: float = 0.02, runs=(("2c-q100-p100"
 
         points = [point(0, None)]
         for seen in range(every, sequences + 1, every):
-            ok = [st.err_last.double().numpy() < row.rule.threshold for st in _train_on(net, row, data_rng, every)]
-            points.append(point(seen, float(np.concatenate(ok).mean())))
+            points.append(point(seen, float(_train_right(net, row, data_rng, every).mean())))
         out["rows"].append({"row": key, "label": row.label, "paper_mean_sequences": row.paper["mean_sequences"],
                             "points": points})  # fmt: skip
     out["wall_s"] = time.perf_counter() - start
