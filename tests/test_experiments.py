@@ -16,7 +16,7 @@ import torch
 from lstm_ext.experiments import all_rows, run_trial, select_rows
 from lstm_ext.experiments.protocol import _rngs, _runs, protocol_version
 from lstm_ext.experiments.runner import _append, _key, _task_key, load_checkpoint
-from lstm_ext.experiments.misses import MISS_NOTES
+from lstm_ext.experiments.misses import MISS_IN_SHORT, MISS_NOTES
 from lstm_ext.experiments.report import chance_of_so_few_successes, markdown, rewrite_report, summarize_row, verdict
 
 CLI = [sys.executable, "-m", "lstm_ext"]
@@ -176,6 +176,34 @@ def test_report_says_why_a_row_misses():
     undecided = recs([True] * 9 + [False], 50_000, 100_000)  # a cap below twice the paper's 74,000
     assert "**Why it misses**" not in markdown(_summary({"4-T100": undecided}))
     assert set(MISS_NOTES) <= {r.experiment for r in all_rows()}
+
+
+def test_report_of_many_rows_opens_with_every_verdict_at_a_glance():
+    """A run of many rows opens with one line per row (its verdict, its mean over the paper's), the count of
+    rows that meet, and one sentence per experiment with a decided miss; a run of a few rows has no such
+    section, nor has a --quick run."""
+    def recs(n_ok, n, sequences, budget):
+        return [{"success": i < n_ok, "sequences": sequences if i < n_ok else budget, "wall_s": 1.0,
+                 "ns_per_step": 100.0, "budget": budget} for i in range(n)]  # fmt: skip
+
+    runs = {"4-T100": recs(9, 10, 50_000, 222_000),  # 9 of 10: a decided miss
+            "4-T500": recs(9, 10, 300_000, 400_000),  # below twice the paper's 209,000: undecided
+            "3a-T100-N3": recs(10, 10, 30_000, 119_550),  # meets
+            "6b": recs(10, 10, 1_500_000, 1_713_300)}  # 2.6x the paper's 571,100: misses on the mean
+    runs |= {r.key: recs(20, 20, 20_000, 90_000) for r in select_rows("2c")}  # Table 3's 9 rows: all meet
+    summary = _summary(runs)
+    report = markdown(summary)
+    glance = report[report.index("## At a glance") : report.index("## Table")]
+    assert "10 of 13 rows meet the fidelity target (1 undecided" in glance
+    assert "| Table 7 | T = 100 | 90 (100) | 0.68x | misses |" in glance
+    assert "| Table 7 | T = 500 | 90 (100) | 1.44x | undecided |" in glance
+    assert "| Table 4 | T = 100, N = 3 | 100 (100) | 0.75x | meets |" in glance
+    assert "| Table 9 | 6b | 100 (100) | 2.63x | misses |" in glance
+    assert f"- **Table 7**: {MISS_IN_SHORT['adding']}" in glance and f"- **Table 9**: {MISS_IN_SHORT['6b']}" in glance
+    assert MISS_IN_SHORT["3a"] not in glance and MISS_IN_SHORT["2c"] not in glance
+    assert "## At a glance" not in markdown(_summary({"4-T100": runs["4-T100"]}))
+    assert "## At a glance" not in markdown(summary | {"quick": True})
+    assert set(MISS_IN_SHORT) == set(MISS_NOTES)
 
 
 def test_rewrite_report_brings_the_verdicts_up_to_date(tmp_path):

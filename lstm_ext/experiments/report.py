@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .misses import MISS_NOTES
+from .misses import MISS_IN_SHORT, MISS_NOTES
 from .rows import Row
 
 FIDELITY = "success rate at least the paper's and mean sequences to success within 2x of the paper's"
@@ -114,6 +114,35 @@ def _fmt(v, digits=0):
     return f"{v:,.0f}"
 
 
+def _at_a_glance(summary: dict) -> list[str]:
+    """A run of many rows: every row's verdict on one screen, then one sentence per experiment that misses."""
+    lines = [(row, ln) for row in summary["rows"] for ln in row["lines"]]
+    met = sum(ln["verdict"] == "meets" for _, ln in lines)
+    undecided = sum("undecided" in ln["verdict"] for _, ln in lines)
+    undecided_note = f" ({undecided} undecided: their cap was below twice the paper's mean)" if undecided else ""
+    out = ["", "## At a glance", "",
+           f"{met} of {len(lines)} rows meet the fidelity target{undecided_note}. Sequences: our mean over the successful "
+           "trials divided by the paper's mean (the target: at most 2x). The tables below have the figures, the "
+           "choices made where the paper is silent, and under each table what we measured about why a row misses.",
+           "", "| table | row | success %: ours (paper) | sequences: ours / paper | verdict |", "|---|---|---|---|---|"]  # fmt: skip
+    for row, ln in lines:
+        p, seq = ln["paper"], ln["sequences"]
+        ratio = "–" if seq is None or not p.get("mean_sequences") else f"{seq['mean'] / p['mean_sequences']:.2f}x"
+        word = "undecided" if "undecided" in ln["verdict"] else ln["verdict"].split(" (")[0]
+        out.append(f"| {row['table']} | {ln['label']} | {_fmt(ln['success_pct'])} ({_fmt(p.get('success_pct'))}) "
+                   f"| {ratio} | {word} |")  # fmt: skip
+    tables_of: dict[str, list[str]] = {}  # one sentence per experiment that misses, with its tables
+    for row in summary["rows"]:
+        short = MISS_IN_SHORT.get(row["experiment"])
+        if short and any(map(_decided_miss, row["lines"])) and row["table"] not in tables_of.get(short, []):
+            tables_of.setdefault(short, []).append(row["table"])
+    if tables_of:
+        out += ["", "Why, in short (what we measured with the paper's settings; the figures and commands are under "
+                "each table):", ""]  # fmt: skip
+        out += [f"- **{', '.join(tables)}**: {short}" for short, tables in tables_of.items()]
+    return out
+
+
 def markdown(summary: dict) -> str:
     """The report: one table per paper table, our figure first and the paper's in parentheses."""
     out = ["# HS97 reproduction: our runs beside the paper's tables", ""]
@@ -135,6 +164,8 @@ def markdown(summary: dict) -> str:
     for row in summary["rows"]:
         for line in row["lines"]:
             tables.setdefault(row["table"], []).append(line)
+    if not summary["quick"] and len(tables) > 1 and sum(map(len, tables.values())) >= 10:
+        out += _at_a_glance(summary)
     for table, lines in tables.items():
         out += ["", f"## {table}", ""]
         out.append("| row | # weights | trials | success % | sequences to success | test | verdict |")
