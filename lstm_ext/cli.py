@@ -87,14 +87,25 @@ def _int_at_least(low: int):
     return parse
 
 
-def _positive_float(text: str) -> float:
+def _writable_dir(command: str, text: str):
+    """The --out directory ``text`` (created if missing), or None after a message when it cannot be written (a
+    file there, no permission): a run fails before its first trial, not after its last."""
+    import os
+    from pathlib import Path
+
+    out = Path(text)
+    if out.exists() and not out.is_dir():
+        print(f"lstm-ext {command}: --out {text}: that is a file, not a directory", file=sys.stderr)
+        return None
     try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
-    if not (value > 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        print(f"lstm-ext {command}: --out {text}: cannot make that directory ({e.strerror or e})", file=sys.stderr)
+        return None
+    if not os.access(out, os.W_OK | os.X_OK):
+        print(f"lstm-ext {command}: --out {text}: the directory is not writable", file=sys.stderr)
+        return None
+    return out
 
 
 def _int_list(text: str) -> tuple[int, ...]:
@@ -106,7 +117,6 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 def reproduce(args) -> int:
     from dataclasses import replace
-    from pathlib import Path
 
     from lstm_ext.experiments import report, runner, select_rows
 
@@ -133,9 +143,6 @@ def reproduce(args) -> int:
         print("lstm-ext reproduce: give --budget or --budget-factor, not both", file=sys.stderr)
         return 2
     if args.budget_factor is not None:
-        if args.budget_factor <= 0:
-            print(f"lstm-ext reproduce: --budget-factor must be > 0, got {args.budget_factor}", file=sys.stderr)
-            return 2
         rows = [r.with_budget_factor(args.budget_factor) for r in rows]
     if args.update:
         rows = [r.with_(update=args.update) for r in rows]
@@ -158,7 +165,9 @@ def reproduce(args) -> int:
                           spec=replace(r.spec, output_shortcut=True))
                 if not r.spec.output_shortcut else r  # (2a/2b's outputs see the inputs in the paper already)
                 for r in rows]  # fmt: skip
-    out = Path(args.out)
+    out = _writable_dir("reproduce", args.out)
+    if out is None:
+        return 2
     command = args.command_line
     start = time.perf_counter()
     records = runner.run_rows(rows, out, trials=args.trials, seed=args.seed, jobs=args.jobs, budget=args.budget,
@@ -181,12 +190,12 @@ def reproduce(args) -> int:
 
 def diagnose(args) -> int:
     import json
-    from pathlib import Path
 
     from lstm_ext.experiments import diagnose as probes
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = _writable_dir("diagnose", args.out)
+    if out is None:
+        return 2
     start = time.perf_counter()
     results = probes.run(args.probe or probes.PROBES, seed=args.seed)
     (out / "diagnosis.json").write_text(json.dumps(results, indent=1) + "\n")
@@ -233,7 +242,7 @@ def main(argv=None) -> int:
     p.add_argument("--jobs", type=_int_at_least(1), default=None,
                    help="trials run in parallel (default: one per CPU core; with --device cuda one per SM)")
     p.add_argument("--budget", type=_int_at_least(1), default=None, help="training sequences before a trial counts as failed")
-    p.add_argument("--budget-factor", type=float, default=None,
+    p.add_argument("--budget-factor", type=_positive_float, default=None,
                    help="instead of --budget: each row's budget is this many times the paper's mean sequences "
                         "(2 bounds the whole run; a trial needing more counts as failed)")
     p.add_argument("--update", choices=["sequence", "step"], default=None,

@@ -25,6 +25,7 @@ from multiprocessing import get_context
 
 import numpy as np
 
+from lstm_ext.cli import _int_at_least
 from lstm_ext.experiments import rows as rows_mod
 from lstm_ext.experiments import runner
 
@@ -34,6 +35,15 @@ def _literal(text: str):
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
         return text
+
+
+def _value(item: str, current, text: str):
+    """``text`` as a Python literal, of a number's type where the setting is a number now."""
+    value = _literal(text)
+    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
+    if is_number(current) and not is_number(value):
+        raise SystemExit(f"--set {item!r}: expected a number, as the row's {current!r}")
+    return value
 
 
 def variant(row: rows_mod.Row, settings: list[str]) -> rows_mod.Row:
@@ -49,15 +59,16 @@ def variant(row: rows_mod.Row, settings: list[str]) -> rows_mod.Row:
         if name.startswith("spec."):
             if name[5:] not in spec_fields:
                 raise SystemExit(f"--set {item!r}: the net spec has no field {name[5:]!r} ({sorted(spec_fields)})")
-            spec_kw[name[5:]] = _literal(value)
+            spec_kw[name[5:]] = _value(item, getattr(row.spec, name[5:]), value)
         elif name.startswith("generate."):
             gen = row_kw.get("generate", row.generate)
             keywords = gen.keywords if isinstance(gen, functools.partial) else {}
             if name[9:] not in keywords:
                 raise SystemExit(f"--set {item!r}: the row's generator has no keyword {name[9:]!r} ({sorted(keywords)})")
-            row_kw["generate"] = functools.partial(gen.func, *gen.args, **{**keywords, name[9:]: _literal(value)})
+            kw = {**keywords, name[9:]: _value(item, keywords[name[9:]], value)}
+            row_kw["generate"] = functools.partial(gen.func, *gen.args, **kw)
         elif name in fields:
-            row_kw[name] = _literal(value)
+            row_kw[name] = _value(item, getattr(row, name), value)
         else:
             raise SystemExit(f"--set {item!r}: a row has no field {name!r} ({sorted(fields)})")
     if spec_kw:
@@ -69,10 +80,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("row", help="a row key of the reports, e.g. 1-3x2-lr0.5, 2c-q100-p100, 4-T100")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="a changed setting (repeatable)")
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--budget", type=int, default=None, help="training sequences per trial (default: the row's)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--jobs", type=int, default=2, help="worker processes")
+    p.add_argument("--trials", type=_int_at_least(1), default=10)
+    p.add_argument("--budget", type=_int_at_least(1), default=None, help="training sequences per trial (default: the row's)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--jobs", type=_int_at_least(1), default=2, help="worker processes")
     args = p.parse_args()
     row = next((r for r in rows_mod.all_rows() if r.key == args.row), None)
     if row is None:

@@ -217,6 +217,10 @@ def test_rewrite_report_brings_the_verdicts_up_to_date(tmp_path):
     expected = "misses (success 70% < 100%, p = 0.11)"
     assert expected in report and "older wording" not in report
     assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["lines"][0]["verdict"] == expected
+    empty = tmp_path / "not_a_run"
+    p = subprocess.run([sys.executable, "-m", "lstm_ext.experiments.report", str(empty)], capture_output=True,
+                       text=True, cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 1 and f"{empty} holds no results.json" in p.stderr and "Traceback" not in p.stderr
 
 
 def test_streak_stop_is_exact_and_deterministic():
@@ -389,6 +393,9 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
         (["reproduce", "adding", "--seed", "-1"], "--seed: must be >= 0, got -1"),
         (["reproduce", "adding", "--trials", "two"], "--trials: expected an integer, got 'two'"),
         (["reproduce", "adding", "--T", "5"], "T must be >= 12 for the adding and multiplication tasks, got 5"),
+        (["reproduce", "adding", "--budget-factor", "0"], "--budget-factor: must be a finite number > 0, got 0"),
+        (["reproduce", "adding", "--budget-factor", "nan"], "--budget-factor: must be a finite number > 0, got nan"),
+        (["reproduce", "adding", "--budget-factor", "inf"], "--budget-factor: must be a finite number > 0, got inf"),
         (["demo", "--lag", "0"], "--lag: must be >= 1, got 0"),
         (["demo", "--lr", "-0.1"], "--lr: must be a finite number > 0, got -0.1"),
         (["diagnose", "--seed", "-3"], "--seed: must be >= 0, got -3"),
@@ -406,6 +413,18 @@ def test_cli_rejects_bad_numbers_before_running(tmp_path, capsys, args, message)
     assert not (tmp_path / "out").exists()  # nothing ran
 
 
+@pytest.mark.parametrize("command", [["reproduce", "adding", "--quick"], ["diagnose", "--probe", "2c"]])
+def test_cli_out_that_cannot_be_a_directory_is_an_error_before_running(tmp_path, capsys, command):
+    from lstm_ext import cli
+
+    afile = tmp_path / "a_file"
+    afile.write_text("kept")
+    for out, why in [(afile, "that is a file, not a directory"), (afile / "below", "cannot make that directory")]:
+        assert cli.main([*command, "--out", str(out), "--no-progress"][: None if command[0] == "reproduce" else -1]) == 2
+        assert f"lstm-ext {command[0]}: --out {out}: {why}" in capsys.readouterr().err
+    assert afile.read_text() == "kept"
+
+
 def test_cli_rejects_bad_arguments(tmp_path):
     p = subprocess.run([*CLI, "reproduce", "nope", "--out", str(tmp_path)], capture_output=True, text=True, cwd=tmp_path)
     assert p.returncode == 2 and "unknown experiment" in p.stderr
@@ -414,9 +433,6 @@ def test_cli_rejects_bad_arguments(tmp_path):
     p = subprocess.run([*CLI, "reproduce", "6a", "--budget", "10", "--budget-factor", "2", "--out", str(tmp_path)],
                        capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
     assert p.returncode == 2 and "not both" in p.stderr
-    p = subprocess.run([*CLI, "reproduce", "6a", "--budget-factor", "0", "--out", str(tmp_path)], capture_output=True,
-                       text=True, cwd=tmp_path)  # fmt: skip
-    assert p.returncode == 2 and "--budget-factor must be > 0" in p.stderr
     p = subprocess.run([*CLI, "reproduce", "adding", "--T", "100,x", "--out", str(tmp_path)], capture_output=True,
                        text=True, cwd=tmp_path)  # fmt: skip
     assert p.returncode == 2 and "integers separated by commas" in p.stderr
@@ -437,7 +453,7 @@ def test_try_row_variant_changes_the_row_and_keeps_its_seeds():
     v = mod.variant(row, ["lr=0.5", "input_gate_bias=[-1.0, -2.0]", "spec.connectivity=cells", "update=step"])
     assert (v.lr, v.input_gate_bias, v.spec.connectivity, v.update) == (0.5, [-1.0, -2.0], "cells", "step")
     assert v.spec.inputs == row.spec.inputs and v.seeds_from == row.seeds_from
-    for bad in (["lr"], ["nope=1"], ["spec.nope=1"], ["generate.nope=1"]):
+    for bad in (["lr"], ["nope=1"], ["spec.nope=1"], ["generate.nope=1"], ["lr=abc"]):
         with pytest.raises(SystemExit):
             mod.variant(row, bad)
     b3 = next(r for r in all_rows() if r.key == "3b-T1000-N1")

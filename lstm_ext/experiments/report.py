@@ -277,4 +277,6 @@ if __name__ == "__main__":  # python -m lstm_ext.experiments.report DIR...: the 
     import sys
 
     for arg in sys.argv[1:]:
+        if not (Path(arg) / "results.json").is_file():
+            sys.exit(f"lstm_ext.experiments.report: {arg} holds no results.json (the --out of a finished run)")
         print(rewrite_report(Path(arg)))
