@@ -206,6 +206,15 @@ def test_report_of_many_rows_opens_with_every_verdict_at_a_glance():
     assert set(MISS_IN_SHORT) == set(MISS_NOTES)
 
 
+def test_report_gives_the_papers_range_of_sequences_where_it_has_one():
+    """Table 1's last row (3,800-24,100) and Table 7 at T = 1000 (370,000-2,020,000) stand beside the paper's mean."""
+    recs = [{"success": True, "sequences": 9_000, "wall_s": 1.0, "ns_per_step": 100.0, "budget": 25_320}]
+    report = markdown(_summary({"1-3x2-lr0.5": recs, "1-3x2-lr0.1": recs, "4-T1000": recs}))
+    assert "9,000 [9,000–9,000] (8,440 [3,800–24,100])" in report
+    assert "9,000 [9,000–9,000] (853,000 [370,000–2,020,000])" in report
+    assert "9,000 [9,000–9,000] (21,730) " in report  # the paper gives no range for this row
+
+
 def test_rewrite_report_brings_the_verdicts_up_to_date(tmp_path):
     """A finished run's report and results.json get the verdicts as this version gives them."""
     missing = [{"success": ok, "sequences": 50_000 if ok else 148_000, "wall_s": 1.0, "ns_per_step": 100.0,

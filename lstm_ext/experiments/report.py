@@ -159,7 +159,7 @@ def markdown(summary: dict) -> str:
                "on the two trial counts). A small p means the gap is more than the luck of the draw.")  # fmt: skip
     out.append("")
     out.append("Each cell: ours (paper). Sequences: training sequences until success, mean over successful "
-               "trials [min–max].")  # fmt: skip
+               "trials [min–max] (the paper's range where it gives one).")  # fmt: skip
     tables: dict[str, list[dict]] = {}
     for row in summary["rows"]:
         for line in row["lines"]:
@@ -174,7 +174,8 @@ def markdown(summary: dict) -> str:
             p = ln["paper"]
             seq = ln["sequences"]
             seq_s = "–" if seq is None else f"{seq['mean']:,.0f} [{seq['min']:,.0f}–{seq['max']:,.0f}]"
-            seq_s += f" ({_fmt(p.get('mean_sequences'))})"
+            paper_range = f" [{p['min_sequences']:,}–{p['max_sequences']:,}]" if "min_sequences" in p else ""
+            seq_s += f" ({_fmt(p.get('mean_sequences'))}{paper_range})"
             test = []
             if "st1_sequences" in ln or "st1_sequences" in p:
                 test.append(f"ST1 after {_fmt(ln.get('st1_sequences'))} ({_fmt(p.get('st1_sequences'))})")
