@@ -37,11 +37,14 @@ def _literal(text: str):
         return text
 
 
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def _value(item: str, current, text: str):
     """``text`` as a Python literal, of a number's type where the setting is a number now."""
     value = _literal(text)
-    is_number = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)  # noqa: E731
-    if is_number(current) and not is_number(value):
+    if _is_number(current) and not _is_number(value):
         raise SystemExit(f"--set {item!r}: expected a number, as the row's {current!r}")
     return value
 
