@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=_int_at_least(1), default=32)
     p.add_argument("--hidden", type=_int_at_least(1), default=16)
     p.add_argument("--lr", type=_positive_float, default=1e-2)
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="seeds the weights and the data")
     p.set_defaults(func=demo)
     p = sub.add_parser("reproduce", help="the 1997 paper's experiments beside its tables")
     p.add_argument("experiment", help="reber (1), 2a, 2b, 2c, 3a, 3b, 3c, adding (4), multiplication (5), 6a, 6b, "
@@ -234,7 +234,9 @@ def main(argv=None) -> int:
                    help="only the rows of this sequence length, or of several separated by commas (3a-3c, adding, "
                         "multiplication)")
     p.add_argument("--trials", type=_int_at_least(1), default=None, help="trials per row (default: the paper's)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0,
+                   help="seeds every trial's data, initial weights and test set, with the trial's number and the row "
+                        "(the same seed gives the same figures)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                    help="where the nets train: cpu (one trial per core) or cuda (trials side by side, one per SM; "
                         "the truncated gradient only)")
@@ -265,7 +267,7 @@ def main(argv=None) -> int:
     from lstm_ext.experiments.diagnose import PROBES
 
     p.add_argument("--probe", action="append", choices=PROBES, help="run only this probe (repeatable)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=_int_at_least(0), default=0, help="the seed of the reproduction's trials probed")
     p.add_argument("--out", default="runs/diagnose", help="directory for diagnosis.json and diagnosis.md")
     p.set_defaults(func=diagnose)
     p = sub.add_parser("info", help="how lstm_ext was built")

@@ -48,10 +48,6 @@ from ..paper.net import forward_ref
 from .protocol import CHUNK, _CellGrower, reber_sets, run_trial, trial_net
 from .rows import select_rows
 
-PROBES = ("adding", "adding-plateau", "2a", "2c", "2c-drift", "2c-init", "6b", "reber", "reber-failures",
-          "reber-topology")
-
-
 def _end_errors(net: PaperNet, batch) -> tuple[np.ndarray, np.ndarray]:
     """(targets, outputs - targets) of output 0 at each sequence's end."""
     stats = net.evaluate(batch)
@@ -763,26 +759,25 @@ def markdown(results: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def _adding_plateaus(seed: int) -> list[dict]:
+    return [adding_plateau(seed, T=100, sequences=100_000, every=20_000), adding_plateau(seed)]
+
+
+_PROBE_RUNS = {  # name -> the probe (``lstm-ext diagnose --probe NAME``), in the order they run
+    "adding": adding_extremes,
+    "adding-plateau": _adding_plateaus,
+    "2a": two_sequence_abuse,
+    "2c": long_lag_gate_feedback,
+    "2c-drift": long_lag_initial_drift,
+    "2c-init": long_lag_small_init,
+    "6b": temporal_order_classes,
+    "reber": reber_recall,
+    "reber-failures": reber_failures,
+    "reber-topology": reber_topology,
+}
+PROBES = tuple(_PROBE_RUNS)
+
+
 def run(probes=PROBES, seed: int = 0) -> dict:
-    results = {}
-    if "adding" in probes:
-        results["adding"] = adding_extremes(seed)
-    if "adding-plateau" in probes:
-        results["adding-plateau"] = [adding_plateau(seed, T=100, sequences=100_000, every=20_000), adding_plateau(seed)]
-    if "2a" in probes:
-        results["2a"] = two_sequence_abuse(seed)
-    if "2c" in probes:
-        results["2c"] = long_lag_gate_feedback(seed)
-    if "2c-drift" in probes:
-        results["2c-drift"] = long_lag_initial_drift(seed)
-    if "2c-init" in probes:
-        results["2c-init"] = long_lag_small_init(seed)
-    if "6b" in probes:
-        results["6b"] = temporal_order_classes(seed)
-    if "reber" in probes:
-        results["reber"] = reber_recall(seed)
-    if "reber-failures" in probes:
-        results["reber-failures"] = reber_failures(seed)
-    if "reber-topology" in probes:
-        results["reber-topology"] = reber_topology(seed)
-    return results
+    """{name: result} of the probes named in ``probes``, run in PROBES' order."""
+    return {name: probe(seed) for name, probe in _PROBE_RUNS.items() if name in probes}
