@@ -309,7 +309,7 @@ def limit_lines(results, limits):
                        f"no cell math), take {fmt_time(step['median'])} "
                        f"({step['flop'] / step['median'] / 1e9:.0f} GFLOP/s).")  # fmt: skip
     slower = {}  # direction -> the float32 CPU cases where LSTM2000 is slower than nn.LSTM
-    for (device, dtype, direction, B, H, D, T), peers in sorted(results.items()):
+    for (device, dtype, direction, B, H, _D, T), peers in sorted(results.items()):
         r = ratio(peers, "LSTM2000", "nn.LSTM")
         if device == "cpu" and dtype == "float32" and r is not None and r < 1:
             slower.setdefault(direction, []).append(f"B={B} H={H} T={T} {fmt_ratio(r)}")

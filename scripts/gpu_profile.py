@@ -99,8 +99,8 @@ def plan(dtype, B, H, device, backward):
 
 
 def timings(cases, T1, T2, device, calls):
-    print(f"| dtype | B | H | fwd µs/step | fwd fixed µs | bwd µs/step | bwd fixed µs | nn.LSTM fwd µs/step "
-          f"| forward plan | backward plan |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|")  # fmt: skip
+    print("| dtype | B | H | fwd µs/step | fwd fixed µs | bwd µs/step | bwd fixed µs | nn.LSTM fwd µs/step "
+          "| forward plan | backward plan |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---|")  # fmt: skip
     for text in cases:
         dtype, B, H = parse_case(text)[:3]
         def inputs(T):
