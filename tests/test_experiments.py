@@ -503,3 +503,36 @@ def test_reber_numpy_rtrl_script():
                            "200"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert re.match(r"trial 3: not within 200 \(\d+ s\)\n", proc.stdout), proc.stdout
+
+
+def test_compare_runs_script(tmp_path):
+    """scripts/compare_runs.py: trials matched by their checkpoint key are the same when every field but the times
+    is; a difference in the curve is one; each row's time in both runs; a directory without trials.jsonl is refused."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "compare_runs.py"
+
+    def record(trial, sequences, wall_s, curve_end=0.1):
+        return {"row": "4-T100", "trial": trial, "seed": 0, "budget": 1000, "update": "sequence", "protocol": 1,
+                "success": True, "sequences": sequences, "wall_s": wall_s, "ns_per_step": wall_s * 10,
+                "curve": [[100, 0.2, 0.5], [200, curve_end, 0.9]]}  # fmt: skip
+
+    runs = {"a": [record(0, 500, 2.0), record(1, 600, 2.0), record(2, 700, 2.0)],
+            "b": [record(0, 500, 3.0), record(1, 600, 3.0, curve_end=0.05), record(3, 800, 1.0)]}  # fmt: skip
+    for name, records in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "trials.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "a" / "results.json").write_text(json.dumps({"command": "lstm-ext reproduce adding", "hardware": "X",
+                                                             "wall_s": 3.0, "trial_s": 6.0}))  # fmt: skip
+    proc = subprocess.run([sys.executable, str(path), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "Trials in both: 2 (only in A: 1, only in B: 1)" in out and "1 of 2." in out, out
+    assert "- differs: row 4-T100 trial 1: curve" in out, out
+    assert "| 4-T100 | 2 | 4.0 | 6.0 | 1.50 |" in out, out
+    assert "| command | `lstm-ext reproduce adding` | – |" in out, out
+    proc = subprocess.run([sys.executable, str(path), str(tmp_path / "a"), str(tmp_path)], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "no trials.jsonl" in proc.stderr
