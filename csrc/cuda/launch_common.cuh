@@ -13,6 +13,23 @@ namespace lstm_ext::cuda::detail {
 // A kernel for one batch tile size (1, 2, 4 or 8), by its host stub.
 using KernelFor = const void* (*)(int bt);
 
+// The host stub of batch tile bt of a kernel template: kernel(std::integral_constant<int, BT>{}) returns it for
+// BT = bt; nullptr for a tile the storage type T has no instantiation of (max_batch_tile) or no tile size.
+template <typename T, typename KernelOfTile>
+const void* kernel_for_tile(int bt, KernelOfTile kernel) {
+  switch (bt) {
+    case 1: return kernel(std::integral_constant<int, 1>{});
+    case 2: return kernel(std::integral_constant<int, 2>{});
+    case 4:
+      if constexpr (max_batch_tile(int(sizeof(T))) >= 4) return kernel(std::integral_constant<int, 4>{});
+      return nullptr;
+    case 8:
+      if constexpr (max_batch_tile(int(sizeof(T))) >= 8) return kernel(std::integral_constant<int, 8>{});
+      return nullptr;
+    default: return nullptr;
+  }
+}
+
 struct OccupancyCtx {
   KernelFor kernel;
   int max_smem;  // the device's opt-in maximum of dynamic shared memory per block

@@ -13,17 +13,9 @@ using namespace detail;
 
 template <typename T>
 const void* backward_kernel_for(int bt) {
-  switch (bt) {
-    case 1: return reinterpret_cast<const void*>(&backward_kernel<T, 1>);
-    case 2: return reinterpret_cast<const void*>(&backward_kernel<T, 2>);
-    case 4:
-      if constexpr (max_batch_tile(int(sizeof(T))) >= 4) return reinterpret_cast<const void*>(&backward_kernel<T, 4>);
-      return nullptr;
-    case 8:
-      if constexpr (max_batch_tile(int(sizeof(T))) >= 8) return reinterpret_cast<const void*>(&backward_kernel<T, 8>);
-      return nullptr;
-    default: return nullptr;
-  }
+  return kernel_for_tile<T>(bt, [](auto tile) {
+    return reinterpret_cast<const void*>(&backward_kernel<T, decltype(tile)::value>);
+  });
 }
 
 }  // namespace
