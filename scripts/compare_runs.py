@@ -38,13 +38,14 @@ def compare(run_a: Path, run_b: Path, show: int = 10) -> str:
     a, b = _trials(run_a), _trials(run_b)
     common = sorted(set(a) & set(b), key=str)
     differ = [k for k in common if _outcome(a[k]) != _outcome(b[k])]
-    lines = ["| | run A | run B |", "|---|---|---|"]
-    for name, run in (("directory", None), ("command", "command"), ("hardware", "hardware"),
+    lines = [f"# {run_a} (A) and {run_b} (B) side by side", "",
+             f"`python scripts/compare_runs.py {run_a} {run_b}`", "", "| | run A | run B |", "|---|---|---|"]
+    for name, run in (("command", "command"), ("hardware", "hardware"),
                       ("wall s of the last invocation", "wall_s"), ("s of trials (sum over trials)", "trial_s")):
         cells = []
         for path in (run_a, run_b):
             s = _summary(path)
-            value = str(path) if run is None else s.get(run, "–")
+            value = s.get(run, "–")
             if isinstance(value, float):
                 value = f"{value:.0f}"
             elif run == "command" and value != "–":
