@@ -40,15 +40,15 @@ def compare(run_a: Path, run_b: Path, show: int = 10) -> str:
     differ = [k for k in common if _outcome(a[k]) != _outcome(b[k])]
     lines = [f"# {run_a} (A) and {run_b} (B) side by side", "",
              f"`python scripts/compare_runs.py {run_a} {run_b}`", "", "| | run A | run B |", "|---|---|---|"]
-    for name, run in (("command", "command"), ("hardware", "hardware"),
-                      ("wall s of the last invocation", "wall_s"), ("s of trials (sum over trials)", "trial_s")):
+    summaries = (_summary(run_a), _summary(run_b))
+    for name, field in (("command", "command"), ("hardware", "hardware"),
+                        ("wall s of the last invocation", "wall_s"), ("s of trials (sum over trials)", "trial_s")):
         cells = []
-        for path in (run_a, run_b):
-            s = _summary(path)
-            value = s.get(run, "–")
+        for summary in summaries:
+            value = summary.get(field, "–")
             if isinstance(value, float):
                 value = f"{value:.0f}"
-            elif run == "command" and value != "–":
+            elif field == "command" and value != "–":
                 value = f"`{value}`"
             cells.append(value)
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")

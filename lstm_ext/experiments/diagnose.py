@@ -48,6 +48,7 @@ from ..paper.net import forward_ref
 from .protocol import CHUNK, _CellGrower, reber_sets, run_trial, trial_net
 from .rows import select_rows
 
+
 def _end_errors(net: PaperNet, batch) -> tuple[np.ndarray, np.ndarray]:
     """(targets, outputs - targets) of output 0 at each sequence's end."""
     stats = net.evaluate(batch)
