@@ -12,8 +12,10 @@ Shapes (time-major, like nn.LSTM without ``batch_first``):
     h0    (B, H_out)      initial hidden state; None means zeros
     c0    (B, H)          initial cell state; None means zeros
     w_hr  (P, H)          optional projection (nn.LSTM's ``proj_size``): H_out = P, else H_out = H
-    lengths (B,)          optional int64: row b runs steps 0 .. lengths[b]-1 (each in [0, T]); y is 0 past a
-                          row's length, h_n/c_n are the state after its last valid step (h0/c0 if it is 0)
+    lengths (B,)          optional: row b runs steps 0 .. lengths[b]-1 (each in [0, T]); y is 0 past a row's
+                          length, h_n/c_n are the state after its last valid step (h0/c0 if it is 0). An integer
+                          tensor of any integer dtype, on the CPU or x's device, or a sequence of ints (as
+                          ``pack_padded_sequence`` takes them); passed on to the ops as int64
     reverse               run each row backwards over its valid prefix (nn.LSTM's reverse direction): with
                           lengths, step t of row b reads x[lengths[b]-1-t, b]; y is returned in input order
 
@@ -37,6 +39,8 @@ No per-step Python, no ``.item()``/``.tolist()`` in here (torch.compile friendly
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch._C._functorch as _functorch
@@ -113,17 +117,39 @@ def _auto_backend(A: torch.Tensor, truncate: bool = False) -> str:
     return "fused" if ok else "reference"
 
 
-def reverse_padded(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+def _as_lengths(lengths, B: int) -> torch.Tensor | None:
+    """lengths as the ops take them, an int64 tensor of shape (B,), from an integer tensor of any integer dtype or a
+    sequence of ints; a ValueError that names them otherwise. Their range, [0, T], is the ops' to check (the values:
+    a host sync, which this keeps out of torch.compile's graph)."""
+    if lengths is None:
+        return None
+    if not isinstance(lengths, torch.Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"lengths must be an integer tensor or a sequence of ints, got {type(lengths).__name__}"
+            ) from None
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise ValueError(f"lengths must hold integers, got {lengths.dtype}")
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths must have shape (B,) = ({B},), got {tuple(lengths.shape)}")
+    return lengths.long()
+
+
+def reverse_padded(x: torch.Tensor, lengths) -> torch.Tensor:
     """Reverse time (dim 0) of a time-major (T, B, ...) tensor, per row over its valid prefix.
 
-    Without lengths this is ``x.flip(0)``. With lengths, row b's first lengths[b] steps are reversed in place
-    (t -> lengths[b]-1-t) and its padding stays where it is. The map is its own inverse.
+    Without lengths this is ``x.flip(0)``. With lengths (B,) (as :func:`lstm_layer` takes them), row b's first
+    lengths[b] steps are reversed in place (t -> lengths[b]-1-t) and its padding stays where it is. The map is its
+    own inverse. A length outside [0, T] counts as the nearest end of that range here; lstm_layer passes the
+    caller's lengths to the op, which rejects them.
     """
     if lengths is None:
         return x.flip(0)
     T = x.shape[0]
     t = torch.arange(T, device=x.device).unsqueeze(1)  # (T, 1)
-    L = lengths.to(device=x.device, dtype=torch.long).unsqueeze(0)  # (1, B)
+    L = _as_lengths(lengths, x.shape[1]).to(x.device).clamp(0, T).unsqueeze(0)  # (1, B)
     idx = torch.where(t < L, L - 1 - t, t)  # (T, B)
     idx = idx.view(idx.shape + (1,) * (x.dim() - 2)).expand(x.shape)
     return x.gather(0, idx)
@@ -162,7 +188,7 @@ def lstm_layer(
     config: CellConfig,
     *,
     w_hr: torch.Tensor | None = None,
-    lengths: torch.Tensor | None = None,
+    lengths: torch.Tensor | Sequence[int] | None = None,
     reverse: bool = False,
     backend: str = "fused",
 ):
@@ -173,6 +199,9 @@ def lstm_layer(
     """
     if backend not in ("fused", "reference", "auto"):
         raise ValueError(f"backend must be 'fused', 'reference' or 'auto', got {backend!r}")
+    if x.dim() != 3:
+        raise ValueError(f"x must be 3-D (T, B, D), got {x.dim()}-D")
+    lengths = _as_lengths(lengths, x.shape[1])
     half = _cpu_half_dtype(x) if backend == "fused" or (backend == "auto" and _fwAD._current_level < 0) else None
     same_dtype = all(t is None or t.dtype == x.dtype for t in (w_ih, w_hh, b_ih, b_hh, h0, c0, w_hr))
     if half is not None and same_dtype:  # (mixed dtypes take the path below, which says what is wrong)

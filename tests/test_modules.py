@@ -728,6 +728,53 @@ def test_functional_defaults_and_single_bias():
         functional.lstm2000(x, w_ih, w_hh, b, None, None, None, backend="cuda")
 
 
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_functional_takes_lengths_of_any_integer_type(reverse, backend):
+    """A sequence of ints or an integer tensor of any integer dtype, as pack_padded_sequence takes them: the same
+    outputs as int64 lengths, bit for bit."""
+    torch.manual_seed(0)
+    T, B, D, H = 5, 3, 2, 4
+    x = torch.randn(T, B, D, dtype=torch.float64)
+    w = (torch.randn(4 * H, D, dtype=torch.float64), torch.randn(4 * H, H, dtype=torch.float64), None, None)
+    want = functional.lstm2000(x, *w, None, None, lengths=torch.tensor([5, 0, 2]), reverse=reverse, backend=backend)
+    for lengths in ([5, 0, 2], (5, 0, 2), torch.tensor([5, 0, 2], dtype=torch.int32),
+                    torch.tensor([5, 0, 2], dtype=torch.uint8)):  # fmt: skip
+        got = functional.lstm2000(x, *w, None, None, lengths=lengths, reverse=reverse, backend=backend)
+        for a, b in zip(got, want):
+            assert torch.equal(a, b), lengths
+
+
+@pytest.mark.parametrize("backend", ["fused", "reference"])
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize(
+    "lengths, message",
+    [
+        (torch.tensor([5.0, 1.0, 2.0]), r"lengths must hold integers, got torch.float32"),
+        (torch.tensor([True, False, True]), r"lengths must hold integers, got torch.bool"),
+        ([5, 1.5, 2], r"lengths must hold integers, got torch.float32"),
+        (["5", "1", "2"], r"lengths must be an integer tensor or a sequence of ints, got list"),
+        (torch.tensor([5, 1]), r"lengths must have shape \(B,\) = \(3,\), got \(2,\)"),
+        (torch.tensor([[5, 1, 2]]), r"lengths must have shape \(B,\) = \(3,\), got \(1, 3\)"),
+        (torch.tensor(5), r"lengths must have shape \(B,\) = \(3,\), got \(\)"),
+        # out of range: the ops' own check, also where reverse reorders x by the lengths before the op runs
+        (torch.tensor([6, 1, 2]), r"lengths must lie in \[0, T\] = \[0, 5\], got values in \[1, 6\]"),
+        ([-1, 1, 2], r"lengths must lie in \[0, T\] = \[0, 5\], got values in \[-1, 2\]"),
+    ],
+)
+def test_functional_rejects_bad_lengths_by_name(lengths, message, reverse, backend):
+    x = torch.randn(5, 3, 2, dtype=torch.float64)
+    w = (torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 4, dtype=torch.float64), None, None)
+    with pytest.raises((ValueError, RuntimeError), match=message):
+        functional.lstm2000(x, *w, None, None, lengths=lengths, reverse=reverse, backend=backend)
+
+
+def test_functional_rejects_x_that_is_not_3d():
+    w = (torch.randn(16, 2), torch.randn(16, 4), None, None)
+    with pytest.raises(ValueError, match=r"x must be 3-D \(T, B, D\), got 2-D"):
+        functional.lstm2000(torch.randn(5, 2), *w, None, None)
+
+
 def test_reverse_padded_is_an_involution():
     x = torch.arange(12.0).view(4, 3, 1)
     lengths = torch.tensor([4, 2, 0])
@@ -737,6 +784,7 @@ def test_reverse_padded_is_an_involution():
     assert r[:, 2, 0].tolist() == [2.0, 5.0, 8.0, 11.0]
     assert torch.equal(functional.reverse_padded(r, lengths), x)
     assert torch.equal(functional.reverse_padded(x, None), x.flip(0))
+    assert torch.equal(functional.reverse_padded(x, [4, 2, 0]), r)
 
 
 # ---- interoperability ------------------------------------------------------------------------------------
