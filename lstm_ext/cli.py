@@ -170,8 +170,12 @@ def reproduce(args) -> int:
         return 2
     command = args.command_line
     start = time.perf_counter()
-    records = runner.run_rows(rows, out, trials=args.trials, seed=args.seed, jobs=args.jobs, budget=args.budget,
-                              quick=args.quick, progress=not args.no_progress, device=args.device)  # fmt: skip
+    try:
+        records = runner.run_rows(rows, out, trials=args.trials, seed=args.seed, jobs=args.jobs, budget=args.budget,
+                                  quick=args.quick, progress=not args.no_progress, device=args.device)  # fmt: skip
+    except runner.CheckpointError as e:
+        print(f"lstm-ext reproduce: {e}", file=sys.stderr)
+        return 2
     wall = time.perf_counter() - start
     summary = runner.summary_record(rows, records, command=command, wall_s=wall, quick=args.quick,
                                     device=args.device)  # fmt: skip

@@ -15,7 +15,7 @@ import torch
 
 from lstm_ext.experiments import all_rows, run_trial, select_rows
 from lstm_ext.experiments.protocol import _rngs, _runs, protocol_version
-from lstm_ext.experiments.runner import _append, _key, _task_key, load_checkpoint
+from lstm_ext.experiments.runner import CheckpointError, _append, _key, _task_key, load_checkpoint
 from lstm_ext.experiments.misses import MISS_IN_SHORT, MISS_NOTES
 from lstm_ext.experiments.report import chance_of_so_few_successes, markdown, rewrite_report, summarize_row, verdict
 
@@ -92,7 +92,8 @@ def test_checks_are_spread_over_long_trials():
 
 def test_checkpoints_of_an_older_protocol_are_not_reused(tmp_path):
     row = select_rows("3a")[0]
-    old = {"row": row.key, "trial": 0, "seed": 0, "budget": row.budget, "update": row.update}  # no "protocol"
+    old = {"row": row.key, "trial": 0, "seed": 0, "budget": row.budget, "update": row.update,  # no "protocol"
+           "success": False, "sequences": row.budget}
     (tmp_path / "trials.jsonl").write_text(json.dumps(old) + "\n")
     done = load_checkpoint(tmp_path / "trials.jsonl")
     assert _task_key((row, 0, 0, row.budget)) not in done
@@ -102,7 +103,7 @@ def test_checkpoints_of_an_older_protocol_are_not_reused(tmp_path):
 def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
     """kill -9 during a write leaves a last line without its newline; the next finished trial must not join it."""
     path = tmp_path / "trials.jsonl"
-    first = {"row": "4-T100", "trial": 0, "seed": 0, "budget": 10, "protocol": 1}
+    first = {"row": "4-T100", "trial": 0, "seed": 0, "budget": 10, "protocol": 1, "success": False, "sequences": 10}
     second = first | {"trial": 1}
     path.write_text(json.dumps(first) + "\n" + json.dumps(second)[:25])  # the second torn mid-record
     third = first | {"trial": 2}
@@ -111,6 +112,24 @@ def test_a_record_appended_after_a_torn_line_is_kept(tmp_path):
     assert sorted(rec["trial"] for rec in done.values()) == [0, 2]
     _append(path, second)
     assert sorted(rec["trial"] for rec in load_checkpoint(path).values()) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("line", ['{"garbage": 1}', "[1, 2]", "7", '{"row": "4-T100", "trial": 0, "seed": 0}'])
+def test_a_checkpoint_line_that_is_no_trial_record_is_an_error_by_name(tmp_path, capsys, line):
+    """JSON that no interruption can leave (a torn record is never whole JSON): another program's file, or a hand
+    edit. The run stops before any trial with the file and line, not with a KeyError from deep inside."""
+    from lstm_ext import cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    good = {"row": "4-T100", "trial": 0, "seed": 0, "budget": 10, "protocol": 1, "success": False, "sequences": 10}
+    (out / "trials.jsonl").write_text(json.dumps(good) + "\n" + line + "\n")
+    with pytest.raises(CheckpointError, match=r"trials.jsonl, line 2: not a trial record"):
+        load_checkpoint(out / "trials.jsonl")
+    code = cli.main(["reproduce", "adding", "--T", "100", "--quick", "--no-progress", "--out", str(out)])
+    assert code == 2
+    assert "line 2: not a trial record of lstm-ext reproduce" in capsys.readouterr().err
+    assert not (out / "results.json").exists()
 
 
 def test_variants_of_a_row_share_their_trials_seeds():

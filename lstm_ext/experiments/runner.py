@@ -44,17 +44,31 @@ def hardware(device: str = "cpu") -> str:
     return text
 
 
+class CheckpointError(ValueError):
+    """A checkpoint line that is whole JSON but no trial record: not a file this package wrote."""
+
+
+# What every trial record has (run_trial's record; older ones lack update and protocol, which _key defaults).
+_RECORD_KEYS = frozenset({"row", "trial", "seed", "budget", "success", "sequences"})
+
+
 def load_checkpoint(path: Path) -> dict:
-    """{(row, trial, seed, budget, update, protocol): record} of the finished trials in ``path``."""
+    """{(row, trial, seed, budget, update, protocol): record} of the finished trials in ``path``. Lines that are not
+    JSON (torn by an interruption) are skipped; a JSON line that is not a trial record is a CheckpointError."""
     done = {}
     if not path.exists():
         return done
     with open(path) as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line torn by an interruption
+            if not isinstance(rec, dict) or not _RECORD_KEYS <= rec.keys():
+                raise CheckpointError(
+                    f"{path}, line {lineno}: not a trial record of lstm-ext reproduce (a record has the keys "
+                    f"{', '.join(sorted(_RECORD_KEYS))}); move the file away or give another --out"
+                )
             done[_key(rec)] = rec
     return done
 
