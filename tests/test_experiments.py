@@ -245,10 +245,30 @@ def test_rewrite_report_brings_the_verdicts_up_to_date(tmp_path):
     expected = "misses (success 70% < 100%, p = 0.11)"
     assert expected in report and "older wording" not in report
     assert json.loads((tmp_path / "results.json").read_text())["rows"][0]["lines"][0]["verdict"] == expected
-    empty = tmp_path / "not_a_run"
-    p = subprocess.run([sys.executable, "-m", "lstm_ext.experiments.report", str(empty)], capture_output=True,
+
+
+@pytest.mark.parametrize(
+    "results, message",
+    [
+        (None, "{run} holds no results.json"),
+        ("{bad", "{run}/results.json is not JSON"),
+        ('{"rows": 5}', "{run}/results.json is not the results.json of an lstm-ext reproduce run"),
+        ("[]", "{run}/results.json is not the results.json of an lstm-ext reproduce run"),
+    ],
+)
+def test_rewrite_report_says_what_is_wrong_with_a_directory(tmp_path, results, message):
+    run = tmp_path / "not_a_run"
+    run.mkdir()
+    if results is not None:
+        (run / "results.json").write_text(results)
+    p = subprocess.run([sys.executable, "-m", "lstm_ext.experiments.report", str(run)], capture_output=True,
                        text=True, cwd=tmp_path)  # fmt: skip
-    assert p.returncode == 1 and f"{empty} holds no results.json" in p.stderr and "Traceback" not in p.stderr
+    assert p.returncode == 2 and message.format(run=run) in p.stderr and "Traceback" not in p.stderr
+    if results is not None:
+        assert (run / "results.json").read_text() == results  # left as it was
+    p = subprocess.run([sys.executable, "-m", "lstm_ext.experiments.report"], capture_output=True, text=True,
+                       cwd=tmp_path)  # fmt: skip
+    assert p.returncode == 2 and "required: DIR" in p.stderr
 
 
 def test_streak_stop_is_exact_and_deterministic():

@@ -265,7 +265,7 @@ def write_outputs(summary: dict, rows: list[Row], records: list[dict], out: Path
 def rewrite_report(out: Path) -> Path:
     """Write ``out``/report.md again from ``out``/results.json, with the verdicts and notes as this version
     gives them (the verdicts in results.json are brought up to date as well)."""
-    summary = json.loads((out / "results.json").read_text())
+    summary = _load_summary(out / "results.json")
     for row in summary["rows"]:
         for line in row["lines"]:
             line["verdict"] = verdict(line)
@@ -274,10 +274,38 @@ def rewrite_report(out: Path) -> Path:
     return out / "report.md"
 
 
-if __name__ == "__main__":  # python -m lstm_ext.experiments.report DIR...: the reports of finished runs again
-    import sys
+def _load_summary(path: Path) -> dict:
+    """A run's results.json; a ValueError that names the file where it is not one (broken JSON, another file)."""
+    try:
+        summary = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not JSON ({e})") from None
+    rows = summary.get("rows") if isinstance(summary, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and isinstance(r.get("lines"), list) for r in rows):
+        raise ValueError(f"{path} is not the results.json of an lstm-ext reproduce run (no list of rows with lines)")
+    return summary
 
-    for arg in sys.argv[1:]:
+
+def main(argv: list[str] | None = None) -> int:
+    """python -m lstm_ext.experiments.report DIR...: each finished run's report.md written again (rewrite_report)."""
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="python -m lstm_ext.experiments.report",
+        description="Write the report.md of finished lstm-ext reproduce runs again from their results.json, with the "
+        "verdicts and notes of this version.",
+    )
+    p.add_argument("runs", nargs="+", metavar="DIR", help="the --out directory of a finished lstm-ext reproduce run")
+    args = p.parse_args(argv)
+    for arg in args.runs:
         if not (Path(arg) / "results.json").is_file():
-            sys.exit(f"lstm_ext.experiments.report: {arg} holds no results.json (the --out of a finished run)")
-        print(rewrite_report(Path(arg)))
+            p.exit(2, f"{p.prog}: {arg} holds no results.json (the --out of a finished run)\n")
+        try:
+            print(rewrite_report(Path(arg)))
+        except ValueError as e:
+            p.exit(2, f"{p.prog}: {e}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
