@@ -80,7 +80,12 @@ def main(argv=None) -> int:
     for run in (args.run_a, args.run_b):
         if not (run / "trials.jsonl").is_file():
             p.error(f"{run}: no trials.jsonl there (not an --out directory of lstm-ext reproduce)")
-    text = compare(args.run_a, args.run_b)
+    from lstm_ext.experiments.runner import CheckpointError
+
+    try:
+        text = compare(args.run_a, args.run_b)
+    except CheckpointError as e:
+        p.error(str(e))
     if args.out is None:
         print(text, end="")
     else:

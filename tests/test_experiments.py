@@ -575,3 +575,8 @@ def test_compare_runs_script(tmp_path):
     proc = subprocess.run([sys.executable, str(path), str(tmp_path / "a"), str(tmp_path)], capture_output=True,
                           text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 2 and "no trials.jsonl" in proc.stderr
+    with open(tmp_path / "b" / "trials.jsonl", "a") as f:
+        f.write('{"not": "a trial"}\n')
+    proc = subprocess.run([sys.executable, str(path), str(tmp_path / "a"), str(tmp_path / "b")], capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 2 and "line 4: not a trial record" in proc.stderr and "Traceback" not in proc.stderr
