@@ -278,7 +278,24 @@ def main(argv=None) -> int:
     p.set_defaults(func=info)
     args = parser.parse_args(argv)
     args.command_line = "lstm-ext " + " ".join(sys.argv[1:] if argv is None else argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        print(f"\nlstm-ext {args.command}: interrupted{_what_is_kept(args)}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
+
+
+def _what_is_kept(args) -> str:
+    """After an interruption: what a run keeps (reproduce: the checkpoint, which the same command resumes)."""
+    if args.command != "reproduce":
+        return "; nothing was written"
+    from pathlib import Path
+
+    from lstm_ext.experiments import runner
+
+    ckpt = Path(args.out) / "trials.jsonl"
+    n = len(runner.load_checkpoint(ckpt)) if ckpt.is_file() else 0
+    return f"; {ckpt} keeps the {n} finished trial(s), and the same command resumes the run"
 
 
 if __name__ == "__main__":

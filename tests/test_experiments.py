@@ -431,6 +431,48 @@ def test_kill_9_loses_no_finished_trial(tmp_path):
     assert "resuming: 6 of 6" in again.stdout and len(ckpt.read_text().splitlines()) == 6
 
 
+def test_trials_side_by_side_start_no_more_after_an_interruption():
+    """The GPU path's threads (runner._side_by_side): once the run stops taking results (Ctrl-C, a failed trial), the
+    queued trials are cancelled and only those under way finish, so the command ends when they do."""
+    from lstm_ext.experiments.runner import _side_by_side
+
+    started = []
+
+    def worker(task):
+        started.append(task)
+        time.sleep(0.2)
+        return {"task": task}
+
+    results = _side_by_side(list(range(10)), 2, worker)
+    first = next(results)
+    assert first[1] == {"task": first[0]}
+    results.close()  # what an exception in the loop over the results does to the generator
+    time.sleep(0.5)
+    assert len(started) <= 4, started
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_keeps_the_finished_trials_and_says_so(tmp_path, jobs):
+    """SIGINT to the run's whole process group, as Ctrl-C in a terminal sends it: the finished trials stay in the
+    checkpoint, the command exits 130 with one line that says so, without a traceback from it or its workers."""
+    args = [*CLI, "reproduce", "6a", "--trials", "20", "--jobs", jobs, "--budget", "20000", "--out", str(tmp_path),
+            "--no-progress"]  # fmt: skip
+    ckpt = tmp_path / "trials.jsonl"
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and (not ckpt.exists() or len(ckpt.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    finished = len(ckpt.read_text().splitlines())
+    assert 2 <= finished < 20, "the run must be interrupted in the middle"
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Process SpawnPoolWorker" not in err, err
+    assert err.strip().splitlines()[-1] == (f"lstm-ext reproduce: interrupted; {ckpt} keeps the {finished} finished "
+                                            "trial(s), and the same command resumes the run")  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

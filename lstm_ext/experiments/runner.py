@@ -15,6 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import signal
 import time
 from functools import partial
 from pathlib import Path
@@ -162,17 +163,19 @@ def run_rows(
         done[_key(rec)] = rec
         bar.update(cost[id(task)], rec)
 
-    if device.type == "cuda":
-        for task, rec in _side_by_side(todo, jobs, partial(_cuda_worker, device=device)):
-            finished(task, rec)
-    elif jobs == 1:  # in this process; a second core, if any, generates the sequences ahead
-        for task in todo:
-            finished(task, _worker(task, prefetch=(os.cpu_count() or 1) > 1))
-    elif todo:
-        with mp.get_context("spawn").Pool(jobs) as pool:
-            for task, rec in _unordered(pool, todo):
+    try:  # an interruption (Ctrl-C) leaves the finished trials in the checkpoint, the rest to a resumed run
+        if device.type == "cuda":
+            for task, rec in _side_by_side(todo, jobs, partial(_cuda_worker, device=device)):
                 finished(task, rec)
-    bar.close()
+        elif jobs == 1:  # in this process; a second core, if any, generates the sequences ahead
+            for task in todo:
+                finished(task, _worker(task, prefetch=(os.cpu_count() or 1) > 1))
+        elif todo:
+            with mp.get_context("spawn").Pool(jobs, initializer=_ignore_interrupts) as pool:
+                for task, rec in _unordered(pool, todo):
+                    finished(task, rec)
+    finally:
+        bar.close()
     return [done[_task_key(t)] for t in plan]
 
 
@@ -182,8 +185,11 @@ def _side_by_side(todo, jobs: int, worker):
 
     with ThreadPoolExecutor(jobs, thread_name_prefix="lstm_ext-trial") as pool:
         futures = {pool.submit(worker, task): task for task in todo}
-        for fut in as_completed(futures):
-            yield futures[fut], fut.result()
+        try:
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        finally:  # interrupted (or a trial failed): start no more trials; those under way end with their trial
+            pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _unordered(pool, todo):
@@ -191,6 +197,12 @@ def _unordered(pool, todo):
     results = pool.imap_unordered(_indexed_worker, list(enumerate(todo)))
     for i, rec in results:
         yield todo[i], rec
+
+
+def _ignore_interrupts() -> None:
+    """In a worker process: Ctrl-C reaches the whole process group, but only the parent acts on it (it ends the
+    pool), so that the workers do not each print a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _indexed_worker(item):
