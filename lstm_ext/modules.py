@@ -485,6 +485,10 @@ def convert_nn_lstm(module: nn.Module, *, backend: str = "auto") -> nn.Module:
 
         model = lstm_ext.convert_nn_lstm(model)  # then train or run model as before
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"convert_nn_lstm expects a torch.nn.Module, got {type(module).__name__}")
+    if backend not in _BACKENDS:  # also where the model holds no nn.LSTM
+        raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     if _is_nn_lstm(module):
         return LSTM2000.from_nn_lstm(module, backend=backend)
     for name, child in module.named_children():

@@ -1165,6 +1165,10 @@ def test_convert_nn_lstm_refuses():
     torch.nn.utils.parametrizations.weight_norm(lstm, "weight_hh_l0")
     with pytest.raises(ValueError, match="parametrized weights"):
         lstm_ext.convert_nn_lstm(nn.Sequential(lstm))
+    with pytest.raises(TypeError, match="convert_nn_lstm expects a torch.nn.Module, got dict"):
+        lstm_ext.convert_nn_lstm({"encoder": nn.LSTM(2, 3)})
+    with pytest.raises(ValueError, match=r"backend must be one of \('auto', 'fused', 'reference'\), got 'cuda'"):
+        lstm_ext.convert_nn_lstm(nn.Sequential(nn.Linear(2, 3)), backend="cuda")  # no nn.LSTM in it
 
 
 @pytest.mark.parametrize("cls", [LSTM2000, LSTM1997])
