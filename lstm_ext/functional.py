@@ -199,6 +199,8 @@ def lstm_layer(
     """
     if backend not in ("fused", "reference", "auto"):
         raise ValueError(f"backend must be 'fused', 'reference' or 'auto', got {backend!r}")
+    if not isinstance(config, CellConfig):
+        raise TypeError(f"config must be a lstm_ext.CellConfig, got {type(config).__name__}")
     if x.dim() != 3:
         raise ValueError(f"x must be 3-D (T, B, D), got {x.dim()}-D")
     lengths = _as_lengths(lengths, x.shape[1])

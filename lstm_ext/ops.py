@@ -41,11 +41,22 @@ def _recurrence_fake(A, U, r0, s0, lengths, forget_gate, block_size, feedback, s
     return A.new_empty(T, B, s0.shape[-1]), torch.empty_like(r0), torch.empty_like(s0)
 
 
+def _check_call(op: str, config, **tensors) -> None:
+    """What the op's schema cannot say clearly: a config that is not a CellConfig, a required tensor given as None
+    (the dispatcher's "tensor does not have a device")."""
+    if not isinstance(config, CellConfig):
+        raise TypeError(f"lstm_ext.ops.{op}: config must be a lstm_ext.CellConfig, got {type(config).__name__}")
+    for name, t in tensors.items():
+        if t is None:
+            raise TypeError(f"lstm_ext.ops.{op}: {name} must be a tensor, got None")
+
+
 def recurrence(A, U, r0, s0, config: CellConfig, lengths=None):
     """All T steps of one layer and direction: A (T,B,G), U (G,R), r0 (B,R), s0 (B,C) -> y, r_T, s_T.
 
     Differentiable in A, U, r0 and s0 (autograd is registered in C++, csrc/autograd.cpp).
     """
+    _check_call("recurrence", config, A=A, U=U, r0=r0, s0=s0)
     return _ops.recurrence.default(A, U, r0, s0, lengths, *config.op_args())
 
 
@@ -65,6 +76,7 @@ def layer(x, w_ih, w_hh, b_ih, b_hh, h0, c0, config: CellConfig, lengths=None, a
     ``functional._projected_layer``) -> y (T,B,C), h_n, c_n. Differentiable in x, the weights, the biases, h0, c0
     and a0 (csrc/layer.cpp): the layer is one autograd node.
     """
+    _check_call("layer", config, x=x, w_ih=w_ih, w_hh=w_hh)
     return _ops.layer.default(x, w_ih, w_hh, b_ih, b_hh, h0, c0, lengths, *config.op_args(), a0)
 
 

@@ -23,7 +23,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lstm_ext import ops
+from lstm_ext import functional, ops
 from lstm_ext.config import FEEDBACKS, SQUASHES, CellConfig
 from lstm_ext.reference import cell_step_ref, recurrence_ref
 
@@ -986,6 +986,21 @@ def test_double_backward_raises_clearly():
     g = torch.autograd.grad(y.pow(2).sum(), leaves, create_graph=True)
     with pytest.raises(RuntimeError, match="double backward"):
         torch.autograd.grad(g[1].sum(), leaves, allow_unused=True)
+
+
+def test_ops_name_a_config_or_tensor_of_the_wrong_kind():
+    A, U, r0, s0 = good_inputs()
+    for config in ({"forget_gate": True}, None):
+        with pytest.raises(TypeError, match="lstm_ext.ops.recurrence: config must be a lstm_ext.CellConfig, got"):
+            ops.recurrence(A, U, r0, s0, config)
+        with pytest.raises(TypeError, match="lstm_ext.ops.layer: config must be a lstm_ext.CellConfig, got"):
+            ops.layer(A, U, U, None, None, None, None, config)
+        with pytest.raises(TypeError, match="config must be a lstm_ext.CellConfig, got"):
+            functional.lstm_layer(A, U, U, None, None, None, None, config)
+    with pytest.raises(TypeError, match="lstm_ext.ops.recurrence: r0 must be a tensor, got None"):
+        ops.recurrence(A, U, None, s0, CellConfig())
+    with pytest.raises(TypeError, match="lstm_ext.ops.layer: w_hh must be a tensor, got None"):
+        ops.layer(A, U, None, None, None, None, None, CellConfig())
 
 
 @pytest.mark.parametrize(
