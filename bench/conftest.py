@@ -11,6 +11,7 @@ sys.path). Options: --bench-target-s, --bench-min-rounds, --bench-max-rounds, --
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 
@@ -37,9 +38,27 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "quick: the issue's four target cases (run with -m quick)")
+    check_options(config)
     threads = config.getoption("--bench-threads", 0)
     if threads:
         torch.set_num_threads(threads)
+
+
+def check_options(config) -> None:
+    """A usage error (pytest's exit status 4) for option values no benchmark can run with, before any runs."""
+    target_s = config.getoption("--bench-target-s", 1.0)
+    min_rounds = config.getoption("--bench-min-rounds", 5)
+    max_rounds = config.getoption("--bench-max-rounds", 200)
+    problems = [
+        (not math.isfinite(target_s) or target_s <= 0, f"--bench-target-s must be a finite number > 0, got {target_s}"),
+        (min_rounds < 1, f"--bench-min-rounds must be >= 1, got {min_rounds}"),
+        (max_rounds < min_rounds, f"--bench-max-rounds ({max_rounds}) must be >= --bench-min-rounds ({min_rounds})"),
+        (config.getoption("--bench-slow-peer-max-T", 0) < 0, "--bench-slow-peer-max-T must be >= 0 (0: always)"),
+        (config.getoption("--bench-threads", 0) < 0, "--bench-threads must be >= 0 (0: torch's default)"),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise pytest.UsageError(message)
 
 
 @pytest.fixture(scope="session")

@@ -134,3 +134,27 @@ def test_cuda_target_table_gives_a_verdict_per_case():
     assert verdicts["C2 float32 B=256 H=1024"] == "n/a"
     assert len(rows) == 2 + len(verdicts)
     assert report.cuda_target_table({("cpu", "float32", "fwd", 1, 8, 2, 100): {}}) == ([], {})
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--bench-target-s", "0"], "--bench-target-s must be a finite number > 0, got 0.0"),
+        (["--bench-target-s", "nan"], "--bench-target-s must be a finite number > 0, got nan"),
+        (["--bench-min-rounds", "0"], "--bench-min-rounds must be >= 1, got 0"),
+        (["--bench-max-rounds", "2"], "--bench-max-rounds (2) must be >= --bench-min-rounds (5)"),
+        (["--bench-slow-peer-max-T", "-1"], "--bench-slow-peer-max-T must be >= 0"),
+        (["--bench-threads", "-3"], "--bench-threads must be >= 0"),
+    ],
+)
+def test_bench_options_no_benchmark_can_run_with_are_a_usage_error(tmp_path, options, message):
+    """bench/conftest.py: before any benchmark runs (pytest's exit status 4), not an INTERNALERROR from
+    torch.set_num_threads, a failed benchmark or a silent run with nonsense settings."""
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    proc = subprocess.run([sys.executable, "-m", "pytest", str(bench), "--co", "-q", "-p", "no:cacheprovider",
+                           *options], capture_output=True, text=True, timeout=300, cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert f"ERROR: {message}" in proc.stderr and "INTERNALERROR" not in proc.stdout + proc.stderr
