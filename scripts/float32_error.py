@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from cases import make_inputs  # noqa: E402
 
 from lstm_ext import ops  # noqa: E402
+from lstm_ext.cli import _int_at_least  # noqa: E402
 from lstm_ext.config import CellConfig  # noqa: E402
 from lstm_ext.reference import recurrence_ref  # noqa: E402
 
@@ -45,9 +46,9 @@ def errors(cfg: CellConfig, T: int, B: int, H: int, device: str = "cpu") -> dict
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--widths", type=int, nargs="+", default=[16, 64, 256, 1030, 4096])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=1)
+    parser.add_argument("--widths", type=_int_at_least(1), nargs="+", default=[16, 64, 256, 1030, 4096])
+    parser.add_argument("--batch", type=_int_at_least(1), default=64)
+    parser.add_argument("--steps", type=_int_at_least(1), default=1)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():

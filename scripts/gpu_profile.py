@@ -23,6 +23,7 @@ import time
 import torch
 
 import lstm_ext  # noqa: F401  (registers torch.ops.lstm_ext)
+from lstm_ext.cli import _int_at_least
 from lstm_ext.config import CellConfig
 
 OPS = torch.ops.lstm_ext
@@ -137,8 +138,8 @@ def ncu_case(text: str, device: str):
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES, help="dtype:B:H ...")
-    ap.add_argument("--T", nargs=2, type=int, default=[100, 500], metavar=("T1", "T2"))
-    ap.add_argument("--calls", type=int, default=10, help="timed calls per point (their median)")
+    ap.add_argument("--T", nargs=2, type=_int_at_least(1), default=[100, 500], metavar=("T1", "T2"))
+    ap.add_argument("--calls", type=_int_at_least(1), default=10, help="timed calls per point (their median)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--ncu", metavar="DTYPE:B:H:T:fwd|bwd", help="run one op twice for ncu instead")
     a = ap.parse_args(argv)

@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from lstm_ext.cli import _int_at_least
 from lstm_ext.tasks.reber import reber_train_test
 
 
@@ -119,16 +120,16 @@ def trial(seed, pair_seed, blocks=3, size=2, lr=0.5, budget=40_000, init=0.2, ig
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--trials", type=int, default=10)
-    p.add_argument("--budget", type=int, default=40_000)
-    p.add_argument("--blocks", type=int, default=3)
-    p.add_argument("--size", type=int, default=2)
+    p.add_argument("--trials", type=_int_at_least(1), default=10)
+    p.add_argument("--budget", type=_int_at_least(1), default=40_000)
+    p.add_argument("--blocks", type=_int_at_least(1), default=3)
+    p.add_argument("--size", type=_int_at_least(1), default=2)
     p.add_argument("--lr", type=float, default=0.5)
     p.add_argument("--init", type=float, default=0.2, help="initial weights in [-init, init]")
     p.add_argument("--igb", type=float, default=0.2, help="initial input-gate biases in [-igb, igb]")
     p.add_argument("--caption-squashes", action="store_true",
                    help="g in [-1, 1] and h in [-2, 2], as Table 10's caption has them (not the text's)")
-    p.add_argument("--first", type=int, default=0, help="the first trial's number (trial k: seed k, pair k // 10)")
+    p.add_argument("--first", type=_int_at_least(0), default=0, help="the first trial's number (trial k: seed k, pair k // 10)")
     a = p.parse_args()
     learned = []
     for k in range(a.first, a.first + a.trials):

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from lstm_ext.cli import _int_at_least
 from lstm_ext.experiments import rows as rows_mod
 from lstm_ext.experiments import runner
 from lstm_ext.experiments.protocol import run_trial
@@ -44,7 +45,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--row", default="4-T100", help="a row key of the reports")
     p.add_argument("--threads", default="1,4,16,64", help="trials side by side, comma-separated")
-    p.add_argument("--budget", type=int, default=20_000, help="training sequences per trial")
+    p.add_argument("--budget", type=_int_at_least(1), default=20_000, help="training sequences per trial")
     p.add_argument("--gpu-ns", type=float, default=300.0, help="simulated GPU time per sequence step of one trial")
     args = p.parse_args()
     row = next((r for r in rows_mod.all_rows() if r.key == args.row), None)

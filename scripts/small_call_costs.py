@@ -18,6 +18,7 @@ import torch
 
 import lstm_ext
 from lstm_ext import ops
+from lstm_ext.cli import _int_at_least
 from lstm_ext.config import CellConfig
 
 
@@ -36,7 +37,7 @@ def best_us(fn, calls: int) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     for name, default in [("B", 1), ("H", 8), ("D", 2), ("T", 100), ("calls", 3000)]:
-        p.add_argument(f"--{name}", type=int, default=default)
+        p.add_argument(f"--{name}", type=_int_at_least(1), default=default)
     a = p.parse_args()
     torch.manual_seed(0)
     module = lstm_ext.LSTM2000(a.D, a.H)
