@@ -39,9 +39,11 @@ if [ ! -x "$CUDA_HOME/bin/nvcc" ]; then
   echo "no nvcc at $CUDA_HOME/bin/nvcc: set CUDA_HOME to the CUDA toolkit" >&2
   exit 2
 fi
-if [ ! -x "$PY" ]; then
-  echo "making $VENV ($PYTHON_BIN, torch==$TORCH_VERSION from PyPI: the CUDA build, about 4.6 GB)"
-  "$PYTHON_BIN" -m venv "$VENV"
+[ -x "$PY" ] || "$PYTHON_BIN" -m venv "$VENV"
+# (again after an install that was cut off)
+if ! "$PY" -c "import torch, numpy, tqdm, matplotlib, pytest, hypothesis, pytest_benchmark, scikit_build_core" 2>/dev/null
+then
+  echo "installing into $VENV: torch==$TORCH_VERSION from PyPI (the CUDA build, about 4.6 GB) and the test tools"
   "$PY" -m pip install -q "torch==$TORCH_VERSION" numpy tqdm matplotlib pytest hypothesis pytest-benchmark \
     scikit-build-core ninja cmake
 fi
@@ -52,10 +54,9 @@ print('python', sys.version.split()[0], 'torch', torch.__version__, 'cuda', torc
 # CUDA 12 ones, nvidia/<package>/).
 read -r NV_INCLUDE NVRTC < <("$PY" - <<'EOF'
 import glob, os, nvidia
-roots = [p for d in nvidia.__path__ for p in [os.path.join(d, "cu13")] + glob.glob(os.path.join(d, "*"))]
-inc = ":".join(p + "/include" for p in roots if os.path.isfile(os.path.join(p, "include", "cublas_v2.h")))
-lib = sorted(glob.glob(os.path.join(os.path.dirname(nvidia.__path__[0]), "nvidia", "**", "libnvrtc.so.*[0-9]"),
-                       recursive=True))
+dirs = [p for d in nvidia.__path__ for p in glob.glob(os.path.join(d, "*"))]
+inc = ":".join(p + "/include" for p in dirs if os.path.isfile(os.path.join(p, "include", "cublas_v2.h")))
+lib = sorted(p for d in dirs for p in glob.glob(os.path.join(d, "lib", "libnvrtc.so.*[0-9]")))
 print(inc or "-", lib[0] if lib else "-")
 EOF
 )
